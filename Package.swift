@@ -1,0 +1,35 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Data flows one way: hookit -> RemoteTramp -> Injector -> CPtrace (see ../shared/design.md).
+let package = Package(
+    name: "hookit",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "hookit", targets: ["hookit"]),
+        .library(name: "Injector", targets: ["Injector"]),
+        .library(name: "RemoteTramp", targets: ["RemoteTramp"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .target(
+            name: "CPtrace",
+            linkerSettings: [.linkedLibrary("elf")]
+        ),
+        .target(name: "Injector", dependencies: ["CPtrace"]),
+        .target(name: "RemoteTramp", dependencies: ["Injector"]),
+        .executableTarget(
+            name: "hookit",
+            dependencies: [
+                "Injector", "RemoteTramp",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .target(name: "TestSupport", dependencies: ["Injector"], path: "Tests/TestSupport"),
+        .testTarget(name: "InjectorTests", dependencies: ["Injector", "TestSupport"]),
+        .testTarget(name: "HookitCLITests", dependencies: ["TestSupport"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,56 @@
+// Thin wrappers only: see include/cptrace.h for what each one wraps.
+#define _GNU_SOURCE
+#include "cptrace.h"
+#include <errno.h>
+#include <cpuid.h>
+
+long hk_ptrace(int request, pid_t tid, uint64_t addr, uint64_t data) {
+    return ptrace((enum __ptrace_request)request, tid, (void *)addr, (void *)data);
+}
+
+int hk_ptrace_peek(int request, pid_t tid, uint64_t addr, uint64_t *out) {
+    errno = 0;
+    long v = ptrace((enum __ptrace_request)request, tid, (void *)addr, 0);
+    if (v == -1 && errno != 0) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int hk_getregset(pid_t tid, int type, void *buf, size_t *len) {
+    struct iovec iov = { buf, *len };
+    if (ptrace(PTRACE_GETREGSET, tid, (void *)(long)type, &iov) == -1) return -1;
+    *len = iov.iov_len;
+    return 0;
+}
+
+int hk_setregset(pid_t tid, int type, const void *buf, size_t len) {
+    struct iovec iov = { (void *)buf, len };
+    return (int)ptrace(PTRACE_SETREGSET, tid, (void *)(long)type, &iov);
+}
+
+ssize_t hk_vm_read(pid_t pid, uint64_t remote, void *local, size_t len) {
+    struct iovec l = { local, len }, r = { (void *)remote, len };
+    return process_vm_readv(pid, &l, 1, &r, 1, 0);
+}
+
+ssize_t hk_vm_write(pid_t pid, uint64_t remote, const void *local, size_t len) {
+    struct iovec l = { (void *)local, len }, r = { (void *)remote, len };
+    return process_vm_writev(pid, &l, 1, &r, 1, 0);
+}
+
+uint32_t hk_xsave_size(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(0xd, 0, &a, &b, &c, &d)) return 0;
+    return b;
+}
+
+volatile sig_atomic_t hk_interrupt_signal = 0;
+
+static void hk_on_signal(int sig) { hk_interrupt_signal = sig; }
+
+void hk_catch_signals(const int *signals) {
+    struct sigaction sa = {0};
+    sa.sa_handler = hk_on_signal;
+    sigemptyset(&sa.sa_mask);
+    for (; *signals; signals++) sigaction(*signals, &sa, NULL);
+}

@@ -1,0 +1,82 @@
+import CPtrace
+import Glibc
+
+/// A function of the tracee, at its tracee address.
+public struct FunctionSymbol: Sendable, Equatable {
+    public var module: String
+    /// The name with any version suffix stripped (`memcpy@@GLIBC_2.14` is `memcpy`).
+    public var name: String
+    public var address: UInt64
+    /// Bytes, from the symbol table; 0 when unknown (an IFUNC implementation with no symbol).
+    public var size: UInt64
+    /// For an IFUNC: the resolver's address (`address` is the implementation the tracee runs).
+    public var ifuncResolver: UInt64?
+}
+
+/// A raw ELF relocation (RELA), with its symbol's name.
+struct Relocation {
+    var offset: UInt64
+    var type: UInt32
+    var addend: Int64
+    var symbol: String
+}
+
+struct RawSymbol {
+    var name: String
+    var value: UInt64
+    var size: UInt64
+    var type: Int32
+    var shndx: Int32
+}
+
+/// The symbol and relocation tables of one module, read with libelf.
+struct ElfTables {
+    var symbols: [RawSymbol] = []
+    var relocations: [Relocation] = []
+
+    static let sttFunc: Int32 = 2
+    static let sttGnuIfunc: Int32 = 10
+    static let rGlobDat: UInt32 = 6
+    static let rJumpSlot: UInt32 = 7
+    static let rIrelative: UInt32 = 37
+
+    static func read(_ module: Module) throws -> ElfTables {
+        let box = Box()
+        var err = [CChar](repeating: 0, count: 256)
+        let ctx = Unmanaged.passUnretained(box).toOpaque()
+        let symCB: hk_sym_cb = { sym, ctx in
+            let s = sym!.pointee
+            let box = Unmanaged<Box>.fromOpaque(ctx!).takeUnretainedValue()
+            box.tables.symbols.append(RawSymbol(name: String(cString: s.name), value: s.value, size: s.size,
+                                                type: s.type, shndx: s.shndx))
+        }
+        let relaCB: hk_rela_cb = { r, ctx in
+            let rel = r!.pointee
+            let box = Unmanaged<Box>.fromOpaque(ctx!).takeUnretainedValue()
+            box.tables.relocations.append(Relocation(offset: rel.offset, type: rel.type, addend: rel.addend,
+                                                     symbol: String(cString: rel.sym_name)))
+        }
+        let rc: Int32
+        switch module.source {
+        case .file(let path):
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            if fd < 0 { throw InjectorError.elf(path: module.path, detail: errnoText(errno)) }
+            defer { close(fd) }
+            rc = hk_elf_walk_fd(fd, symCB, relaCB, ctx, &err, err.count)
+        case .memory(let bytes):
+            rc = bytes.withUnsafeBytes { hk_elf_walk_mem($0.baseAddress, $0.count, symCB, relaCB, ctx, &err, err.count) }
+        }
+        if rc != 0 { throw InjectorError.elf(path: module.path, detail: String(cString: err)) }
+        return box.tables
+    }
+
+    private final class Box { var tables = ElfTables() }
+}
+
+extension String {
+    /// `memcpy@@GLIBC_2.14` → `memcpy`; names without a version are unchanged.
+    var strippingSymbolVersion: String {
+        guard let at = firstIndex(of: "@"), at != startIndex else { return self }
+        return String(self[..<at])
+    }
+}

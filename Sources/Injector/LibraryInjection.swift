@@ -1,0 +1,72 @@
+import Glibc
+
+/// Where an injected library landed.
+public struct InjectedLibrary: Sendable {
+    public var path: String
+    /// dlopen's handle (glibc's struct link_map).
+    public var handle: UInt64
+    /// The load bias (link_map.l_addr) and the lowest mapped address of the library.
+    public var bias: UInt64
+    public var base: UInt64
+}
+
+extension Tracee {
+    /// Loads a shared library into the tracee with its own dlopen(path, RTLD_NOW).
+    /// The path is checked first, as the tracee sees it (/proc/PID/root), so a missing or
+    /// foreign file is refused without touching the tracee; a dlopen failure reports the
+    /// tracee's own dlerror() text.
+    public func inject(library path: String, symbols: SymbolTable) throws -> InjectedLibrary {
+        try Self.checkLibrary(path, pid: pid)
+        let dlopen = try libcFunction("dlopen", symbols)
+        let dlerror = try libcFunction("dlerror", symbols)
+        let handle = try withScratch(bytes: Array(path.utf8) + [0]) { addr in
+            try call(dlopen.address, [addr, UInt64(RTLD_NOW)], name: "dlopen")
+        }
+        if handle == 0 {
+            let msg = try call(dlerror.address, [], name: "dlerror")
+            let text = msg == 0 ? "(no dlerror text)" : try memory.readCString(at: msg)
+            throw InjectorError.dlopenFailed(path: path, dlerror: text)
+        }
+        let bias = try memory.readU64(at: handle)
+        let maps = try ProcMaps.read(pid)
+        let base = maps.filter { $0.filePath == path }.map(\.start).min() ?? bias
+        return InjectedLibrary(path: path, handle: handle, bias: bias, base: base)
+    }
+
+    private func libcFunction(_ name: String, _ symbols: SymbolTable) throws -> FunctionSymbol {
+        for m in symbols.modules where !m.isVDSO {
+            if let f = symbols.functions(in: m).first(where: { $0.name == name }) { return f }
+        }
+        throw InjectorError.missingFunction(name: name, detail: "no loaded module exports it (a statically linked tracee cannot load libraries)")
+    }
+
+    static func checkLibrary(_ path: String, pid: pid_t) throws {
+        guard path.hasPrefix("/") else {
+            throw InjectorError.libraryPath(path: path, detail: "the path must be absolute (the tracee resolves it from its own working directory)")
+        }
+        let seen = "/proc/\(pid)/root\(path)"
+        var st = stat()
+        if stat(seen, &st) != 0 {
+            throw InjectorError.libraryPath(path: path, detail: "\(errnoText(errno)) as seen from the tracee")
+        }
+        if (st.st_mode & S_IFMT) != S_IFREG {
+            throw InjectorError.libraryPath(path: path, detail: "not a regular file")
+        }
+        let fd = open(seen, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw InjectorError.libraryPath(path: path, detail: errnoText(errno)) }
+        defer { Glibc.close(fd) }
+        var hdr = [UInt8](repeating: 0, count: 20)
+        let n = hdr.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 20, 0) }
+        guard n == 20, hdr[0] == 0x7f, hdr[1] == 0x45, hdr[2] == 0x4c, hdr[3] == 0x46 else {
+            throw InjectorError.libraryPath(path: path, detail: "not an ELF file")
+        }
+        let type = UInt16(hdr[16]) | UInt16(hdr[17]) << 8
+        let machine = UInt16(hdr[18]) | UInt16(hdr[19]) << 8
+        if hdr[4] != 2 || machine != 62 {
+            throw InjectorError.libraryPath(path: path, detail: "not an x86-64 ELF object")
+        }
+        if type != 3 {
+            throw InjectorError.libraryPath(path: path, detail: "not a shared object (ET_DYN)")
+        }
+    }
+}

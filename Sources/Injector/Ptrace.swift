@@ -1,0 +1,83 @@
+import CPtrace
+import Glibc
+
+/// One thin typed wrapper per ptrace request used by Injector; each throws
+/// `InjectorError.ptraceFailed` naming the request and thread. The raw calls live here only.
+enum Ptrace {
+    static let seizeOptions = UInt64(HK_PTRACE_O_TRACECLONE | HK_PTRACE_O_TRACESYSGOOD | HK_PTRACE_O_TRACEEXEC)
+
+    /// The ptrace request is PTRACE_SEIZE, with the options hookit always uses. Deliberately
+    /// without PTRACE_O_EXITKILL: if hookit dies, the tracee must live on (design.md invariant 4).
+    static func seize(_ tid: pid_t) -> Int32 {
+        hk_ptrace(Int32(HK_PTRACE_SEIZE), tid, 0, seizeOptions) == -1 ? errno : 0
+    }
+
+    /// The ptrace request is PTRACE_INTERRUPT.
+    static func interrupt(_ tid: pid_t) -> Int32 {
+        hk_ptrace(Int32(HK_PTRACE_INTERRUPT), tid, 0, 0) == -1 ? errno : 0
+    }
+
+    /// The ptrace request is PTRACE_CONT, delivering `signal` (0 for none).
+    static func cont(_ tid: pid_t, signal: Int32 = 0) -> Int32 {
+        hk_ptrace(Int32(HK_PTRACE_CONT), tid, 0, UInt64(signal)) == -1 ? errno : 0
+    }
+
+    /// The ptrace request is PTRACE_SYSCALL: resume until the next syscall entry or exit.
+    static func syscall(_ tid: pid_t, signal: Int32 = 0) -> Int32 {
+        hk_ptrace(Int32(HK_PTRACE_SYSCALL), tid, 0, UInt64(signal)) == -1 ? errno : 0
+    }
+
+    /// The ptrace request is PTRACE_LISTEN: leave a group-stopped thread stopped, but let it
+    /// report SIGCONT and new signals.
+    static func listen(_ tid: pid_t) -> Int32 {
+        hk_ptrace(Int32(HK_PTRACE_LISTEN), tid, 0, 0) == -1 ? errno : 0
+    }
+
+    /// The ptrace request is PTRACE_DETACH, delivering `signal`.
+    static func detach(_ tid: pid_t, signal: Int32 = 0) -> Int32 {
+        hk_ptrace(Int32(HK_PTRACE_DETACH), tid, 0, UInt64(signal)) == -1 ? errno : 0
+    }
+
+    /// The ptrace request is PTRACE_GETEVENTMSG.
+    static func eventMessage(_ tid: pid_t) throws -> UInt64 {
+        var msg: UInt64 = 0
+        if hk_ptrace(Int32(HK_PTRACE_GETEVENTMSG), tid, 0, UInt64(UInt(bitPattern: withUnsafeMutablePointer(to: &msg) { $0 }))) == -1 {
+            throw InjectorError.ptraceFailed(request: "PTRACE_GETEVENTMSG", tid: tid, errno: errno)
+        }
+        return msg
+    }
+
+    /// The ptrace request is PTRACE_GETREGS.
+    static func registers(_ tid: pid_t) throws -> user_regs_struct {
+        var regs = user_regs_struct()
+        let rc = withUnsafeMutablePointer(to: &regs) {
+            hk_ptrace(Int32(HK_PTRACE_GETREGS), tid, 0, UInt64(UInt(bitPattern: $0)))
+        }
+        if rc == -1 { throw InjectorError.ptraceFailed(request: "PTRACE_GETREGS", tid: tid, errno: errno) }
+        return regs
+    }
+
+    /// The ptrace request is PTRACE_SETREGS.
+    static func setRegisters(_ tid: pid_t, _ regs: user_regs_struct) throws {
+        var copy = regs
+        let rc = withUnsafeMutablePointer(to: &copy) {
+            hk_ptrace(Int32(HK_PTRACE_SETREGS), tid, 0, UInt64(UInt(bitPattern: $0)))
+        }
+        if rc == -1 { throw InjectorError.ptraceFailed(request: "PTRACE_SETREGS", tid: tid, errno: errno) }
+    }
+
+    /// The ptrace request is PTRACE_GETREGSET with NT_X86_XSTATE: the whole FP/SSE/AVX state.
+    static func extendedState(_ tid: pid_t) throws -> [UInt8] {
+        var buf = [UInt8](repeating: 0, count: 16384)
+        var len = buf.count
+        let rc = buf.withUnsafeMutableBytes { hk_getregset(tid, Int32(HK_NT_X86_XSTATE), $0.baseAddress, &len) }
+        if rc == -1 { throw InjectorError.ptraceFailed(request: "PTRACE_GETREGSET(NT_X86_XSTATE)", tid: tid, errno: errno) }
+        return Array(buf.prefix(len))
+    }
+
+    /// The ptrace request is PTRACE_SETREGSET with NT_X86_XSTATE.
+    static func setExtendedState(_ tid: pid_t, _ state: [UInt8]) throws {
+        let rc = state.withUnsafeBytes { hk_setregset(tid, Int32(HK_NT_X86_XSTATE), $0.baseAddress, $0.count) }
+        if rc == -1 { throw InjectorError.ptraceFailed(request: "PTRACE_SETREGSET(NT_X86_XSTATE)", tid: tid, errno: errno) }
+    }
+}

@@ -1,0 +1,43 @@
+import Glibc
+
+/// Calls of functions inside the tracee.
+extension Tracee {
+    /// Calls the function at `address` in the tracee with up to six integer arguments and returns
+    /// rax. Requires the world to be stopped; during the call every other thread runs, so a lock
+    /// one of them holds (malloc's, the loader's) is released in due course instead of
+    /// deadlocking the call. Returns with the world stopped again.
+    ///
+    /// The call runs on the borrowed thread's stack below its red zone, 16-byte aligned at the
+    /// call, with its FP/SSE/AVX state saved around it. On timeout or interruption the thread is
+    /// left to finish the call and restore itself (the stub does that without hookit).
+    public func call(_ address: UInt64, _ args: [UInt64] = [], name: String? = nil, timeout: Double = 10) throws -> UInt64 {
+        precondition(held, "remote calls need the world stopped")
+        precondition(args.count <= 6)
+        let label = name ?? "0x\(hex(address))"
+        let thread = try pickThread()
+        let b = try borrow(thread, entry: .call, arguments: [address] + args)
+        let outcome: StubOutcome
+        do {
+            try resumeWorld()            // everyone but the borrowed thread
+            outcome = try runUntilSentinel(b, timeout: timeout)
+        } catch {
+            if thread.borrowed { abandon(b) }
+            if !held { try? stopWorld() }
+            throw error
+        }
+        switch outcome {
+        case .finished(let result):
+            try restore(b)
+            try stopWorld()
+            return result
+        case .timedOut:
+            abandon(b)
+            try stopWorld()
+            throw InjectorError.remoteCallTimedOut(function: label, tid: thread.tid, seconds: timeout)
+        case .interrupted:
+            abandon(b)
+            try? stopWorld()
+            throw InjectorError.remoteCallInterrupted(function: label, tid: thread.tid)
+        }
+    }
+}

@@ -1,0 +1,111 @@
+import CPtrace
+import Glibc
+
+extension Tracee {
+    /// Interrupts every thread (PTRACE_INTERRUPT) and waits until each one is in a ptrace-stop.
+    /// While held, no thread of the tracee runs: this is the state every poke happens in
+    /// (design.md invariant 1). Threads born meanwhile are waited for too.
+    public func stopWorld(timeout: Double = 3) throws {
+        precondition(!held, "stopWorld while the world is already stopped")
+        try drainEvents()
+        held = true
+        heldSince = Clock.now()
+        do {
+            try bringAllToStop(timeout: timeout)
+        } catch {
+            try? resumeWorld()
+            throw error
+        }
+    }
+
+    /// Interrupts every running thread and waits for all of them, including threads born while
+    /// waiting, to stop. A thread that stays running past `timeout` is a zombie leader (it never
+    /// stops again and is left out) or an error.
+    func bringAllToStop(timeout: Double = 3) throws {
+        for thread in threads.values where !thread.stopped && !thread.interruptPending {
+            let e = Ptrace.interrupt(thread.tid)
+            if e == ESRCH { continue }   // exiting; its exit status will arrive
+            if e != 0 { throw InjectorError.ptraceFailed(request: "PTRACE_INTERRUPT", tid: thread.tid, errno: e) }
+            thread.interruptPending = true
+        }
+        let deadline = Clock.now() + UInt64(timeout * 1e9)
+        while threads.values.contains(where: { !$0.stopped }) {
+            // New threads are attached by the kernel and report a first stop on their own.
+            if let ev = try waitEvent(until: deadline) {
+                try dispatch(tid: ev.tid, status: ev.status)
+                continue
+            }
+            try setAsideNonStopping()
+            if threads.values.contains(where: { !$0.stopped }) {
+                let t = threads.values.first(where: { !$0.stopped })!
+                throw InjectorError.threadDidNotStop(tid: t.tid, state: ProcFS.threadState(pid, t.tid) ?? "gone")
+            }
+        }
+        if threads.isEmpty { throw InjectorError.processExited(pid: pid) }
+    }
+
+    /// Zombie threads (a leader that called pthread_exit while others run) never report a stop;
+    /// vanished threads report their exit later. Neither can hold the world up.
+    private func setAsideNonStopping() throws {
+        for t in threads.values where !t.stopped {
+            let state = ProcFS.threadState(pid, t.tid)
+            if state == nil || state == "Z" || state == "X" {
+                threads[t.tid] = nil
+                if state != nil { zombies.insert(t.tid) }
+            }
+        }
+    }
+
+    /// Releases every held thread from the stop it is in and records how long the world was
+    /// stopped. A thread that had a signal pending gets it now, so nothing is swallowed.
+    public func resumeWorld() throws {
+        guard held else { return }
+        held = false
+        stopStats.record(Clock.now() &- heldSince)
+        var firstError: Error?
+        for thread in Array(threads.values) where !thread.borrowed {
+            do { try release(thread) } catch { firstError = firstError ?? error }
+        }
+        if let e = firstError { throw e }
+    }
+
+    /// Detaches from every thread, whatever happened before. Never throws: each failure is
+    /// collected in the report. Threads leave with the registers they have (a remote operation
+    /// restores its thread before it returns) and with any signal they stopped for; a
+    /// group-stopped thread stays stopped, as it would without hookit.
+    @discardableResult
+    public func detach() -> DetachReport {
+        var report = DetachReport()
+        if threads.isEmpty { return report }
+        if !held {
+            do { try stopWorld() } catch { report.problems.append("\(error)") }
+        }
+        if held { stopStats.record(Clock.now() &- heldSince) }
+        held = false
+        if let lease = stubLease, !lease.inUse {
+            do { try restoreStubBytes() } catch { report.problems.append("\(error)") }
+        }
+        for thread in threads.values {
+            if !thread.stopped {
+                report.problems.append("thread \(thread.tid) was running; the kernel detaches it when hookit exits")
+                continue
+            }
+            let sig = thread.groupStopped ? 0 : thread.pendingSignal
+            let e = Ptrace.detach(thread.tid, signal: sig)
+            if e != 0 && e != ESRCH {
+                report.problems.append(InjectorError.ptraceFailed(request: "PTRACE_DETACH", tid: thread.tid, errno: e).description)
+            } else {
+                report.detachedThreads += 1
+            }
+        }
+        threads.removeAll()
+        report.stopStats = stopStats
+        return report
+    }
+}
+
+public struct DetachReport: Sendable {
+    public var detachedThreads = 0
+    public var problems: [String] = []
+    public var stopStats = StopStats()
+}

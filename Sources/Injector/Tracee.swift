@@ -1,0 +1,233 @@
+import CPtrace
+import Glibc
+
+/// One traced process: every one of its threads seized with PTRACE_SEIZE.
+///
+/// Threading: ptrace binds a tracee to the tracer *thread* that seized it, so a Tracee must be
+/// used from one thread only, from attach to detach. It owns waitpid(-1, __WALL) while it
+/// waits: a caller that also has ordinary children must not wait for them concurrently.
+///
+/// Holding: while `held` (the world is stopped), every stop a thread reports is kept; otherwise
+/// every stop is released at once (signals handed back, group stops listened to), so the
+/// tracee behaves as without hookit. Events are only seen when hookit waits; a caller that stays
+/// attached while the tracee runs calls `pump(seconds:)` regularly.
+public final class Tracee {
+    public let pid: pid_t
+    public internal(set) var threads: [pid_t: TraceeThread] = [:]
+    public let memory: RemoteMemory
+
+    /// True from a successful stopWorld until resumeWorld.
+    public internal(set) var held = false
+    /// The tracee (its last thread) is gone.
+    public internal(set) var exited = false
+    /// The tracee called execve while attached: its modules and symbols are no longer valid.
+    public internal(set) var execed = false
+    public internal(set) var stopStats = StopStats()
+    var heldSince: UInt64 = 0
+    /// Threads that turned zombie (a leader that called pthread_exit): they never stop again.
+    var zombies: Set<pid_t> = []
+    /// Bytes of the tracee that a remote stub currently occupies, restored on completion.
+    var stubLease: StubLease?
+
+    init(pid: pid_t) {
+        self.pid = pid
+        self.memory = RemoteMemory(pid: pid)
+    }
+
+    deinit { if !threads.isEmpty { _ = detach() } }
+
+    // MARK: - attach
+
+    /// Seizes every thread of `pid` and returns with the world stopped (`held`).
+    ///
+    /// Race-freedom: threads created by a seized thread are attached by the kernel
+    /// (PTRACE_O_TRACECLONE); threads created by a not-yet-seized one show up in the next read of
+    /// /proc/PID/task. A thread seized in the middle of clone() may finish creating a child only
+    /// after that read, so the loop ends only when a read taken while every seized thread is
+    /// stopped (none can be inside clone) shows no thread hookit does not have.
+    public static func attach(pid: pid_t) throws -> Tracee {
+        try Preflight.check(pid: pid, forAttach: true)
+        let t = Tracee(pid: pid)
+        do {
+            try t.seizeAll()
+        } catch {
+            _ = t.detach()
+            throw error
+        }
+        return t
+    }
+
+    func seizeAll() throws {
+        var rounds = 0
+        while true {
+            rounds += 1
+            if rounds > 10_000 { throw InjectorError.threadDidNotStop(tid: pid, state: "thread list never settled") }
+            try checkInterrupted()
+            guard let listed = ProcFS.threads(pid) else { throw InjectorError.processExited(pid: pid) }
+            try drainEvents()
+            let fresh = listed.filter { threads[$0] == nil && !zombies.contains($0) }
+            if fresh.isEmpty {
+                if held { return }
+                try stopWorld()
+                continue
+            }
+            for tid in fresh { try seize(tid) }
+            if held { try bringAllToStop() }
+        }
+    }
+
+    private func seize(_ tid: pid_t) throws {
+        let e = Ptrace.seize(tid)
+        switch e {
+        case 0:
+            threads[tid] = TraceeThread(tid: tid)
+        case ESRCH:
+            if tid == pid && threads.isEmpty { throw InjectorError.noSuchProcess(pid: pid) }
+        case EPERM:
+            // Already ours: a thread the kernel attached for us whose clone event is still queued.
+            if let tracer = ProcFS.statusField("/proc/\(pid)/task/\(tid)/status", "TracerPid"),
+               pid_t(tracer) == getpid() {
+                if threads[tid] == nil { threads[tid] = TraceeThread(tid: tid) }
+                return
+            }
+            if let tracer = ProcFS.statusField("/proc/\(pid)/task/\(tid)/status", "TracerPid"),
+               let tp = pid_t(tracer), tp != 0 {
+                throw InjectorError.alreadyTraced(pid: pid, tracer: tp, tracerName: ProcFS.comm(tp))
+            }
+            throw InjectorError.permissionDenied(pid: pid, operation: "attach to", hint: Preflight.permissionHint(pid))
+        default:
+            throw InjectorError.ptraceFailed(request: "PTRACE_SEIZE", tid: tid, errno: e)
+        }
+    }
+
+    // MARK: - events
+
+    /// Waits for one ptrace event from any thread, up to `deadline` (monotonic ns).
+    /// Returns nil at the deadline; throws when the tracee is gone entirely.
+    func waitEvent(until deadline: UInt64) throws -> (tid: pid_t, status: Int32)? {
+        var spins = 0
+        while true {
+            var status: Int32 = 0
+            let r = waitpid(-1, &status, __WALL | WNOHANG)
+            if r > 0 { return (r, status) }
+            if r < 0 {
+                if errno == EINTR { continue }
+                if errno == ECHILD {
+                    exited = true
+                    threads.removeAll()
+                    throw InjectorError.processExited(pid: pid)
+                }
+                throw InjectorError.ptraceFailed(request: "waitpid", tid: -1, errno: errno)
+            }
+            if Clock.now() >= deadline { return nil }
+            // Stops usually arrive within microseconds: spin briefly, then back off.
+            spins += 1
+            if spins < 64 { sched_yield() } else { usleep(spins < 512 ? 20 : 200) }
+        }
+    }
+
+    /// Applies one waitpid status to hookit's picture of the threads, then releases the thread
+    /// unless the world is held or the thread is borrowed.
+    func dispatch(tid: pid_t, status: Int32) throws {
+        if hk_wifexited(status) != 0 || hk_wifsignaled(status) != 0 {
+            threads[tid] = nil
+            if threads.isEmpty { exited = true }
+            return
+        }
+        guard hk_wifstopped(status) != 0 else { return }
+        let thread = adopt(tid)
+        thread.stopped = true
+        thread.interruptPending = false
+        thread.inSyscallStop = false
+        let sig = hk_wstopsig(status)
+        switch hk_wptrace_event(status) {
+        case Int32(HK_PTRACE_EVENT_CLONE):
+            // The kernel attached the child; its first stop comes by itself, no interrupt needed.
+            let child = adopt(pid_t(truncatingIfNeeded: try Ptrace.eventMessage(tid)))
+            if !child.stopped { child.interruptPending = true }
+        case Int32(HK_PTRACE_EVENT_EXEC):
+            // Every other thread is gone and the execing thread now has the leader's id.
+            execed = true
+            for other in threads.keys where other != tid { threads[other] = nil }
+        case Int32(HK_PTRACE_EVENT_STOP):
+            // SIGTRAP: an interrupt (or a new thread's first) stop; a stop signal: a group-stop.
+            thread.groupStopped = [SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU].contains(sig)
+        default:
+            if sig == (SIGTRAP | 0x80) {
+                thread.inSyscallStop = true
+            } else {
+                thread.pendingSignal = sig
+                if sig == SIGCONT { thread.groupStopped = false }
+            }
+        }
+        if !held && !thread.borrowed { try release(thread) }
+    }
+
+    @discardableResult
+    func adopt(_ tid: pid_t) -> TraceeThread {
+        if let t = threads[tid] { return t }
+        let t = TraceeThread(tid: tid)
+        threads[tid] = t
+        return t
+    }
+
+    /// Lets a stopped thread run again from the stop it is in: a group-stopped thread is
+    /// listened to (it stays stopped, as job control wants), any other is continued with the
+    /// signal it stopped for.
+    func release(_ thread: TraceeThread) throws {
+        guard thread.stopped else { return }
+        let e: Int32
+        if thread.groupStopped && thread.pendingSignal == 0 {
+            e = Ptrace.listen(thread.tid)
+        } else {
+            e = Ptrace.cont(thread.tid, signal: thread.pendingSignal)
+        }
+        if e == ESRCH { threads[thread.tid] = nil; return }
+        if e != 0 { throw InjectorError.ptraceFailed(request: "PTRACE_CONT", tid: thread.tid, errno: e) }
+        thread.stopped = false
+        thread.pendingSignal = 0
+    }
+
+    /// Handles every event already queued, without waiting.
+    func drainEvents() throws {
+        while let ev = try waitEvent(until: 0) { try dispatch(tid: ev.tid, status: ev.status) }
+    }
+
+    /// Services the tracee's events for up to `seconds` while it runs: signals are handed back,
+    /// new threads followed, group stops kept. Call it regularly while attached and not held.
+    public func pump(seconds: Double) throws {
+        let deadline = Clock.now() + UInt64(seconds * 1e9)
+        while let ev = try waitEvent(until: deadline) {
+            try dispatch(tid: ev.tid, status: ev.status)
+        }
+    }
+
+    func checkInterrupted() throws {
+        let s = hk_interrupt_signal
+        if s != 0 { throw InjectorError.interrupted(signal: s) }
+    }
+}
+
+/// How long the world was stopped, for reports and benchmarks.
+public struct StopStats: Sendable {
+    public var count = 0
+    public var lastNanos: UInt64 = 0
+    public var longestNanos: UInt64 = 0
+    public var totalNanos: UInt64 = 0
+
+    mutating func record(_ ns: UInt64) {
+        count += 1
+        lastNanos = ns
+        longestNanos = max(longestNanos, ns)
+        totalNanos += ns
+    }
+}
+
+enum Clock {
+    /// CLOCK_MONOTONIC in nanoseconds.
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}
