@@ -113,6 +113,8 @@ public final class Tracee {
             if r < 0 {
                 if errno == EINTR { continue }
                 if errno == ECHILD {
+                    // Nothing seized yet: nothing to wait for. Otherwise every thread is gone.
+                    if threads.isEmpty && !held { return nil }
                     exited = true
                     threads.removeAll()
                     throw InjectorError.processExited(pid: pid)

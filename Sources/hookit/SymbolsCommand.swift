@@ -1,0 +1,80 @@
+import ArgumentParser
+import Glibc
+import Injector
+
+struct SymbolsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "symbols",
+        abstract: "List the functions of a running process that hookit can hook.",
+        discussion: """
+        Prints one function per line: 0xADDRESS SIZE MODULE NAME. Patterns are [MODULE:]GLOB, \
+        e.g. 'target:add', 'libc.so.6:str*', 'add*'. IFUNCs (strlen, memcpy, ...) show the \
+        implementation the process actually runs. The process is not stopped or attached to.
+        """
+    )
+
+    @Argument(help: "The process to inspect.")
+    var pid: Int32
+
+    @Argument(help: "Patterns [MODULE:]GLOB; all functions when none is given.")
+    var patterns: [String] = []
+
+    @Flag(help: "One JSON object per line: {\"address\",\"size\",\"module\",\"name\"}.")
+    var json = false
+
+    func run() throws {
+        do {
+            try Preflight.check(pid: pid, forAttach: false)
+            let table = try SymbolTable(pid: pid)
+            let functions: [FunctionSymbol]
+            if patterns.isEmpty {
+                functions = table.modules.flatMap { table.functions(in: $0) }
+            } else {
+                functions = try table.resolve(patterns.map(SymbolPattern.init))
+            }
+            var out = ""
+            for f in functions {
+                out += json ? jsonLine(f) : textLine(f)
+                out += "\n"
+                if out.utf8.count > 1 << 16 { print(out, terminator: ""); out = "" }
+            }
+            print(out, terminator: "")
+            if !table.unresolvedIFuncs.isEmpty {
+                var stderr = StandardError()
+                print("hookit: note: \(table.unresolvedIFuncs.count) IFUNC(s) not yet resolved by the process were left out",
+                      to: &stderr)
+            }
+        } catch {
+            fail(error)
+        }
+    }
+
+    func textLine(_ f: FunctionSymbol) -> String {
+        "0x\(String(f.address, radix: 16)) \(f.size) \(f.module) \(f.name)"
+    }
+
+    func jsonLine(_ f: FunctionSymbol) -> String {
+        var s = "{\"address\":\"0x\(String(f.address, radix: 16))\",\"size\":\(f.size),"
+        s += "\"module\":\(JSON.string(f.module)),\"name\":\(JSON.string(f.name))"
+        if let r = f.ifuncResolver { s += ",\"ifunc_resolver\":\"0x\(String(r, radix: 16))\"" }
+        return s + "}"
+    }
+}
+
+enum JSON {
+    static func string(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 { out += "\\u" + String(repeating: "0", count: 4 - String(u.value, radix: 16).count) + String(u.value, radix: 16) }
+                else { out.unicodeScalars.append(u) }
+            }
+        }
+        return out + "\""
+    }
+}
