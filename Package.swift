@@ -28,7 +28,7 @@ let package = Package(
             ]
         ),
         .target(name: "TestSupport", dependencies: ["Injector"], path: "Tests/TestSupport"),
-        .testTarget(name: "InjectorTests", dependencies: ["Injector", "TestSupport"]),
+        .testTarget(name: "InjectorTests", dependencies: ["Injector", "CPtrace", "TestSupport"]),
         .testTarget(name: "HookitCLITests", dependencies: ["TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

@@ -32,10 +32,36 @@ __attribute__((noinline, used)) long weigh6(long a, long b, long c, long d, long
 
 // Touches SSE registers and checks the stack is 16-byte aligned, as the ABI promises callees.
 __attribute__((noinline, used)) long aligned_sse(long x) {
-    long sp;
-    __asm__ volatile("mov %%rsp, %0" : "=r"(sp));
+    // With frame pointers, rbp = entry rsp - 8, and the ABI wants entry rsp = 8 (mod 16).
+    long fp = (long)__builtin_frame_address(0);
     volatile double d = (double)x * 1.5;
-    return ((sp + 8) % 16 == 0) ? (long)(d * 2) : -1;
+    return (fp % 16 == 0) ? (long)(d * 2) : -1;
+}
+
+// A lock another thread can hold for a while: a remote call to with_lock only returns if the
+// tracee's other threads keep running during the call.
+static pthread_mutex_t big_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int lock_held;
+
+__attribute__((noinline, used)) long with_lock(long x) {
+    pthread_mutex_lock(&big_lock);
+    long r = x + 1;
+    pthread_mutex_unlock(&big_lock);
+    return r;
+}
+
+static void *holder(void *arg) {
+    pthread_mutex_lock(&big_lock);
+    atomic_store(&lock_held, 1);
+    usleep((useconds_t)(long)arg * 1000);
+    pthread_mutex_unlock(&big_lock);
+    return NULL;
+}
+
+// Returns only after ms milliseconds: a remote call that outlives hookit's timeout.
+__attribute__((noinline, used)) long slow(long ms) {
+    usleep((useconds_t)ms * 1000);
+    return ms;
 }
 
 static void on_usr1(int s) { (void)s; atomic_fetch_add(&usr1_count, 1); }
@@ -131,6 +157,16 @@ int main(void) {
             }
             if (f) fclose(f);
             printf("%s\n", found ? "mapped" : "unmapped");
+        } else if (!strcmp(cmd, "addr")) {
+            int (*volatile p)(int, int) = add;
+            printf("%p\n", (void *)p);
+        } else if (!strcmp(cmd, "hold")) {
+            pthread_t t;
+            pthread_create(&t, NULL, holder, (void *)a);
+            pthread_detach(t);
+            while (!atomic_load(&lock_held)) usleep(100);
+            atomic_store(&lock_held, 0);
+            printf("held\n");
         } else if (!strcmp(cmd, "exit")) {
             printf("bye\n");
             return 0;

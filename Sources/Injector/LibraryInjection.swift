@@ -11,7 +11,8 @@ public struct InjectedLibrary: Sendable {
 }
 
 extension Tracee {
-    /// Loads a shared library into the tracee with its own dlopen(path, RTLD_NOW).
+    /// Loads a shared library into the tracee with its own dlopen(path, RTLD_NOW | RTLD_GLOBAL), so
+    /// its symbols are visible to the tracee's own dlsym as well.
     /// The path is checked first, as the tracee sees it (/proc/PID/root), so a missing or
     /// foreign file is refused without touching the tracee; a dlopen failure reports the
     /// tracee's own dlerror() text.
@@ -20,7 +21,7 @@ extension Tracee {
         let dlopen = try libcFunction("dlopen", symbols)
         let dlerror = try libcFunction("dlerror", symbols)
         let handle = try withScratch(bytes: Array(path.utf8) + [0]) { addr in
-            try call(dlopen.address, [addr, UInt64(RTLD_NOW)], name: "dlopen")
+            try call(dlopen.address, [addr, UInt64(RTLD_NOW | RTLD_GLOBAL)], name: "dlopen")
         }
         if handle == 0 {
             let msg = try call(dlerror.address, [], name: "dlerror")

@@ -126,8 +126,7 @@ extension Tracee {
                         return .finished(try memory.readU64(at: b.frame.result))
                     }
                 } else if event == Int32(HK_PTRACE_EVENT_CLONE) {
-                    let child = adopt(pid_t(truncatingIfNeeded: try Ptrace.eventMessage(tid)))
-                    if !child.stopped { child.interruptPending = true }
+                    adoptClone(pid_t(truncatingIfNeeded: try Ptrace.eventMessage(tid)))
                 } else if event == 0 {
                     if [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP].contains(sig) {
                         // The remote code faulted. Do not deliver: the restore below puts the

@@ -31,12 +31,12 @@ extension Tracee {
         let deadline = Clock.now() + UInt64(timeout * 1e9)
         while threads.values.contains(where: { !$0.stopped }) {
             // New threads are attached by the kernel and report a first stop on their own.
-            if let ev = try waitEvent(until: deadline) {
+            if let ev = try waitEvent(until: min(deadline, Clock.now() + 20_000_000)) {
                 try dispatch(tid: ev.tid, status: ev.status)
                 continue
             }
             try setAsideNonStopping()
-            if threads.values.contains(where: { !$0.stopped }) {
+            if Clock.now() >= deadline, threads.values.contains(where: { !$0.stopped }) {
                 let t = threads.values.first(where: { !$0.stopped })!
                 throw InjectorError.threadDidNotStop(tid: t.tid, state: ProcFS.threadState(pid, t.tid) ?? "gone")
             }
@@ -77,6 +77,7 @@ extension Tracee {
     public func detach() -> DetachReport {
         var report = DetachReport()
         if threads.isEmpty { return report }
+        try? drainEvents()
         if !held {
             do { try stopWorld() } catch { report.problems.append("\(error)") }
         }
@@ -99,8 +100,21 @@ extension Tracee {
             }
         }
         threads.removeAll()
+        reapExitedThreads()
         report.stopStats = stopStats
         return report
+    }
+}
+
+extension Tracee {
+    /// A thread that exited while traced stays a zombie until its tracer waits for it. Wait for
+    /// those of this tracee by id (never waitpid(-1): the caller's other children are not ours).
+    func reapExitedThreads() {
+        for tid in ProcFS.threads(pid) ?? [] {
+            guard ProcFS.statusField("/proc/\(pid)/task/\(tid)/status", "TracerPid") == "\(getpid())" else { continue }
+            var status: Int32 = 0
+            _ = waitpid(tid, &status, __WALL | WNOHANG)
+        }
     }
 }
 

@@ -94,6 +94,11 @@ public final class Tracee {
                let tp = pid_t(tracer), tp != 0 {
                 throw InjectorError.alreadyTraced(pid: pid, tracer: tp, tracerName: ProcFS.comm(tp))
             }
+            // PTRACE_SEIZE also says EPERM for a thread that is already exiting.
+            if tid != pid {
+                let state = ProcFS.threadState(pid, tid)
+                if state == nil || state == "Z" || state == "X" { return }
+            }
             throw InjectorError.permissionDenied(pid: pid, operation: "attach to", hint: Preflight.permissionHint(pid))
         default:
             throw InjectorError.ptraceFailed(request: "PTRACE_SEIZE", tid: tid, errno: e)
@@ -144,9 +149,7 @@ public final class Tracee {
         let sig = hk_wstopsig(status)
         switch hk_wptrace_event(status) {
         case Int32(HK_PTRACE_EVENT_CLONE):
-            // The kernel attached the child; its first stop comes by itself, no interrupt needed.
-            let child = adopt(pid_t(truncatingIfNeeded: try Ptrace.eventMessage(tid)))
-            if !child.stopped { child.interruptPending = true }
+            adoptClone(pid_t(truncatingIfNeeded: try Ptrace.eventMessage(tid)))
         case Int32(HK_PTRACE_EVENT_EXEC):
             // Every other thread is gone and the execing thread now has the leader's id.
             execed = true
@@ -163,6 +166,17 @@ public final class Tracee {
             }
         }
         if !held && !thread.borrowed { try release(thread) }
+    }
+
+    /// A thread the kernel attached for us (PTRACE_O_TRACECLONE). Its first stop comes by
+    /// itself, so no interrupt is sent — unless that stop was already reported (it may arrive
+    /// before the parent's clone event) and the thread released, in which case it is known.
+    /// The child may also have run and exited already (its exit reaped before this event):
+    /// then it is not in /proc any more and must not be waited for.
+    func adoptClone(_ tid: pid_t) {
+        if threads[tid] != nil { return }
+        if access("/proc/\(pid)/task/\(tid)", F_OK) != 0 { return }
+        adopt(tid).interruptPending = true
     }
 
     @discardableResult
