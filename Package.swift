@@ -29,7 +29,7 @@ let package = Package(
         ),
         .target(name: "TestSupport", dependencies: ["Injector"], path: "Tests/TestSupport"),
         .testTarget(name: "InjectorTests", dependencies: ["Injector", "CPtrace", "TestSupport"]),
-        .testTarget(name: "HookitCLITests", dependencies: ["TestSupport"]),
+        .testTarget(name: "HookitCLITests", dependencies: ["CPtrace", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -27,10 +27,16 @@ struct SymbolsCommand: ParsableCommand {
             try Preflight.check(pid: pid, forAttach: false)
             let table = try SymbolTable(pid: pid)
             let functions: [FunctionSymbol]
-            if patterns.isEmpty {
+            let parsed = try patterns.map(SymbolPattern.init)
+            if parsed.isEmpty {
                 functions = table.modules.flatMap { table.functions(in: $0) }
             } else {
-                functions = try table.resolve(patterns.map(SymbolPattern.init))
+                functions = try table.resolve(parsed)
+            }
+            // IFUNCs the process has not resolved yet cannot be listed at their implementation.
+            let unresolved = table.unresolvedIFuncs.filter { full in
+                let parts = full.split(separator: ":", maxSplits: 1).map(String.init)
+                return parsed.isEmpty || parsed.contains { $0.matchesModule(parts[0]) && $0.matchesFunction(parts[1]) }
             }
             var out = ""
             for f in functions {
@@ -39,9 +45,10 @@ struct SymbolsCommand: ParsableCommand {
                 if out.utf8.count > 1 << 16 { print(out, terminator: ""); out = "" }
             }
             print(out, terminator: "")
-            if !table.unresolvedIFuncs.isEmpty {
+            if !unresolved.isEmpty {
                 var stderr = StandardError()
-                print("hookit: note: \(table.unresolvedIFuncs.count) IFUNC(s) not yet resolved by the process were left out",
+                let some = unresolved.prefix(5).joined(separator: ", ")
+                print("hookit: note: left out \(unresolved.count) IFUNC(s) the process has not resolved yet: \(some)\(unresolved.count > 5 ? ", ..." : "")",
                       to: &stderr)
             }
         } catch {

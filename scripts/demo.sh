@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The quick-start demo: start the bundled demo service, list its hookable functions, inject a
+# library into it while it runs, and show that it keeps serving.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HOOKIT=${HOOKIT:-.build/debug/hookit}
+
+testtargets/build/demo > /tmp/hookit-demo.out 2>&1 &
+DEMO=$!
+trap 'kill $DEMO 2>/dev/null || true' EXIT
+sleep 1.2
+
+echo "== demo service running as PID $DEMO"
+tail -n 1 /tmp/hookit-demo.out
+
+echo
+echo "== hookit symbols $DEMO 'demo:demo_*' 'libc.so.6:strlen'"
+$HOOKIT symbols "$DEMO" 'demo:demo_*' 'libc.so.6:strlen'
+
+echo
+echo "== hookit symbols --json $DEMO 'demo:demo_price'"
+$HOOKIT symbols --json "$DEMO" 'demo:demo_price'
+
+echo
+echo "== hookit inject $DEMO $PWD/testtargets/build/libplugin.so"
+$HOOKIT inject "$DEMO" "$PWD/testtargets/build/libplugin.so"
+grep libplugin "/proc/$DEMO/maps" | head -n 2
+
+echo
+echo "== the demo keeps serving after hookit detached"
+before=$(tail -n 1 /tmp/hookit-demo.out)
+sleep 1.1
+after=$(tail -n 1 /tmp/hookit-demo.out)
+echo "before: $before"
+echo "after:  $after"
+[ "$before" != "$after" ] || { echo "demo: the service stopped answering" >&2; exit 1; }
+grep -q "TracerPid:	0" "/proc/$DEMO/status" && echo "no tracer left attached"
