@@ -17,7 +17,7 @@ demo: build targets
 
 test: deps targets
 	$(SWIFT) build
-	$(SWIFT) test
+	$(SWIFT) test --disable-swift-testing
 
 clean:
 	$(MAKE) -C testtargets clean
