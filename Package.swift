@@ -16,7 +16,7 @@ let package = Package(
     targets: [
         .target(
             name: "CPtrace",
-            linkerSettings: [.linkedLibrary("elf")]
+            linkerSettings: [.linkedLibrary("elf"), .linkedLibrary("Zydis")]
         ),
         .target(name: "Injector", dependencies: ["CPtrace"]),
         .target(name: "RemoteTramp", dependencies: ["Injector"]),
@@ -30,6 +30,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Injector"], path: "Tests/TestSupport"),
         .testTarget(name: "InjectorTests", dependencies: ["Injector", "CPtrace", "TestSupport"]),
         .testTarget(name: "HookitCLITests", dependencies: ["CPtrace", "TestSupport"]),
+        .testTarget(name: "RemoteTrampTests", dependencies: ["RemoteTramp", "Injector", "CPtrace", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )
