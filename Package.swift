@@ -9,6 +9,8 @@ let package = Package(
         .executable(name: "hookit", targets: ["hookit"]),
         .library(name: "Injector", targets: ["Injector"]),
         .library(name: "RemoteTramp", targets: ["RemoteTramp"]),
+        // Loaded into the tracee for user programs (recursion guard, statistics).
+        .library(name: "hookit_rt", type: .dynamic, targets: ["HookitRuntime"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -19,6 +21,7 @@ let package = Package(
             linkerSettings: [.linkedLibrary("elf"), .linkedLibrary("Zydis")]
         ),
         .target(name: "Injector", dependencies: ["CPtrace"]),
+        .target(name: "HookitRuntime"),
         .target(name: "RemoteTramp", dependencies: ["Injector"]),
         .executableTarget(
             name: "hookit",

@@ -34,7 +34,7 @@ extension Tracee {
         return InjectedLibrary(path: path, handle: handle, bias: bias, base: base)
     }
 
-    private func libcFunction(_ name: String, _ symbols: SymbolTable) throws -> FunctionSymbol {
+    func libcFunction(_ name: String, _ symbols: SymbolTable) throws -> FunctionSymbol {
         for m in symbols.modules where !m.isVDSO {
             if let f = symbols.functions(in: m).first(where: { $0.name == name }) { return f }
         }
@@ -69,5 +69,17 @@ extension Tracee {
         if type != 3 {
             throw InjectorError.libraryPath(path: path, detail: "not a shared object (ET_DYN)")
         }
+    }
+}
+
+extension Tracee {
+    /// The tracee's own dlsym(handle, name): the address of a symbol of a library it loaded,
+    /// or nil when the library has no such symbol.
+    public func dlsym(handle: UInt64, name: String, symbols: SymbolTable) throws -> UInt64? {
+        let dlsym = try libcFunction("dlsym", symbols)
+        let addr = try withScratch(bytes: Array(name.utf8) + [0]) { nameAddr in
+            try call(dlsym.address, [handle, nameAddr], name: "dlsym")
+        }
+        return addr == 0 ? nil : addr
     }
 }

@@ -136,3 +136,26 @@ public enum Modules {
         return info
     }
 }
+
+extension Module {
+    /// The bytes the ELF file holds for tracee address `address`: what the code looked like
+    /// before anything patched it. nil when the address is not file-backed.
+    public func fileBytes(at address: UInt64, count: Int) -> [UInt8]? {
+        let vaddr = address &- bias
+        guard let seg = programHeaders.first(where: { $0.isLoad && vaddr >= $0.vaddr && vaddr + UInt64(count) <= $0.vaddr + $0.filesz })
+        else { return nil }
+        let fileOffset = seg.offset + (vaddr - seg.vaddr)
+        switch source {
+        case .memory(let image):
+            guard Int(fileOffset) + count <= image.count else { return nil }
+            return Array(image[Int(fileOffset)..<Int(fileOffset) + count])
+        case .file(let path):
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return nil }
+            defer { close(fd) }
+            var buf = [UInt8](repeating: 0, count: count)
+            let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, Int(fileOffset)) }
+            return n == count ? buf : nil
+        }
+    }
+}

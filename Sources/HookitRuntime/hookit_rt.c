@@ -1,0 +1,34 @@
+#include "hookit_rt.h"
+#include <time.h>
+
+volatile int hookit_rt_time_enabled = 1;
+
+// Initial-exec TLS: reading it is one fs-relative load, never a call into the loader (which
+// could allocate, and so re-enter a hooked malloc). glibc keeps static TLS surplus for exactly
+// this case of a dlopen'd library; dlopen fails cleanly if there is none.
+static __thread int hookit_rt_active __attribute__((tls_model("initial-exec")));
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t hookit_rt_run(hookit_prog_fn prog, struct hookit_ctx *ctx, struct hookit_rt_stats *stats) {
+    if (hookit_rt_active) {
+        __atomic_fetch_add(&stats->misses, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    hookit_rt_active = 1;
+    uint64_t r;
+    if (hookit_rt_time_enabled) {
+        uint64_t t0 = now_ns();
+        r = prog(ctx);
+        __atomic_fetch_add(&stats->nsecs, now_ns() - t0, __ATOMIC_RELAXED);
+    } else {
+        r = prog(ctx);
+    }
+    __atomic_fetch_add(&stats->calls, 1, __ATOMIC_RELAXED);
+    hookit_rt_active = 0;
+    return r;
+}

@@ -1,0 +1,28 @@
+// The in-tracee runtime for user programs: what the seed's __bpf_prog_enter/exit do, in C.
+// hookit loads libhookit_rt.so into the tracee (dlopen) before any user program runs; images
+// call hookit_rt_run for each user program. The built-in count program needs none of this.
+#ifndef HOOKIT_RT_H
+#define HOOKIT_RT_H
+#include <stdint.h>
+
+struct hookit_ctx;
+
+/// Per-attachment statistics, in memory hookit reads: like struct bpf_prog_stats plus misses.
+struct hookit_rt_stats {
+    uint64_t calls;     // runs of the program
+    uint64_t nsecs;     // time inside the program, when time collection is on
+    uint64_t misses;    // runs skipped because the thread was already inside a program
+    uint64_t reserved;
+};
+
+typedef uint64_t (*hookit_prog_fn)(struct hookit_ctx *ctx);
+
+/// Runs one program for one call, unless this thread is already inside a hookit program (a
+/// program that calls, directly or not, a hooked function): then the nested run is skipped,
+/// counted as a miss, and 0 returned (for fmod_ret: the original runs).
+uint64_t hookit_rt_run(hookit_prog_fn prog, struct hookit_ctx *ctx, struct hookit_rt_stats *stats);
+
+/// Non-zero: time each run (CLOCK_MONOTONIC). hookit switches it with a memory write.
+extern volatile int hookit_rt_time_enabled;
+
+#endif

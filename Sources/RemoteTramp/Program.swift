@@ -1,0 +1,52 @@
+import Injector
+
+/// The four kinds of attachment, as in the seed (BPF_TRAMP_FENTRY, _FEXIT, _MODIFY_RETURN,
+/// _REPLACE).
+public enum ProgramKind: String, CaseIterable, Sendable {
+    case fentry, fexit
+    case fmodRet = "fmod_ret"
+    case replace
+}
+
+/// What runs for a link.
+public enum ProgramCode: Equatable, Sendable {
+    /// The built-in counter: machine code in the image, no library needed (static tracees too).
+    case count
+    /// A C function `uint64_t NAME(struct hookit_ctx *)` in a library loaded into the tracee.
+    /// For `replace`, a function with the hooked function's signature.
+    case user(library: String, symbol: String, address: UInt64)
+
+    public var name: String {
+        switch self {
+        case .count: return "count"
+        case .user(let lib, let sym, _): return "\(lib):\(sym)"
+        }
+    }
+}
+
+/// One program attached to one function (the seed's bpf_tramp_link).
+public final class Link {
+    public let id: Int
+    public let kind: ProgramKind
+    public let code: ProgramCode
+    public let cookie: UInt64
+    public let function: FunctionSymbol
+    /// struct hookit_rt_stats in the tracee: calls, nsecs, misses.
+    public let statsAddress: UInt64
+
+    init(id: Int, kind: ProgramKind, code: ProgramCode, cookie: UInt64, function: FunctionSymbol, statsAddress: UInt64) {
+        self.id = id
+        self.kind = kind
+        self.code = code
+        self.cookie = cookie
+        self.function = function
+        self.statsAddress = statsAddress
+    }
+}
+
+/// A link's statistics, read from the tracee.
+public struct LinkStats: Sendable, Equatable {
+    public var calls: UInt64
+    public var nsecs: UInt64
+    public var misses: UInt64
+}

@@ -1,0 +1,49 @@
+import Injector
+
+/// Rewriting code in the tracee (the seed's bpf_arch_text_poke): only while every thread is
+/// stopped, only after checking that the bytes there are the ones expected (a foreign patch is
+/// reported, never overwritten), and as one pwrite of at most 8 bytes within one page, which
+/// lands whole even if hookit dies mid-way (design.md, "Text pokes").
+enum TextPoke {
+    static func poke(_ tracee: Tracee, at address: UInt64, expected old: [UInt8], new: [UInt8], function: String) throws {
+        precondition(tracee.held, "text pokes need the world stopped")
+        precondition(old.count == new.count && new.count <= 8)
+        guard address / 4096 == (address + UInt64(new.count) - 1) / 4096 else {
+            throw TrampolineError.cannotPatch(function: function, reason: "the patch at 0x\(String(address, radix: 16)) would cross a page boundary")
+        }
+        let current = try tracee.memory.read(at: address, count: old.count)
+        guard current == old else {
+            throw TrampolineError.foreignPatch(function: function, address: address, found: current, expected: old,
+                                               what: PatchSite.describeForeign(current.first ?? 0))
+        }
+        try tracee.memory.writeForced(new, at: address)
+    }
+
+    /// Moves every thread whose PC lies strictly inside [address, address + length) — in the
+    /// middle of bytes about to be rewritten — to the equivalent instruction (invariant 1).
+    /// A PC exactly at `address` is fine: the thread will execute the new instruction whole.
+    static func moveThreads(outOf address: UInt64, length: Int, tracee: Tracee,
+                            translate: (UInt64) -> UInt64?, function: String) throws {
+        for tid in tracee.threadIDs {
+            var regs = try tracee.registers(of: tid)
+            guard regs.rip > address && regs.rip < address + UInt64(length) else { continue }
+            guard let to = translate(regs.rip) else {
+                throw TrampolineError.cannotPatch(function: function,
+                    reason: "thread \(tid) is stopped inside the bytes to patch (0x\(String(regs.rip, radix: 16))) with no equivalent instruction")
+            }
+            regs.rip = to
+            try tracee.setRegisters(regs, of: tid)
+        }
+    }
+}
+
+/// Machine code for the entry patch.
+enum EntryPatch {
+    static func call(from site: UInt64, to target: UInt64) -> [UInt8] { rel32(0xE8, site, target) }
+    static func jmp(from site: UInt64, to target: UInt64) -> [UInt8] { rel32(0xE9, site, target) }
+
+    private static func rel32(_ op: UInt8, _ site: UInt64, _ target: UInt64) -> [UInt8] {
+        let rel = UInt32(truncatingIfNeeded: target &- (site + 5))
+        return [op, UInt8(rel & 0xFF), UInt8(rel >> 8 & 0xFF), UInt8(rel >> 16 & 0xFF), UInt8(rel >> 24)]
+    }
+}

@@ -1,0 +1,52 @@
+import Injector
+
+/// Every way attaching a program can fail, with the kernel's meaning where one exists. The
+/// tracee is left as it was when one is thrown.
+public enum TrampolineError: Error, Equatable, CustomStringConvertible {
+    /// -E2BIG: the function already has the maximum number of programs.
+    case tooManyPrograms(function: String, limit: Int)
+    /// -EBUSY: this very program is already attached to this function with this kind.
+    case alreadyAttached(function: String, program: String)
+    /// -EBUSY: REPLACE excludes every other kind on a function, both ways.
+    case busy(function: String, reason: String)
+    /// The entry cannot be patched safely; the reason says why (relocation refused, ...).
+    case cannotPatch(function: String, reason: String)
+    /// The entry bytes are not the ones in the ELF file: something else patched them.
+    case foreignPatch(function: String, address: UInt64, found: [UInt8], expected: [UInt8], what: String)
+    /// No free address range within ±2 GiB of the module for a trampoline page.
+    case noPageInReach(module: String)
+    /// The session's trampoline memory budget is spent.
+    case memoryBudget(limit: Int, requested: Int)
+    case programNotFound(library: String, symbol: String)
+    case runtimeMissing(path: String)
+    case unknownLink(id: Int)
+
+    public var description: String {
+        switch self {
+        case .tooManyPrograms(let f, let n):
+            return "\(f) already has \(n) programs, the most one function can have (E2BIG)"
+        case .alreadyAttached(let f, let p):
+            return "\(p) is already attached to \(f) (EBUSY)"
+        case .busy(let f, let r):
+            return "\(f) is busy: \(r) (EBUSY)"
+        case .cannotPatch(let f, let r):
+            return "cannot hook \(f) safely: \(r)"
+        case .foreignPatch(let f, let a, let found, let expected, let what):
+            return "\(f) at 0x\(String(a, radix: 16)) was already patched by something else (\(what)): found \(hexBytes(found)), the file has \(hexBytes(expected)); refusing to overwrite it"
+        case .noPageInReach(let m):
+            return "no free address range within ±2 GiB of \(m) for a trampoline page"
+        case .memoryBudget(let limit, let req):
+            return "the trampoline memory budget of \(limit) bytes is spent (needed \(req) more); raise it with --memory-budget"
+        case .programNotFound(let lib, let sym):
+            return "\(lib) has no symbol \(sym)"
+        case .runtimeMissing(let path):
+            return "the hookit runtime library is missing at \(path); rebuild hookit (swift build)"
+        case .unknownLink(let id):
+            return "no hook with id \(id)"
+        }
+    }
+}
+
+func hexBytes(_ b: [UInt8]) -> String {
+    b.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: " ")
+}
