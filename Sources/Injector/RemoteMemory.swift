@@ -8,7 +8,7 @@ public final class RemoteMemory {
     public let pid: pid_t
     private var memFD: Int32 = -1
 
-    init(pid: pid_t) { self.pid = pid }
+    public init(pid: pid_t) { self.pid = pid }
 
     deinit { if memFD >= 0 { close(memFD) } }
 

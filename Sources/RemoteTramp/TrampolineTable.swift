@@ -1,0 +1,324 @@
+import Glibc
+import Injector
+
+/// What to run: the built-in count, or a symbol of a library to load into the tracee.
+public enum ProgramSpec: Equatable, Sendable {
+    case count
+    case user(library: String, symbol: String)
+}
+
+/// The trampolines of one tracee, keyed by function address (the seed's trampoline_table),
+/// with link/unlink of programs and the update that rebuilds an image and swaps the entry.
+///
+/// Concurrency: the tracee's threads execute images while hookit changes them. Every change is
+/// made while the world is stopped (the caller holds it: `tracee.held`), in an order where each
+/// intermediate state is valid: a new image is written completely before the entry is poked to
+/// reach it; a thread in the middle of the bytes being poked is moved first; an old image is
+/// only retired — freed later, when no thread can be in it (see ImageRetirement).
+public final class TrampolineTable {
+    public struct Options: Sendable {
+        /// The seed's BPF_MAX_TRAMP_LINKS.
+        public var maxPrograms = 38
+        public var memoryBudget = 64 << 20
+        /// libhookit_rt.so, loaded into the tracee when the first user program is attached.
+        public var runtimeLibrary: String?
+        public init() {}
+    }
+
+    public let tracee: Tracee
+    let symbols: SymbolTable
+    let options: Options
+    let code: CodeAllocator
+    let data = DataArena()
+    private var trampolines: [UInt64: Trampoline] = [:]
+    private var order: [UInt64] = []
+    public private(set) var links: [Int: Link] = [:]
+    private var nextLinkID = 1
+    private var libraries: [String: UInt64] = [:]       // path -> dlopen handle
+    private var runtimeRun: UInt64?
+    var retired: [Image] = []
+
+    public init(tracee: Tracee, symbols: SymbolTable, options: Options = Options()) {
+        self.tracee = tracee
+        self.symbols = symbols
+        self.options = options
+        self.code = CodeAllocator(budget: options.memoryBudget)
+    }
+
+    /// Functions with a live patch, in the order they were first hooked.
+    public var hookedFunctions: [FunctionSymbol] { order.compactMap { trampolines[$0]?.site.function } }
+
+    // MARK: - link / unlink (the seed's bpf_trampoline_link_prog / unlink_prog)
+
+    /// Adds a program to a function's lists. The change goes live at the next `update()`.
+    @discardableResult
+    public func link(_ kind: ProgramKind, _ spec: ProgramSpec, to function: FunctionSymbol, cookie: UInt64 = 0) throws -> Link {
+        precondition(tracee.held, "links change only while the world is stopped")
+        let label = "\(function.module):\(function.name)"
+        if let existing = trampolines[function.address] {
+            try checkCanLink(kind, spec, existing, label)
+        }
+        let program = try resolve(spec, kind: kind, function: function)
+        let trampoline = try get(function)
+        try checkCanLink(kind, spec, trampoline, label)
+        let stats = try data.slot(tracee: tracee)
+        let link = Link(id: nextLinkID, kind: kind, code: program, cookie: cookie, function: function, statsAddress: stats)
+        nextLinkID += 1
+        if kind == .replace, case .user(let lib, _, _) = program, let handle = libraries[lib] {
+            // Hand the replacement the original, through the HOOKIT_ORIGINAL(name) variable.
+            if let slot = try tracee.dlsym(handle: handle, name: "hookit_original_\(function.name)", symbols: symbols) {
+                try tracee.memory.write([UInt8].le(trampoline.originalEntry), at: slot)
+            }
+        }
+        trampoline.links[kind, default: []].append(link)
+        trampoline.dirty = true
+        links[link.id] = link
+        return link
+    }
+
+    /// Removes a program. The change goes live at the next `update()`.
+    public func unlink(_ id: Int) throws {
+        guard let link = links.removeValue(forKey: id), let t = trampolines[link.function.address] else {
+            throw TrampolineError.unknownLink(id: id)
+        }
+        t.links[link.kind]?.removeAll { $0.id == id }
+        t.dirty = true
+    }
+
+    private func checkCanLink(_ kind: ProgramKind, _ spec: ProgramSpec, _ t: Trampoline, _ label: String) throws {
+        let hasReplace = !(t.links[.replace] ?? []).isEmpty
+        let hasOthers = t.programCount - (t.links[.replace]?.count ?? 0) > 0
+        if kind == .replace && (hasReplace || hasOthers) {
+            throw TrampolineError.busy(function: label, reason: hasReplace ? "it is already replaced" : "replace excludes the fentry/fexit/fmod_ret programs attached to it")
+        }
+        if kind != .replace && hasReplace {
+            throw TrampolineError.busy(function: label, reason: "it is replaced, which excludes other programs")
+        }
+        if (t.links[kind] ?? []).contains(where: { $0.code.spec == spec }) {
+            throw TrampolineError.alreadyAttached(function: label, program: "\(kind.rawValue) \(spec.name)")
+        }
+        if t.programCount >= options.maxPrograms {
+            throw TrampolineError.tooManyPrograms(function: label, limit: options.maxPrograms)
+        }
+    }
+
+    /// The trampoline for a function, created on first use (the seed's bpf_trampoline_get).
+    private func get(_ f: FunctionSymbol) throws -> Trampoline {
+        if let t = trampolines[f.address] { return t }
+        guard let module = symbols.modules.first(where: { $0.name == f.module && $0.contains(f.address) }) else {
+            throw TrampolineError.cannotPatch(function: "\(f.module):\(f.name)", reason: "its module is not mapped")
+        }
+        let site = try PatchSite.analyze(f, module: module, tracee: tracee)
+        let t: Trampoline
+        switch site.style {
+        case .patchable:
+            t = Trampoline(site: site, relocatedBlock: nil, originalEntry: site.afterPatch)
+        case .relocated(let probe, let body, let trailing):
+            let size = probe.code.count + 32
+            let block = try code.allocate(size, near: module, tracee: tracee)
+            let final: RelocatedPrologue
+            do {
+                final = try Relocator.relocate(function: body, trailing: trailing, address: f.address, destination: block)
+            } catch {
+                code.release(block, size: size)
+                throw TrampolineError.cannotPatch(function: site.label, reason: "\(error)")
+            }
+            try tracee.memory.writeForced(final.code, at: block)
+            let relocatedSite = PatchSite(function: f, module: module, address: site.address, original: site.original,
+                                          style: .relocated(final, body: body, trailing: trailing))
+            t = Trampoline(site: relocatedSite, relocatedBlock: block..<block + UInt64(size), originalEntry: block)
+        }
+        trampolines[f.address] = t
+        order.append(f.address)
+        return t
+    }
+
+    private func resolve(_ spec: ProgramSpec, kind: ProgramKind, function: FunctionSymbol) throws -> ProgramCode {
+        switch spec {
+        case .count:
+            return .count
+        case .user(let library, let symbol):
+            if kind != .replace { try loadRuntime() }
+            let handle = try load(library)
+            guard let address = try tracee.dlsym(handle: handle, name: symbol, symbols: symbols) else {
+                throw TrampolineError.programNotFound(library: library, symbol: symbol)
+            }
+            return .user(library: library, symbol: symbol, address: address)
+        }
+    }
+
+    private func load(_ library: String) throws -> UInt64 {
+        if let h = libraries[library] { return h }
+        let lib = try tracee.inject(library: library, symbols: symbols)
+        libraries[library] = lib.handle
+        return lib.handle
+    }
+
+    private func loadRuntime() throws {
+        if runtimeRun != nil { return }
+        guard let path = options.runtimeLibrary, access(path, R_OK) == 0 else {
+            throw TrampolineError.runtimeMissing(path: options.runtimeLibrary ?? "(not configured)")
+        }
+        let handle = try load(path)
+        runtimeRun = try tracee.dlsym(handle: handle, name: "hookit_rt_run", symbols: symbols)
+        if runtimeRun == nil { throw TrampolineError.programNotFound(library: path, symbol: "hookit_rt_run") }
+    }
+
+    // MARK: - update (the seed's bpf_trampoline_update)
+
+    /// Makes every changed trampoline live: builds its new image from the current lists, then
+    /// swaps the entry to it in one poke (register, modify or unregister), then retires the old
+    /// image. Needs the world stopped; all of it happens within that one stop.
+    public func update() throws {
+        precondition(tracee.held, "update needs the world stopped")
+        for address in order {
+            guard let t = trampolines[address], t.dirty else { continue }
+            try update(t)
+        }
+    }
+
+    private func update(_ t: Trampoline) throws {
+        let new: Image? = t.programCount == 0 ? nil : try buildImage(t)
+        let old = t.image
+        let oldBytes = t.currentBytes
+        let newBytes = new.map(t.patchBytes(for:)) ?? t.site.original
+        do {
+            if old == nil {
+                // register: a thread in the middle of the displaced bytes moves first.
+                try TextPoke.moveThreads(outOf: t.site.address, length: PatchSite.patchLength, tracee: tracee,
+                                         translate: t.translate, function: t.label)
+            }
+            try TextPoke.poke(tracee, at: t.site.address, expected: oldBytes, new: newBytes, function: t.label)
+        } catch {
+            if let n = new { release(n) }
+            throw error
+        }
+        _ = t.install(new)
+        t.dirty = false
+        if let o = old { retired.append(o) }
+    }
+
+    private func buildImage(_ t: Trampoline) throws -> Image {
+        let callsOriginal = ImageBuilder.callsOriginal(t.links)
+        let counter = (t.links[.replace] ?? []).isEmpty ? try data.slot(tracee: tracee) : nil
+        let input = ImageBuilder.Input(site: t.site, links: t.links, originalEntry: t.originalEntry,
+                                       runtimeRun: runtimeRun, inflightCounter: counter)
+        // Assemble once to learn the size, then for real at the allocated address (far forms
+        // are chosen by reach, so leave slack for them).
+        let probe = try ImageBuilder.build(input, at: t.site.function.address)
+        let size = probe.code.count + 64
+        let address = try code.allocate(size, near: t.site.module, tracee: tracee)
+        let built: ImageBuilder.Built
+        do {
+            built = try ImageBuilder.build(input, at: address)
+            guard built.code.count <= size else { throw TrampolineError.cannotPatch(function: t.label, reason: "image grew") }
+            try tracee.memory.writeForced(built.code, at: address)
+        } catch {
+            code.release(address, size: size)
+            if let c = counter { data.release(c) }
+            throw error
+        }
+        _ = callsOriginal
+        return Image(address: address, size: size, selector: t.selector + 1, inflightCounter: counter,
+                     afterCall: built.afterCallOffset.map { address + UInt64($0) },
+                     epilogue: built.epilogueOffset.map { address + UInt64($0) })
+    }
+
+    func release(_ image: Image) {
+        code.release(image.address, size: image.size)
+        if let c = image.inflightCounter { data.release(c) }
+    }
+
+    // MARK: - statistics
+
+    public func stats(_ link: Link) throws -> LinkStats {
+        let b = try tracee.memory.read(at: link.statsAddress, count: 24)
+        func q(_ i: Int) -> UInt64 { b[i..<i + 8].enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * $1.offset) } }
+        return LinkStats(calls: q(0), nsecs: q(8), misses: q(16))
+    }
+
+    // MARK: - detach
+
+    /// Restores every patched entry exactly (unregister), then frees what no thread can still be
+    /// in. What a thread may still return into stays mapped and is reported.
+    public func detach(waitSeconds: Double = 2) -> TableDetachReport {
+        var report = TableDetachReport()
+        if !tracee.held { do { try tracee.stopWorld() } catch { report.problems.append("\(error)"); return report } }
+        for address in order {
+            guard let t = trampolines[address], let image = t.image else { continue }
+            do {
+                try TextPoke.poke(tracee, at: t.site.address, expected: t.patchBytes(for: image), new: t.site.original, function: t.label)
+                _ = t.install(nil)
+                retired.append(image)
+                report.restored += 1
+            } catch {
+                report.problems.append("\(error)")
+            }
+        }
+        let ranges = retired.map(\.range) + trampolines.values.compactMap(\.relocatedBlock)
+        let counters = retired.compactMap { i in i.inflightCounter.map { (i.range, $0) } }
+        let deadline = now() + waitSeconds
+        while true {
+            let busy = ImageRetirement.busyRanges(ranges, counters: counters, tracee: tracee)
+            if busy.isEmpty { break }
+            if now() >= deadline {
+                report.leftMapped = busy.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16))" }
+                report.problems.append("\(busy.count) trampoline range(s) may still be in use by a thread; left mapped")
+                return report
+            }
+            // Let the threads run on a little, so they leave the images.
+            do {
+                try tracee.resumeWorld()
+                try tracee.pump(seconds: 0.05)
+                try tracee.stopWorld()
+            } catch {
+                report.problems.append("\(error)")
+                return report
+            }
+        }
+        for image in retired { release(image) }
+        retired.removeAll()
+        for t in trampolines.values { if let b = t.relocatedBlock { code.release(b.lowerBound, size: b.count) } }
+        trampolines.removeAll()
+        order.removeAll()
+        code.unmapEmptyPages(tracee: tracee)
+        data.unmap(tracee: tracee)
+        report.unmapped = true
+        return report
+    }
+
+    private func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}
+
+public struct TableDetachReport: Sendable {
+    public var restored = 0
+    public var unmapped = false
+    public var leftMapped: [String] = []
+    public var problems: [String] = []
+}
+
+extension ProgramCode {
+    var spec: ProgramSpec {
+        switch self {
+        case .count: return .count
+        case .user(let lib, let sym, _): return .user(library: lib, symbol: sym)
+        }
+    }
+}
+
+extension ProgramSpec {
+    var name: String {
+        switch self {
+        case .count: return "count"
+        case .user(let lib, let sym): return "\(lib):\(sym)"
+        }
+    }
+}
+
+extension Array where Element == UInt8 {
+    static func le(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+}

@@ -1,0 +1,57 @@
+import Glibc
+import Injector
+import RemoteTramp
+
+/// Everything `hookit attach` prints: JSON lines with --json, a readable table otherwise.
+struct Output {
+    let json: Bool
+
+    func attached(functions: Int, links: Int, refused: [(function: String, reason: String)], stop: StopStats) {
+        if json {
+            for r in refused { line("{\"event\":\"refused\",\"function\":\(JSON.string(r.function)),\"reason\":\(JSON.string(r.reason))}") }
+            line("{\"event\":\"attached\",\"functions\":\(functions),\"links\":\(links),\"refused\":\(refused.count),\"stopped_ns\":\(stop.totalNanos)}")
+        } else {
+            for r in refused { line("refused \(r.function): \(r.reason)") }
+            line("attached \(links) program(s) to \(functions) function(s); world stopped \(ms(stop.totalNanos)) ms")
+        }
+    }
+
+    func stats(_ rows: [(Link, LinkStats?)]) {
+        if !json {
+            line(pad("FUNCTION", 36) + pad("KIND", 10) + pad("PROGRAM", 24) + lpad("CALLS", 12) + lpad("NS", 14) + lpad("MISSES", 8))
+        }
+        for (link, s) in rows {
+            let fn = "\(link.function.module):\(link.function.name)"
+            let calls = s?.calls ?? 0, ns = s?.nsecs ?? 0, misses = s?.misses ?? 0
+            if json {
+                line("{\"event\":\"stats\",\"function\":\(JSON.string(fn)),\"address\":\"0x\(String(link.function.address, radix: 16))\",\"id\":\(link.id),\"kind\":\"\(link.kind.rawValue)\",\"program\":\(JSON.string(link.code.name)),\"cookie\":\(link.cookie),\"calls\":\(calls),\"ns\":\(ns),\"misses\":\(misses)}")
+            } else {
+                line(pad(fn, 36) + pad(link.kind.rawValue, 10) + pad(link.code.name.split(separator: "/").last.map(String.init) ?? "", 24)
+                     + lpad("\(calls)", 12) + lpad("\(ns)", 14) + lpad("\(misses)", 8))
+            }
+        }
+    }
+
+    func detached(restored: Int, leftMapped: [String], stop: StopStats) {
+        if json {
+            let left = leftMapped.map { JSON.string($0) }.joined(separator: ",")
+            line("{\"event\":\"detached\",\"restored\":\(restored),\"left_mapped\":[\(left)],\"stops\":\(stop.count),\"longest_stop_ns\":\(stop.longestNanos)}")
+        } else {
+            line("detached: \(restored) function(s) restored; world stopped \(stop.count) time(s), longest \(ms(stop.longestNanos)) ms")
+            for l in leftMapped { line("left mapped (a thread may still return into it): \(l)") }
+        }
+    }
+
+    func problem(_ text: String) {
+        var e = StandardError()
+        print("hookit: warning: \(text)", to: &e)
+    }
+
+    private func line(_ s: String) {
+        print(s)
+        fflush(stdout)
+    }
+
+    private func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+    private func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? " " + s : String(repeating: " ", count: n - s.count) + s }
+}

@@ -1,0 +1,86 @@
+import Glibc
+import Injector
+import TestSupport
+import XCTest
+@testable import RemoteTramp
+
+/// A target with hooks attached in-process: attach, link, update, resume; then the test talks
+/// to the target; then `finish()` stops, reads stats, restores and detaches.
+final class HookHarness {
+    let target: TargetProcess
+    let symbols: SymbolTable
+    let tracee: Tracee
+    let table: TrampolineTable
+    var links: [Link] = []
+
+    static var progs: String { Repo.target("libprogs.so") }
+    static var replaceLib: String { Repo.target("libreplace.so") }
+    static var runtime: String { "\(Repo.root)/.build/debug/libhookit_rt.so" }
+
+    init(_ targetName: String = "hooktarget") throws {
+        target = try TargetProcess(targetName)
+        symbols = try SymbolTable(pid: target.pid)
+        tracee = try Tracee.attach(pid: target.pid)
+        var options = TrampolineTable.Options()
+        options.runtimeLibrary = Self.runtime
+        table = TrampolineTable(tracee: tracee, symbols: symbols, options: options)
+    }
+
+    func function(_ name: String) throws -> FunctionSymbol {
+        try symbols.function(name.contains(":") ? name : "\(target.pid == 0 ? "" : moduleName):\(name)")
+    }
+
+    var moduleName: String { symbols.executable?.name ?? "hooktarget" }
+
+    @discardableResult
+    func link(_ kind: ProgramKind, _ function: String, _ program: String? = nil, cookie: UInt64 = 0) throws -> Link {
+        let spec: ProgramSpec = program.map { .user(library: $0.hasPrefix("/") ? String($0.split(separator: ":")[0]) : Self.progs,
+                                                    symbol: String($0.split(separator: ":").last!)) } ?? .count
+        let l = try table.link(kind, spec, to: try self.function(function), cookie: cookie)
+        links.append(l)
+        return l
+    }
+
+    /// Makes the links live and lets the target run.
+    func go() throws {
+        try table.update()
+        try tracee.resumeWorld()
+    }
+
+    func stats(_ link: Link) throws -> LinkStats {
+        try tracee.stopWorld()
+        defer { try? tracee.resumeWorld() }
+        return try table.stats(link)
+    }
+
+    /// A variable of an injected library, read through the target's own dlsym.
+    func readGlobal(_ name: String, library: String = HookHarness.progs) throws -> UInt64 {
+        let wasHeld = tracee.held
+        if !wasHeld { try tracee.stopWorld() }
+        defer { if !wasHeld { try? tracee.resumeWorld() } }
+        let lib = symbols.modules.first { $0.path == library }
+        _ = lib
+        let fresh = try SymbolTable(pid: target.pid)
+        let handle = try tracee.inject(library: library, symbols: fresh).handle   // already loaded: same handle
+        guard let addr = try tracee.dlsym(handle: handle, name: name, symbols: fresh) else { throw TestError("no \(name)") }
+        return try tracee.memory.readU64(at: addr)
+    }
+
+    /// Restores every entry and detaches; returns the table's report.
+    @discardableResult
+    func finish() throws -> TableDetachReport {
+        if !tracee.held { try tracee.stopWorld() }
+        let report = table.detach()
+        tracee.detach()
+        return report
+    }
+
+    /// The tracee's code for a function equals the ELF file's bytes.
+    func assertCodeMatchesFile(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let f = try function(name)
+        let module = symbols.modules.first { $0.name == f.module }!
+        let n = Int(max(f.size, 16))
+        let live = try tracee.memory.read(at: f.address, count: n)
+        XCTAssertEqual(live, module.fileBytes(at: f.address, count: n), "\(name) restored", file: file, line: line)
+    }
+}
