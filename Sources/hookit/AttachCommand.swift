@@ -70,7 +70,7 @@ struct HookRequest {
 
     /// KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N]
     init(prog text: String) throws {
-        guard let colon = text.firstIndex(of: ":"), let eq = text.lastIndex(of: "=") , colon < eq,
+        guard let colon = text.firstIndex(of: ":"), let eq = text.firstIndex(of: "="), colon < eq,
               let k = ProgramKind(rawValue: String(text[..<colon])) else {
             throw ValidationError("--prog '\(text)': expected KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N] with KIND fentry, fexit, fmod_ret or replace")
         }

@@ -77,7 +77,7 @@ final class HookitCLITests: XCTestCase {
 
     func testSIGTERMDuringInjectDetachesAndTheTargetFinishesAlone() throws {
         let target = try TargetProcess("target")
-        let (pid, out) = spawnHookit(["inject", "\(target.pid)", Repo.target("libslow.so")])
+        let (pid, out) = spawnBackground([Repo.hookit] + ["inject", "\(target.pid)", Repo.target("libslow.so")])
         usleep(500_000)                      // dlopen is now inside the 2-second constructor
         kill(pid, SIGTERM)
         let status = waitFor(pid)
@@ -92,7 +92,7 @@ final class HookitCLITests: XCTestCase {
     func testSIGKILLOfHookitMidCallLeavesARunningTarget() throws {
         let target = try TargetProcess("target")
         XCTAssertEqual(try target.send("threads 4"), "threads 4")
-        let (pid, out) = spawnHookit(["inject", "\(target.pid)", Repo.target("libslow.so")])
+        let (pid, out) = spawnBackground([Repo.hookit] + ["inject", "\(target.pid)", Repo.target("libslow.so")])
         usleep(500_000)
         kill(pid, SIGKILL)
         _ = waitFor(pid)
@@ -160,42 +160,6 @@ final class HookitCLITests: XCTestCase {
     private func tracerPid(_ pid: pid_t) -> String? {
         guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
         return s.split(separator: "\n").first { $0.hasPrefix("TracerPid:") }?.split(separator: "\t").last.map(String.init)
-    }
-
-    /// Starts hookit in the background with stdout and stderr on one pipe.
-    private func spawnHookit(_ args: [String]) -> (pid_t, Int32) {
-        var fds: [Int32] = [0, 0]
-        fds.withUnsafeMutableBufferPointer { _ = pipe($0.baseAddress) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-        posix_spawn_file_actions_addclose(&actions, fds[0])
-        let argv = ([Repo.hookit] + args).map { strdup($0) } + [nil]
-        var pid: pid_t = 0
-        posix_spawn(&pid, Repo.hookit, &actions, nil, argv, environ)
-        argv.forEach { free($0) }
-        posix_spawn_file_actions_destroy(&actions)
-        close(fds[1])
-        return (pid, fds[0])
-    }
-
-    private func waitFor(_ pid: pid_t) -> Int32 {
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    }
-
-    private func readAll(_ fd: Int32) -> String {
-        var out = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            out += buf[..<n]
-        }
-        close(fd)
-        return String(decoding: out, as: UTF8.self)
     }
 
     private func ptraceInterruptAndDetach(_ pid: pid_t) -> Int {

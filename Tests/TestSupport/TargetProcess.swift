@@ -197,3 +197,56 @@ func cloexecPipe(_ fds: inout [Int32]) {
     fds.withUnsafeMutableBufferPointer { _ = pipe($0.baseAddress) }
     for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
 }
+
+/// Starts a program in the background with stdout and stderr on one pipe; returns its PID and
+/// the pipe's read end.
+public func spawnBackground(_ argv: [String]) -> (pid_t, Int32) {
+    var fds: [Int32] = [0, 0]
+    cloexecPipe(&fds)
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+    let cargs = argv.map { strdup($0) } + [nil]
+    var pid: pid_t = 0
+    posix_spawn(&pid, argv[0], &actions, nil, cargs, environ)
+    cargs.forEach { free($0) }
+    posix_spawn_file_actions_destroy(&actions)
+    close(fds[1])
+    return (pid, fds[0])
+}
+
+/// Waits for a child and returns its exit code (128 + signal when killed).
+public func waitFor(_ pid: pid_t) -> Int32 {
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+}
+
+/// Reads a pipe to its end and closes it.
+public func readAll(_ fd: Int32) -> String {
+    var out = [UInt8]()
+    var buf = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n <= 0 { break }
+        out += buf[..<n]
+    }
+    close(fd)
+    return String(decoding: out, as: UTF8.self)
+}
+
+/// Reads one line from a pipe, waiting up to `timeout` seconds.
+public func readLine(_ fd: Int32, timeout: Double) -> String? {
+    var line = [UInt8]()
+    let deadline = now() + timeout
+    while now() < deadline {
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        if poll(&pfd, 1, 50) <= 0 { continue }
+        var c: UInt8 = 0
+        if read(fd, &c, 1) != 1 { return line.isEmpty ? nil : String(decoding: line, as: UTF8.self) }
+        if c == 10 { return String(decoding: line, as: UTF8.self) }
+        line.append(c)
+    }
+    return nil
+}

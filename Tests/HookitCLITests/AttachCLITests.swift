@@ -1,0 +1,76 @@
+import Foundation
+import Glibc
+import TestSupport
+import XCTest
+
+/// `hookit attach` end to end: hooks live while the target works, then a clean detach.
+final class AttachCLITests: XCTestCase {
+    private func json(_ line: Substring) -> [String: Any]? {
+        try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+    }
+
+    /// Starts `hookit attach`, waits for its "attached" line, runs `work`, sends SIGINT and
+    /// returns everything hookit printed.
+    private func attach(_ target: TargetProcess, _ args: [String], work: () throws -> Void) throws -> String {
+        let (pid, out) = spawnBackground([Repo.hookit, "attach", "\(target.pid)", "--json"] + args)
+        guard let first = readLine(out, timeout: 15) else {
+            kill(pid, SIGKILL); _ = waitFor(pid)
+            throw TestError("hookit printed nothing: \(readAll(out))")
+        }
+        var printed = first + "\n"
+        if first.contains("\"refused\"") && !first.contains("\"attached\"") {
+            while let l = readLine(out, timeout: 5) { printed += l + "\n"; if l.contains("\"attached\"") { break } }
+        }
+        guard printed.contains("\"event\":\"attached\"") else {
+            kill(pid, SIGKILL); _ = waitFor(pid)
+            throw TestError("not attached: \(printed)\(readAll(out))")
+        }
+        try work()
+        kill(pid, SIGINT)
+        XCTAssertEqual(waitFor(pid), 0)
+        return printed + readAll(out)
+    }
+
+    func testCountAndProgramsLiveThenCleanDetachWithStats() throws {
+        let target = try TargetProcess("hooktarget")
+        let progs = Repo.target("libprogs.so")
+        let out = try attach(target, ["--count", "hooktarget:patch5",
+                                      "--prog", "fexit:hooktarget:nopped=\(progs):record_exit,cookie=5"]) {
+            for i in 1...5 { XCTAssertEqual(try target.send("patch5 \(i)"), "\(3 * i)") }
+            XCTAssertEqual(try target.send("nopped 2"), "7")
+            XCTAssertTrue(try target.send("progs").contains("exit_ret=7"))
+        }
+        let lines = out.split(separator: "\n")
+        let events = lines.compactMap(json)
+        let attached = try XCTUnwrap(events.first { $0["event"] as? String == "attached" })
+        XCTAssertEqual(attached["functions"] as? Int, 2)
+        let stats = events.filter { $0["event"] as? String == "stats" }
+        let p5 = try XCTUnwrap(stats.first { $0["function"] as? String == "hooktarget:patch5" })
+        XCTAssertEqual(p5["calls"] as? Int, 5)
+        XCTAssertEqual(p5["misses"] as? Int, 0)
+        XCTAssertTrue((p5["address"] as? String)?.hasPrefix("0x") ?? false)
+        let np = try XCTUnwrap(stats.first { $0["function"] as? String == "hooktarget:nopped" })
+        XCTAssertEqual(np["calls"] as? Int, 1)
+        XCTAssertEqual(np["cookie"] as? Int, 5)
+        let detached = try XCTUnwrap(events.last)
+        XCTAssertEqual(detached["event"] as? String, "detached")
+        XCTAssertEqual(detached["restored"] as? Int, 2)
+        XCTAssertEqual((detached["left_mapped"] as? [Any])?.count, 0)
+        XCTAssertEqual(try target.send("patch5 2"), "6")
+        XCTAssertEqual(try target.send("nopped 2"), "7")
+        // No hookit page is left in the target.
+        let maps = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
+        XCTAssertFalse(maps.split(separator: "\n").contains { $0.contains(" r-xp ") && $0.hasSuffix(" 0 ") }, maps)
+    }
+
+    func testBadProgSpecAndUnknownFunctionAreClearErrors() throws {
+        let target = try TargetProcess("hooktarget")
+        let r1 = runProgram([Repo.hookit, "attach", "\(target.pid)", "--prog", "sideways:patch5=/x.so:f"])
+        XCTAssertNotEqual(r1.status, 0)
+        XCTAssertTrue(r1.stderr.contains("KIND fentry, fexit, fmod_ret or replace"), r1.stderr)
+        let r2 = runProgram([Repo.hookit, "attach", "\(target.pid)", "--count", "hooktarget:no_such_fn", "--duration", "1"])
+        XCTAssertEqual(r2.status, 1)
+        XCTAssertTrue(r2.stderr.contains("no function matches 'hooktarget:no_such_fn'"), r2.stderr)
+        XCTAssertEqual(try target.send("ping"), "pong")
+    }
+}
