@@ -4,8 +4,12 @@
 #include <Zydis/Zydis.h>
 #include <string.h>
 
-static uint8_t branch_kind(const ZydisDecodedInstruction *in) {
-    if (!(in->attributes & ZYDIS_ATTRIB_IS_RELATIVE)) return HK_BRANCH_NONE;
+// Only a relative *immediate* makes a branch: Zydis also marks [rip+disp] operands relative.
+static uint8_t branch_kind(const ZydisDecodedInstruction *in, const ZydisDecodedOperand *ops) {
+    int has_rel_imm = 0;
+    for (int i = 0; i < in->operand_count; i++)
+        if (ops[i].type == ZYDIS_OPERAND_TYPE_IMMEDIATE && ops[i].imm.is_relative) has_rel_imm = 1;
+    if (!has_rel_imm) return HK_BRANCH_NONE;
     switch (in->mnemonic) {
     case ZYDIS_MNEMONIC_JMP: return HK_BRANCH_JMP;
     case ZYDIS_MNEMONIC_CALL: return HK_BRANCH_CALL;
@@ -33,8 +37,8 @@ int hk_decode_insn(const uint8_t *code, size_t len, uint64_t address, hk_insn *o
     if (ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, code, len, &in, ops))) return -1;
 
     out->length = in.length;
-    out->branch = branch_kind(&in);
-    out->cond = in.opcode & 0x0f;
+    out->branch = branch_kind(&in, ops);
+    out->cond = out->branch == HK_BRANCH_JCC ? (in.opcode & 0x0f) : 0;
     out->is_endbr64 = in.mnemonic == ZYDIS_MNEMONIC_ENDBR64;
     out->is_nop = in.mnemonic == ZYDIS_MNEMONIC_NOP;
     out->is_int3 = in.mnemonic == ZYDIS_MNEMONIC_INT3;
@@ -57,9 +61,14 @@ int hk_decode_insn(const uint8_t *code, size_t len, uint64_t address, hk_insn *o
         }
     }
 
+    // Intel syntax as objdump prints it: [rip+0x10], branch targets absolute, no zero padding.
     ZydisFormatter fmt;
-    if (ZYAN_SUCCESS(ZydisFormatterInit(&fmt, ZYDIS_FORMATTER_STYLE_INTEL)))
+    if (ZYAN_SUCCESS(ZydisFormatterInit(&fmt, ZYDIS_FORMATTER_STYLE_INTEL))) {
+        ZydisFormatterSetProperty(&fmt, ZYDIS_FORMATTER_PROP_FORCE_RELATIVE_RIPREL, ZYAN_TRUE);
+        ZydisFormatterSetProperty(&fmt, ZYDIS_FORMATTER_PROP_ADDR_PADDING_ABSOLUTE, ZYDIS_PADDING_DISABLED);
+        ZydisFormatterSetProperty(&fmt, ZYDIS_FORMATTER_PROP_IMM_PADDING, ZYDIS_PADDING_DISABLED);
         ZydisFormatterFormatInstruction(&fmt, &in, ops, in.operand_count_visible, out->text,
                                         sizeof out->text, address, NULL);
+    }
     return 0;
 }
