@@ -61,12 +61,14 @@ int hk_decode_insn(const uint8_t *code, size_t len, uint64_t address, hk_insn *o
         }
     }
 
-    // Intel syntax as objdump prints it: [rip+0x10], branch targets absolute, no zero padding.
+    // Intel syntax as objdump prints it: [rip+0x10], branch targets absolute, lowercase hex, no padding.
     ZydisFormatter fmt;
     if (ZYAN_SUCCESS(ZydisFormatterInit(&fmt, ZYDIS_FORMATTER_STYLE_INTEL))) {
         ZydisFormatterSetProperty(&fmt, ZYDIS_FORMATTER_PROP_FORCE_RELATIVE_RIPREL, ZYAN_TRUE);
         ZydisFormatterSetProperty(&fmt, ZYDIS_FORMATTER_PROP_ADDR_PADDING_ABSOLUTE, ZYDIS_PADDING_DISABLED);
         ZydisFormatterSetProperty(&fmt, ZYDIS_FORMATTER_PROP_IMM_PADDING, ZYDIS_PADDING_DISABLED);
+        ZydisFormatterSetProperty(&fmt, ZYDIS_FORMATTER_PROP_DISP_PADDING, ZYDIS_PADDING_DISABLED);
+        ZydisFormatterSetProperty(&fmt, ZYDIS_FORMATTER_PROP_HEX_UPPERCASE, ZYAN_FALSE);
         ZydisFormatterFormatInstruction(&fmt, &in, ops, in.operand_count_visible, out->text,
                                         sizeof out->text, address, NULL);
     }
