@@ -196,6 +196,8 @@ final class RelocatorTests: XCTestCase {
         XCTAssertEqual(jd[1].info.rel_size, 4)
         XCTAssertEqual(jd[1].info.branch_target, ja + 10)           // the `1:` label
         XCTAssertEqual(jd[2].info.branch_target, ja + 5)            // and back
+        XCTAssertEqual(jr.pcMap.map { $0.relocated }, [0, 3])
+        XCTAssertEqual(jr.code.count, 3 + 6 + 5)
 
         let (mr, md, ma) = try reloc("jmp8")
         XCTAssertEqual(mr.displacedLength, 5)                       // jmp (2) + int3 padding
@@ -255,6 +257,11 @@ final class RelocatorTests: XCTestCase {
         try runRelocated(s, "jcc", args: [(0, 5), (3, 4), (-1, 1)])
     }
 
+    func testRelocatedJmpFirstRuns() throws {
+        let s = try assembleSnippet(fn("f", "jmp 1f\nint3\nint3\nint3\n1: lea rax, [rdi+rsi]\nret"))
+        try runRelocated(s, "f", args: [(2, 3)])
+    }
+
     func testRelocatedCallFirstRuns() throws {
         let s = try assembleSnippet(
             fn("callf", "push rbx\ncall helper\nimul rax, rax\npop rbx\nret")
@@ -272,6 +279,10 @@ final class RelocatorTests: XCTestCase {
         let s = try assembleSnippet(fn("f", "mov rcx, rdi\njrcxz 1f\nlea rax, [rdi+rsi]\nret\n1: mov rax, rsi\nret"))
         let r = try runRelocated(s, "f", args: [(0, 9), (4, 9)])
         XCTAssertEqual(r.displacedLength, 5)
+        // mov rcx, rdi ; jrcxz taken ; jmp skip ; taken: jmp +10 ; skip: jmp back to +5
+        let f = try Relocator.relocate(function: s.function("f"), trailing: [], address: 0x40_1000, destination: 0x40_9000)
+        XCTAssertEqual(disassemble(f.code, at: 0x40_9000).map { $0.text },
+                       ["mov rcx, rdi", "jrcxz 0x40900a", "jmp 0x40900f", "jmp 0x40100a", "jmp 0x401005"])
     }
 
     func testBranchBetweenDisplacedInstructionsStaysInTheCopy() throws {
