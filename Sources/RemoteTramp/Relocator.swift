@@ -7,6 +7,12 @@ import CPtrace
 /// rewrites each one through `X86Writer` for the address the copy will run at. It refuses,
 /// with the offset and the instruction, whatever it cannot prove correct: a corrupt patch
 /// is far worse than a function that cannot be hooked.
+///
+/// Rewritten: jmp/jcc rel8|rel32 (to rel32, or an absolute jump when out of reach), call
+/// rel32 (callFar), loop/loopz/loopnz/jrcxz (widened through a short trampoline, since they
+/// have no rel32 form), [rip+disp32] operands (new displacement). Copied: everything else
+/// that does not depend on its address. Refused: xbegin and any other relative operand,
+/// calls into the displaced bytes, and any branch from the rest of the function into them.
 
 public struct RelocatedPrologue: Sendable {
     /// Where the 5-byte jmp goes: 4 when the function starts with endbr64, which must stay
