@@ -1,0 +1,43 @@
+// A thin shim over the Zydis 4 decoder: one x86-64 instruction at a time, described by a
+// plain struct Swift can read without touching Zydis types. It classifies only what the
+// prologue relocator must know; every decision about what to do with it is made in Swift
+// (RemoteTramp/Relocator.swift).
+#ifndef HK_ZYDIS_H
+#define HK_ZYDIS_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+/// What kind of relative branch an instruction is, if any.
+enum {
+    HK_BRANCH_NONE = 0,
+    HK_BRANCH_JMP = 1,     // jmp rel8 / rel32
+    HK_BRANCH_JCC = 2,     // jcc rel8 / rel32; `cond` holds the condition code 0-15
+    HK_BRANCH_CALL = 3,    // call rel32
+    HK_BRANCH_LOOP = 4,    // loop / loopz / loopnz / jrcxz / jecxz: rel8 only, no wide form
+    HK_BRANCH_OTHER = 5,   // any other instruction with a relative operand (xbegin, ...)
+};
+
+typedef struct {
+    uint8_t length;           // bytes
+    uint8_t branch;           // HK_BRANCH_*
+    uint8_t cond;             // HK_BRANCH_JCC: condition code (the low nibble of 0x7x / 0x0f 0x8x)
+    uint8_t rel_offset;       // relative branches: offset of the displacement within the instruction
+    uint8_t rel_size;         // ... and its size in bytes (1 or 4)
+    uint8_t rip_relative;     // 1 when a memory operand is addressed [rip + disp32]
+    uint8_t disp_offset;      // rip_relative: offset of the disp32 within the instruction
+    uint8_t disp_size;        // ... and its size in bytes (always 4 in 64-bit mode)
+    uint8_t is_endbr64;
+    uint8_t is_nop;           // any form Zydis decodes as NOP (0x90, 0x66 0x90, 0x0f 0x1f /0, ...)
+    uint8_t is_int3;
+    uint8_t ends_flow;        // ret (any form) or jmp (any form): execution never falls through
+    uint64_t branch_target;   // relative branches: absolute target, from the runtime address
+    uint64_t rip_target;      // rip_relative: absolute address of the memory operand
+    char text[96];            // Intel syntax, formatted at the runtime address
+} hk_insn;
+
+/// Decodes the instruction at `code` (at most `len` bytes readable) that runs at `address`.
+/// Returns 0, or -1 when the bytes are not a valid instruction (or it is cut off by `len`).
+int hk_decode_insn(const uint8_t *code, size_t len, uint64_t address, hk_insn *out);
+
+#endif

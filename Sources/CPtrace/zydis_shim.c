@@ -1,0 +1,76 @@
+// A thin shim over Zydis: decode one instruction and flatten what the prologue relocator
+// needs into hk_insn. No policy here; Relocator.swift decides what is safe to move.
+#include "hk_zydis.h"
+#include <Zydis/Zydis.h>
+#include <string.h>
+
+// Only a relative *immediate* makes a branch: Zydis also marks [rip+disp] operands relative.
+static uint8_t branch_kind(const ZydisDecodedInstruction *in, const ZydisDecodedOperand *ops) {
+    int has_rel_imm = 0;
+    for (int i = 0; i < in->operand_count; i++)
+        if (ops[i].type == ZYDIS_OPERAND_TYPE_IMMEDIATE && ops[i].imm.is_relative) has_rel_imm = 1;
+    if (!has_rel_imm) return HK_BRANCH_NONE;
+    switch (in->mnemonic) {
+    case ZYDIS_MNEMONIC_JMP: return HK_BRANCH_JMP;
+    case ZYDIS_MNEMONIC_CALL: return HK_BRANCH_CALL;
+    case ZYDIS_MNEMONIC_LOOP:
+    case ZYDIS_MNEMONIC_LOOPE:
+    case ZYDIS_MNEMONIC_LOOPNE:
+    case ZYDIS_MNEMONIC_JRCXZ:
+    case ZYDIS_MNEMONIC_JECXZ: return HK_BRANCH_LOOP;
+    default: break;
+    }
+    // jcc: 0x70-0x7f (rel8) or 0x0f 0x80-0x8f (rel32); anything else relative is "other".
+    if (in->meta.category == ZYDIS_CATEGORY_COND_BR &&
+        ((in->opcode_map == ZYDIS_OPCODE_MAP_DEFAULT && (in->opcode & 0xf0) == 0x70) ||
+         (in->opcode_map == ZYDIS_OPCODE_MAP_0F && (in->opcode & 0xf0) == 0x80)))
+        return HK_BRANCH_JCC;
+    return HK_BRANCH_OTHER;
+}
+
+int hk_decode_insn(const uint8_t *code, size_t len, uint64_t address, hk_insn *out) {
+    memset(out, 0, sizeof *out);
+    ZydisDecoder dec;
+    if (ZYAN_FAILED(ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64))) return -1;
+    ZydisDecodedInstruction in;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    if (ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, code, len, &in, ops))) return -1;
+
+    out->length = in.length;
+    out->branch = branch_kind(&in, ops);
+    out->cond = out->branch == HK_BRANCH_JCC ? (in.opcode & 0x0f) : 0;
+    out->is_endbr64 = in.mnemonic == ZYDIS_MNEMONIC_ENDBR64;
+    out->is_nop = in.mnemonic == ZYDIS_MNEMONIC_NOP;
+    out->is_int3 = in.mnemonic == ZYDIS_MNEMONIC_INT3;
+    out->ends_flow = in.meta.category == ZYDIS_CATEGORY_RET || in.meta.category == ZYDIS_CATEGORY_UNCOND_BR;
+
+    for (int i = 0; i < in.operand_count; i++) {
+        const ZydisDecodedOperand *op = &ops[i];
+        ZyanU64 abs = 0;
+        if (op->type == ZYDIS_OPERAND_TYPE_IMMEDIATE && op->imm.is_relative && out->branch != HK_BRANCH_NONE) {
+            if (ZYAN_FAILED(ZydisCalcAbsoluteAddress(&in, op, address, &abs))) return -1;
+            out->branch_target = abs;
+            out->rel_offset = in.raw.imm[0].offset;
+            out->rel_size = in.raw.imm[0].size / 8;
+        } else if (op->type == ZYDIS_OPERAND_TYPE_MEMORY && op->mem.base == ZYDIS_REGISTER_RIP) {
+            if (ZYAN_FAILED(ZydisCalcAbsoluteAddress(&in, op, address, &abs))) return -1;
+            out->rip_relative = 1;
+            out->rip_target = abs;
+            out->disp_offset = in.raw.disp.offset;
+            out->disp_size = in.raw.disp.size / 8;
+        }
+    }
+
+    // Intel syntax as objdump prints it: [rip+0x10], branch targets absolute, lowercase hex, no padding.
+    ZydisFormatter fmt;
+    if (ZYAN_SUCCESS(ZydisFormatterInit(&fmt, ZYDIS_FORMATTER_STYLE_INTEL))) {
+        ZydisFormatterSetProperty(&fmt, ZYDIS_FORMATTER_PROP_FORCE_RELATIVE_RIPREL, ZYAN_TRUE);
+        ZydisFormatterSetProperty(&fmt, ZYDIS_FORMATTER_PROP_ADDR_PADDING_ABSOLUTE, ZYDIS_PADDING_DISABLED);
+        ZydisFormatterSetProperty(&fmt, ZYDIS_FORMATTER_PROP_IMM_PADDING, ZYDIS_PADDING_DISABLED);
+        ZydisFormatterSetProperty(&fmt, ZYDIS_FORMATTER_PROP_DISP_PADDING, ZYDIS_PADDING_DISABLED);
+        ZydisFormatterSetProperty(&fmt, ZYDIS_FORMATTER_PROP_HEX_UPPERCASE, ZYAN_FALSE);
+        ZydisFormatterFormatInstruction(&fmt, &in, ops, in.operand_count_visible, out->text,
+                                        sizeof out->text, address, NULL);
+    }
+    return 0;
+}
