@@ -77,6 +77,9 @@ final class HookSession {
 
     /// Restores the tracee and reports statistics. Returns false when something was left behind.
     func detach() -> Bool {
+        // A termination signal asked for this detach; it must not also cut the detach short.
+        // (Another one arriving from here on still interrupts it.)
+        hk_interrupt_signal = 0
         if tracee.exited {
             output.problem("the process exited")
             return false
