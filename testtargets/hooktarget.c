@@ -309,6 +309,10 @@ static void *spin_main(void *arg) {
 static volatile int bg_stop;
 static struct spinner bg[256];
 static int nbg;
+// "pause" parks every spinbg thread between two calls (none is inside add), so a test can read
+// counters at a moment when every call made so far has completed; "resume" lets them go.
+static volatile int bg_pause;
+static atomic_int bg_parked;
 
 // Counts its calls, and the results that were not calls + 1, in locals: no atomics in the loop.
 static void *spinbg_main(void *arg) {
@@ -317,6 +321,11 @@ static void *spinbg_main(void *arg) {
     while (!bg_stop) {
         if (add_ptr(calls, 1) != calls + 1) bad++;
         calls++;
+        if (bg_pause) {
+            atomic_fetch_add(&bg_parked, 1);
+            while (bg_pause) usleep(50);
+            atomic_fetch_sub(&bg_parked, 1);
+        }
     }
     s->calls = calls;
     s->checksum = bad;
@@ -504,6 +513,14 @@ int main(void) {
             nbg = 0;
             spin_bad = bad;
             printf("stopped %ld\n", total);
+        } else if (!strcmp(cmd, "pause")) {
+            bg_pause = 1;
+            while (atomic_load(&bg_parked) < nbg) usleep(50);
+            printf("paused %d\n", nbg);
+        } else if (!strcmp(cmd, "resume")) {
+            bg_pause = 0;
+            while (atomic_load(&bg_parked) > 0) usleep(50);
+            printf("resumed\n");
         } else if (!strcmp(cmd, "spinbad")) {
             printf("%ld\n", spin_bad);
         } else if (!strcmp(cmd, "addr")) {

@@ -229,6 +229,13 @@ public final class TrampolineTable {
         if let c = image.inflightCounter { data.release(c) }
     }
 
+    /// Code a thread can be inside of because of hookit: live and retired images and relocated
+    /// prologues, with the in-flight counters of those images.
+    var codeRanges: (ranges: [Range<UInt64>], counters: [UInt64]) {
+        let images = trampolines.values.compactMap(\.image) + retired
+        return (images.map(\.range) + trampolines.values.compactMap(\.relocatedBlock), images.compactMap(\.inflightCounter))
+    }
+
     // MARK: - statistics
 
     public func stats(_ link: Link) throws -> LinkStats {
