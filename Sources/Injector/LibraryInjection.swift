@@ -35,7 +35,10 @@ extension Tracee {
     }
 
     func libcFunction(_ name: String, _ symbols: SymbolTable) throws -> FunctionSymbol {
-        for m in symbols.modules where !m.isVDSO {
+        // libc first (glibc 2.34+ has dlopen there): parsing a big C++ library's symbols while
+        // the world is stopped would stretch the stop for nothing.
+        let libcFirst = symbols.modules.filter { $0.name.hasPrefix("libc.so") } + symbols.modules.filter { !$0.name.hasPrefix("libc.so") }
+        for m in libcFirst where !m.isVDSO {
             if let f = symbols.functions(in: m).first(where: { $0.name == name }) { return f }
         }
         throw InjectorError.missingFunction(name: name, detail: "no loaded module exports it (a statically linked tracee cannot load libraries)")

@@ -9,10 +9,19 @@ import Injector
 /// Pages are mapped r-x and written through /proc/PID/mem, so the tracee never has a writable
 /// and executable mapping.
 final class CodeAllocator {
+    /// Images and relocated prologues live in different pages: their frames unwind by
+    /// different rules (see UnwindInfo), and one rule is registered per page.
+    enum Kind { case image, prologue }
+
     struct Page {
         let address: UInt64
         let size: UInt64
+        let kind: Kind
         var free: [(offset: UInt64, size: UInt64)]
+        /// The page's .eh_frame data in the tracee, once registered with the unwinder.
+        var unwindInfo: UInt64?
+
+        var range: Range<UInt64> { address..<address + size }
     }
 
     static let pageSize: UInt64 = 64 * 1024
@@ -26,15 +35,15 @@ final class CodeAllocator {
     init(budget: Int) { self.budget = budget }
 
     /// `size` bytes of code within rel32 reach of every byte of `module`.
-    func allocate(_ size: Int, near module: Module, tracee: Tracee) throws -> UInt64 {
+    func allocate(_ size: Int, kind: Kind, near module: Module, tracee: Tracee) throws -> UInt64 {
         let need = (UInt64(size) + Self.granule - 1) & ~(Self.granule - 1)
-        for i in pages.indices where inReach(pages[i], module) {
+        for i in pages.indices where pages[i].kind == kind && inReach(pages[i], module) {
             if let a = take(need, from: &pages[i]) { return a }
         }
         if charged + Int(Self.pageSize) > budget {
             throw TrampolineError.memoryBudget(limit: budget, requested: Int(Self.pageSize))
         }
-        var page = try mapPage(near: module, tracee: tracee)
+        var page = try mapPage(near: module, kind: kind, tracee: tracee)
         charged += Int(page.size)
         let a = take(need, from: &page)!
         pages.append(page)
@@ -54,10 +63,17 @@ final class CodeAllocator {
         pages[i].free = merged
     }
 
-    /// Unmaps every page with nothing allocated in it.
-    func unmapEmptyPages(tracee: Tracee) {
+    /// Pages whose unwind information is not registered yet.
+    var unregisteredPages: [Int] { pages.indices.filter { pages[$0].unwindInfo == nil } }
+
+    func setUnwindInfo(_ address: UInt64, forPage i: Int) { pages[i].unwindInfo = address }
+
+    /// Unmaps every page with nothing allocated in it; `beforeUnmap` runs first for each (to
+    /// deregister its unwind information while the page still exists).
+    func unmapEmptyPages(tracee: Tracee, beforeUnmap: (Page) -> Void = { _ in }) {
         pages.removeAll { page in
             guard page.free.count == 1, page.free[0].size == page.size else { return false }
+            beforeUnmap(page)
             if (try? tracee.munmap(address: page.address, length: page.size)) != nil {
                 charged -= Int(page.size)
                 return true
@@ -81,7 +97,7 @@ final class CodeAllocator {
 
     /// The free range of the address space closest to the module, mapped with
     /// MAP_FIXED_NOREPLACE so nothing of the tracee's is ever replaced.
-    private func mapPage(near m: Module, tracee: Tracee) throws -> Page {
+    private func mapPage(near m: Module, kind: Kind, tracee: Tracee) throws -> Page {
         let maps = try ProcMaps.read(tracee.pid).sorted { $0.start < $1.start }
         let low = m.end > Self.reach ? m.end - Self.reach : 0x10000
         let high = m.start + Self.reach
@@ -101,7 +117,7 @@ final class CodeAllocator {
             let flags = MAP_PRIVATE | MAP_ANONYMOUS | 0x100000   // MAP_FIXED_NOREPLACE
             if let got = try? tracee.mmap(address: addr, length: Self.pageSize, protection: PROT_READ | PROT_EXEC, flags: flags),
                got == addr {
-                return Page(address: got, size: Self.pageSize, free: [(0, Self.pageSize)])
+                return Page(address: got, size: Self.pageSize, kind: kind, free: [(0, Self.pageSize)])
             }
         }
         throw TrampolineError.noPageInReach(module: m.name)
@@ -119,9 +135,7 @@ final class DataArena {
 
     /// A zeroed 32-byte slot (struct hookit_rt_stats, or an in-flight counter).
     func slot(tracee: Tracee) throws -> UInt64 {
-        if base == 0 {
-            base = try tracee.mmap(length: Self.size, protection: PROT_READ | PROT_WRITE)
-        }
+        try mapIfNeeded(tracee)
         if let s = freeSlots.popLast() {
             try tracee.memory.write([UInt8](repeating: 0, count: 32), at: s)
             return s
@@ -132,6 +146,21 @@ final class DataArena {
     }
 
     func release(_ slot: UInt64) { freeSlots.append(slot) }
+
+    /// `bytes` copied into the arena, in consecutive slots (never released: small, per page).
+    func store(_ bytes: [UInt8], tracee: Tracee) throws -> UInt64 {
+        try mapIfNeeded(tracee)
+        let need = (UInt64(bytes.count) + 31) & ~31
+        guard next + need <= Self.size else { throw TrampolineError.memoryBudget(limit: Int(Self.size), requested: Int(need)) }
+        let at = base + next
+        next += need
+        try tracee.memory.write(bytes, at: at)
+        return at
+    }
+
+    private func mapIfNeeded(_ tracee: Tracee) throws {
+        if base == 0 { base = try tracee.mmap(length: Self.size, protection: PROT_READ | PROT_WRITE) }
+    }
 
     func unmap(tracee: Tracee) {
         if base != 0, (try? tracee.munmap(address: base, length: Self.size)) != nil { base = 0 }

@@ -115,7 +115,7 @@ public final class TrampolineTable {
             t = Trampoline(site: site, relocatedBlock: nil, originalEntry: site.afterPatch)
         case .relocated(let probe, let body, let trailing):
             let size = probe.code.count + 32
-            let block = try code.allocate(size, near: module, tracee: tracee)
+            let block = try code.allocate(size, kind: .prologue, near: module, tracee: tracee)
             let final: RelocatedPrologue
             do {
                 final = try Relocator.relocate(function: body, trailing: trailing, address: f.address, destination: block)
@@ -171,14 +171,30 @@ public final class TrampolineTable {
     /// image. Needs the world stopped; all of it happens within that one stop.
     public func update() throws {
         precondition(tracee.held, "update needs the world stopped")
-        for address in order {
-            guard let t = trampolines[address], t.dirty else { continue }
-            try update(t)
+        let dirty = order.compactMap { trampolines[$0] }.filter(\.dirty)
+        // 1. every new image, written completely; 2. the unwinder told about new pages (remote
+        // calls: other threads run meanwhile, but nothing reaches the new code yet);
+        // 3. the pokes that make the new images live.
+        var built: [(Trampoline, Image?)] = []
+        do {
+            for t in dirty { built.append((t, t.programCount == 0 ? nil : try buildImage(t))) }
+            try registerUnwindInfo()
+        } catch {
+            for (_, image) in built { if let i = image { release(i) } }
+            throw error
+        }
+        for (i, (t, image)) in built.enumerated() {
+            do {
+                try swap(t, to: image)
+            } catch {
+                for (_, rest) in built[(i + 1)...] { if let r = rest { release(r) } }
+                throw error
+            }
         }
     }
 
-    private func update(_ t: Trampoline) throws {
-        let new: Image? = t.programCount == 0 ? nil : try buildImage(t)
+    /// register / modify / unregister: one poke from the current bytes to the new image's.
+    private func swap(_ t: Trampoline, to new: Image?) throws {
         let old = t.image
         let oldBytes = t.currentBytes
         let newBytes = new.map(t.patchBytes(for:)) ?? t.site.original
@@ -207,7 +223,7 @@ public final class TrampolineTable {
         // are chosen by reach, so leave slack for them).
         let probe = try ImageBuilder.build(input, at: t.site.function.address)
         let size = probe.code.count + 64
-        let address = try code.allocate(size, near: t.site.module, tracee: tracee)
+        let address = try code.allocate(size, kind: .image, near: t.site.module, tracee: tracee)
         let built: ImageBuilder.Built
         do {
             built = try ImageBuilder.build(input, at: address)
@@ -288,7 +304,7 @@ public final class TrampolineTable {
         for t in trampolines.values { if let b = t.relocatedBlock { code.release(b.lowerBound, size: b.count) } }
         trampolines.removeAll()
         order.removeAll()
-        code.unmapEmptyPages(tracee: tracee)
+        code.unmapEmptyPages(tracee: tracee, beforeUnmap: deregisterUnwindInfo)
         data.unmap(tracee: tracee)
         report.unmapped = true
         return report
