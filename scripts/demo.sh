@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The quick-start demo: start the bundled demo service, list its hookable functions, inject a
-# library into it while it runs, and show that it keeps serving.
+# library into it, hook its functions live with trampolines for two seconds (call counts and a C
+# fexit program), and show that it keeps serving, untouched, after hookit detached.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOOKIT=${HOOKIT:-.build/debug/hookit}
@@ -25,6 +26,11 @@ echo
 echo "== hookit inject $DEMO $PWD/testtargets/build/libplugin.so"
 $HOOKIT inject "$DEMO" "$PWD/testtargets/build/libplugin.so"
 grep libplugin "/proc/$DEMO/maps" | head -n 2
+
+echo
+echo "== hookit attach $DEMO --count 'demo:demo_*' --prog fexit:demo:demo_price=.../libprogs.so:record_exit --duration 2"
+$HOOKIT attach "$DEMO" --count 'demo:demo_*' \
+  --prog "fexit:demo:demo_price=$PWD/testtargets/build/libprogs.so:record_exit" --duration 2
 
 echo
 echo "== the demo keeps serving after hookit detached"

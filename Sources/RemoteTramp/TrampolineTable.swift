@@ -22,6 +22,9 @@ public final class TrampolineTable {
         public var memoryBudget = 64 << 20
         /// libhookit_rt.so, loaded into the tracee when the first user program is attached.
         public var runtimeLibrary: String?
+        /// Time each user program run (the seed's bpf_stats_enabled_key). Counting runs and
+        /// misses is always on; the built-in count program never takes time.
+        public var collectTime = true
         public init() {}
     }
 
@@ -44,6 +47,8 @@ public final class TrampolineTable {
         self.options = options
         self.code = CodeAllocator(budget: options.memoryBudget)
     }
+
+    func trampoline(at address: UInt64) -> Trampoline? { trampolines[address] }
 
     /// Functions with a live patch, in the order they were first hooked.
     public var hookedFunctions: [FunctionSymbol] { order.compactMap { trampolines[$0]?.site.function } }
@@ -162,6 +167,9 @@ public final class TrampolineTable {
         let handle = try load(path)
         runtimeRun = try tracee.dlsym(handle: handle, name: "hookit_rt_run", symbols: symbols)
         if runtimeRun == nil { throw TrampolineError.programNotFound(library: path, symbol: "hookit_rt_run") }
+        if !options.collectTime, let flag = try tracee.dlsym(handle: handle, name: "hookit_rt_time_enabled", symbols: symbols) {
+            try tracee.memory.write([0, 0, 0, 0], at: flag)
+        }
     }
 
     // MARK: - update (the seed's bpf_trampoline_update)

@@ -31,6 +31,12 @@ struct AttachCommand: ParsableCommand {
     @Flag(help: "One JSON object per line.")
     var json = false
 
+    @Flag(name: .customLong("no-time"), help: "Do not time program runs (counts and misses are still kept).")
+    var noTime = false
+
+    @Option(name: .customLong("memory-budget"), help: "Bytes of trampoline code hookit may map in the process.")
+    var memoryBudget: Int = 64 << 20
+
     func run() throws {
         catchTerminationSignals()
         let requests: [HookRequest]
@@ -45,7 +51,10 @@ struct AttachCommand: ParsableCommand {
         let output = Output(json: json)
         let session: HookSession
         do {
-            session = try HookSession(pid: pid, requests: requests, output: output)
+            var options = TrampolineTable.Options()
+            options.collectTime = !noTime
+            options.memoryBudget = memoryBudget
+            session = try HookSession(pid: pid, requests: requests, options: options, output: output)
         } catch {
             fail(error)
         }

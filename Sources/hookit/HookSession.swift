@@ -11,7 +11,7 @@ final class HookSession {
     let output: Output
     var refused: [(function: String, reason: String)] = []
 
-    init(pid: pid_t, requests: [HookRequest], output: Output) throws {
+    init(pid: pid_t, requests: [HookRequest], options: TrampolineTable.Options, output: Output) throws {
         self.output = output
         try Preflight.check(pid: pid, forAttach: true)
         // Symbols first: reading them needs no stop.
@@ -20,7 +20,7 @@ final class HookSession {
         for r in requests { plan.append((r, try symbols.resolve([r.pattern]))) }
 
         tracee = try Tracee.attach(pid: pid)
-        var options = TrampolineTable.Options()
+        var options = options
         options.runtimeLibrary = Self.runtimeLibraryPath()
         table = TrampolineTable(tracee: tracee, symbols: symbols, options: options)
         do {

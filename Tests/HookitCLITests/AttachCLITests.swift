@@ -67,6 +67,19 @@ final class AttachCLITests: XCTestCase {
         XCTAssertEqual(anonymousCode, [], "hookit's trampoline pages are unmapped")
     }
 
+    func testTimeCollectionCanBeSwitchedOff() throws {
+        let progs = Repo.target("libprogs.so")
+        for noTime in [false, true] {
+            let target = try TargetProcess("hooktarget")
+            let out = try attach(target, ["--prog", "fentry:hooktarget:add=\(progs):count_entry"] + (noTime ? ["--no-time"] : [])) {
+                for _ in 0..<50 { _ = try target.send("add 1 1") }
+            }
+            let stats = try XCTUnwrap(out.split(separator: "\n").compactMap(json).first { $0["event"] as? String == "stats" })
+            XCTAssertEqual(stats["calls"] as? Int, 50)
+            if noTime { XCTAssertEqual(stats["ns"] as? Int, 0) } else { XCTAssertGreaterThan(stats["ns"] as? Int ?? 0, 0) }
+        }
+    }
+
     func testBadProgSpecAndUnknownFunctionAreClearErrors() throws {
         let target = try TargetProcess("hooktarget")
         let r1 = runProgram([Repo.hookit, "attach", "\(target.pid)", "--prog", "sideways:patch5=/x.so:f"])

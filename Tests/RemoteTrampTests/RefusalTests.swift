@@ -73,3 +73,46 @@ final class RefusalTests: XCTestCase {
         XCTAssertEqual(try h.target.send("patch5 3"), "9")
     }
 }
+
+/// Invariant 1: a thread stopped in the middle of the bytes about to be patched is moved to the
+/// instruction that does the same thing before the poke.
+final class ThreadMoveTests: XCTestCase {
+    /// Points the (stopped) main thread at `pc`, registers the trampoline, returns where the
+    /// thread was moved, and puts its registers back before it ever runs.
+    private func movedPC(_ h: HookHarness, function: String, pc: (FunctionSymbol) -> UInt64) throws -> (UInt64, Trampoline) {
+        let f = try h.function(function)
+        try h.link(.fentry, function)
+        let tid = h.target.pid
+        let saved = try h.tracee.registers(of: tid)
+        var regs = saved
+        regs.rip = pc(f)
+        try h.tracee.setRegisters(regs, of: tid)
+        try h.table.update()
+        let moved = try h.tracee.registers(of: tid).rip
+        try h.tracee.setRegisters(saved, of: tid)
+        return (moved, h.table.trampoline(at: f.address)!)
+    }
+
+    func testThreadInsideFiveNopsMovesPastThem() throws {
+        let h = try HookHarness()
+        let (moved, t) = try movedPC(h, function: "patch5") { $0.address + 2 }
+        XCTAssertEqual(moved, t.site.afterPatch)
+        try h.tracee.resumeWorld()
+        XCTAssertEqual(try h.target.send("patch5 1"), "3")
+        try h.finish()
+    }
+
+    func testThreadInsideDisplacedInstructionsMovesToTheirRelocatedCopy() throws {
+        let h = try HookHarness()
+        // jcc_first displaces `test rdi, rdi` (3 bytes) and `jz` (2 bytes): a PC on the jz.
+        let (moved, t) = try movedPC(h, function: "jcc_first") { $0.address + 3 }
+        let block = try XCTUnwrap(t.relocatedBlock)
+        XCTAssertTrue(block.contains(moved), "moved into the relocated prologue")
+        guard case .relocated(let prologue, _, _) = t.site.style else { return XCTFail("not relocated") }
+        XCTAssertEqual(moved, block.lowerBound + UInt64(prologue.pcMap.first { $0.original == 3 }!.relocated))
+        XCTAssertEqual(try h.tracee.memory.read(at: moved, count: 2)[0] & 0xF0, 0x00, "a jcc (0f 8x) starts there")
+        try h.tracee.resumeWorld()
+        XCTAssertEqual(try h.target.send("jccfirst 0"), "2")
+        try h.finish()
+    }
+}
