@@ -1,7 +1,7 @@
 # hookit — the two quick-start commands are `make demo` and `make test`.
 SWIFT ?= swift
 
-.PHONY: deps build targets demo test clean
+.PHONY: deps build targets demo test bench bench-peers clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -18,6 +18,16 @@ demo: build targets
 test: deps targets
 	$(SWIFT) build
 	$(SWIFT) test --disable-swift-testing
+
+# Benchmarks: release build, one table printed and written to bench/RESULTS.md with a plot.
+bench: deps targets
+	$(SWIFT) build -c release
+	python3 bench/bench.py
+
+bench-peers: deps targets
+	bash scripts/install-peers.sh
+	$(SWIFT) build -c release
+	python3 bench/bench.py --peers
 
 clean:
 	$(MAKE) -C testtargets clean

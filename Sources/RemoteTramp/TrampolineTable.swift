@@ -50,6 +50,14 @@ public final class TrampolineTable {
 
     func trampoline(at address: UInt64) -> Trampoline? { trampolines[address] }
 
+    /// Bytes of trampoline code in use: live images and relocated prologues.
+    public var codeBytesUsed: Int {
+        trampolines.values.reduce(0) { $0 + ($1.image?.size ?? 0) + ($1.relocatedBlock?.count ?? 0) }
+    }
+
+    /// Bytes of code pages mapped in the tracee (charged against the memory budget).
+    public var codeBytesMapped: Int { code.charged }
+
     /// Functions with a live patch, in the order they were first hooked.
     public var hookedFunctions: [FunctionSymbol] { order.compactMap { trampolines[$0]?.site.function } }
 

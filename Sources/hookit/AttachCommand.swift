@@ -22,7 +22,7 @@ struct AttachCommand: ParsableCommand {
     @Option(name: .customLong("count"), help: "Count calls of the functions matching PATTERN.")
     var counts: [String] = []
 
-    @Option(name: .customLong("prog"), help: "KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N]")
+    @Option(name: .customLong("prog"), help: "KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N], or KIND:PATTERN=count")
     var progs: [String] = []
 
     @Option(help: "Seconds to stay attached (default: until interrupted).")
@@ -94,8 +94,12 @@ struct HookRequest {
             }
             cookie = c
         }
+        if rest == "count" {
+            program = .count            // the built-in counter, in any kind's list
+            return
+        }
         guard rest.hasPrefix("/"), let sep = rest.lastIndex(of: ":") else {
-            throw ValidationError("--prog '\(text)': the program must be /abs/lib.so:SYMBOL")
+            throw ValidationError("--prog '\(text)': the program must be /abs/lib.so:SYMBOL or count")
         }
         program = .user(library: String(rest[..<sep]), symbol: String(rest[rest.index(after: sep)...]))
     }

@@ -47,7 +47,7 @@ final class HookSession {
             throw error
         }
         output.attached(functions: table.hookedFunctions.count, links: table.links.count, refused: refused,
-                        stop: tracee.stopStats)
+                        stop: tracee.stopStats, codeUsed: table.codeBytesUsed, codeMapped: table.codeBytesMapped)
     }
 
     /// libhookit_rt.so is built next to the hookit executable.

@@ -6,10 +6,11 @@ import RemoteTramp
 struct Output {
     let json: Bool
 
-    func attached(functions: Int, links: Int, refused: [(function: String, reason: String)], stop: StopStats) {
+    func attached(functions: Int, links: Int, refused: [(function: String, reason: String)], stop: StopStats,
+                  codeUsed: Int, codeMapped: Int) {
         if json {
             for r in refused { line("{\"event\":\"refused\",\"function\":\(JSON.string(r.function)),\"reason\":\(JSON.string(r.reason))}") }
-            line("{\"event\":\"attached\",\"functions\":\(functions),\"links\":\(links),\"refused\":\(refused.count),\"stopped_ns\":\(stop.totalNanos)}")
+            line("{\"event\":\"attached\",\"functions\":\(functions),\"links\":\(links),\"refused\":\(refused.count),\"stopped_ns\":\(stop.totalNanos),\"longest_stop_ns\":\(stop.longestNanos),\"code_bytes_used\":\(codeUsed),\"code_bytes_mapped\":\(codeMapped)}")
         } else {
             for r in refused { line("refused \(r.function): \(r.reason)") }
             line("attached \(links) program(s) to \(functions) function(s); world stopped \(ms(stop.totalNanos)) ms")

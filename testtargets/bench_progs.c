@@ -1,0 +1,12 @@
+// Programs for the benchmark: the cheapest C program, and replacements for bench_fn.
+#include "hookit.h"
+
+uint64_t bench_noop(struct hookit_ctx *ctx) { (void)ctx; return 0; }
+
+HOOKIT_ORIGINAL(bench_fn, long, (long));
+
+// Does bench_fn's own work: the cost of replace itself.
+long bench_fn_replacement(long x) { return x * 3 + 1; }
+
+// Calls the original through the address hookit hands over.
+long bench_fn_via_original(long x) { return hookit_original_bench_fn(x); }
