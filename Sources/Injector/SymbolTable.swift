@@ -120,3 +120,16 @@ public final class SymbolTable {
         throw InjectorError.noSymbol(pattern: text)
     }
 }
+
+extension SymbolTable {
+    /// The address of a defined symbol of any type (data included), in the first module that
+    /// has it: e.g. glibc's `__rseq_offset`.
+    public func anySymbol(_ name: String) -> UInt64? {
+        for m in modules where !m.isVDSO {
+            if let s = elfTables(m).symbols.first(where: { $0.shndx != 0 && $0.value != 0 && $0.name.strippingSymbolVersion == name }) {
+                return m.bias &+ s.value
+            }
+        }
+        return nil
+    }
+}

@@ -13,12 +13,14 @@ import Injector
 ///     rbp - 272            struct hookit_ctx (256 bytes)  <- rsp; 16-byte aligned at every call
 ///     rbp - 16             saved r10 (static chain)
 ///
+/// Lean image (only built-in counts on fentry): push rax -> counts -> pop rax -> jmp original.
 /// Call-original image (fexit or fmod_ret present; the seed's BPF_TRAMP_F_CALL_ORIG):
 ///   save args -> in-flight++ -> fentry -> fmod_ret (non-zero: skip) -> restore args, copy the
 ///   stack arguments, call original -> [ip_after_call] save rax/rdx/xmm0/xmm1 -> fexit ->
 ///   [ip_epilogue] in-flight-- -> return values restored -> leave; ret (to the caller).
-/// Resume image (fentry only; the seed's BPF_TRAMP_F_RESTORE_REGS): save -> fentry -> restore
-///   every register -> leave -> jmp to the original, which then runs as if never interrupted.
+/// Resume image (fentry only; the seed's BPF_TRAMP_F_RESTORE_REGS): save -> in-flight++ ->
+///   fentry -> in-flight-- -> restore every register -> leave -> jmp to the original, which then
+///   runs as if never interrupted.
 struct ImageBuilder {
     struct Input {
         var site: PatchSite
@@ -27,8 +29,9 @@ struct ImageBuilder {
         var originalEntry: UInt64
         /// hookit_rt_run in the tracee, needed when any link is a user program.
         var runtimeRun: UInt64?
-        /// The image's in-flight counter (call-original images only).
-        var inflightCounter: UInt64?
+        /// The image's in-flight counter; nil for a lean or replace image.
+        var inflightCounter: Int?
+        var counters: PerCPUCounters
     }
 
     struct Built {
@@ -55,6 +58,19 @@ struct ImageBuilder {
         !(links[.fexit] ?? []).isEmpty || !(links[.fmodRet] ?? []).isEmpty
     }
 
+    /// Only built-in counts, all fentry: the image needs no frame and saves no argument: the
+    /// count clobbers only rax (saved), r11 (scratch at any function entry) and the flags
+    /// (meaningless at function entry, and DF is never touched).
+    static func isLean(_ links: [ProgramKind: [Link]]) -> Bool {
+        let all = links.values.flatMap { $0 }
+        return !all.isEmpty && all.allSatisfy { $0.kind == .fentry && $0.code == .count }
+    }
+
+    /// Whether an image of these links needs an in-flight counter.
+    static func needsInflight(_ links: [ProgramKind: [Link]]) -> Bool {
+        !isLean(links) && (links[.replace] ?? []).isEmpty
+    }
+
     static func build(_ input: Input, at address: UInt64) throws -> Built {
         let w = X86Writer(base: address)
         if case .patchable = input.site.style { w.lea(.rsp, .rsp, 8) }
@@ -62,18 +78,23 @@ struct ImageBuilder {
             w.jmpFar(target)
             return Built(code: try w.finish(), afterCallOffset: nil, epilogueOffset: nil)
         }
+        if isLean(input.links) {
+            w.push(.rax)
+            for link in input.links[.fentry] ?? [] { try emitRun(w, link, input) }
+            w.pop(.rax)
+            w.jmpFar(input.originalEntry)
+            return Built(code: try w.finish(), afterCallOffset: nil, epilogueOffset: nil)
+        }
         let callOriginal = callsOriginal(input.links)
         w.push(.rbp)
         w.mov(.rbp, .rsp)
         w.lea(.rsp, .rsp, -frameSize)
         saveArguments(w, input)
-        if callOriginal, let counter = input.inflightCounter {
-            w.mov(.rax, imm: counter)
-            w.lockInc(.rax, 0)
-        }
+        if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter) }
         for link in input.links[.fentry] ?? [] { try emitRun(w, link, input) }
 
         if !callOriginal {
+            if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, by: -1) }
             restoreArguments(w)
             w.leave()
             w.jmpFar(input.originalEntry)
@@ -105,10 +126,7 @@ struct ImageBuilder {
         w.bind(runFexit)
         for link in input.links[.fexit] ?? [] { try emitRun(w, link, input) }
         let epilogue = w.offset
-        if let counter = input.inflightCounter {
-            w.mov(.rax, imm: counter)
-            w.lockDec(.rax, 0)
-        }
+        if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, by: -1) }
         w.load(.rax, .rbp, ctx(ctxRet))
         w.load(.rdx, .rbp, ctx(ctxRetHi))
         w.loadXmm(0, .rbp, ctx(ctxXmmRet))
@@ -146,14 +164,13 @@ struct ImageBuilder {
     private static func emitRun(_ w: X86Writer, _ link: Link, _ input: Input) throws {
         switch link.code {
         case .count:
-            w.mov(.rax, imm: link.statsAddress)
-            w.lockInc(.rax, 0)
+            input.counters.emitIncrement(w, link.counter!)
         case .user(_, _, let address):
             w.mov(.rax, imm: link.cookie)
             w.store(.rax, .rbp, ctx(ctxCookie))
             w.mov(.rdi, imm: address)
             w.lea(.rsi, .rbp, ctx(0))
-            w.mov(.rdx, imm: link.statsAddress)
+            w.mov(.rdx, imm: link.statsAddress!)
             w.callFar(input.runtimeRun!)
         }
     }

@@ -13,7 +13,8 @@ import Injector
 enum ImageRetirement {
     static let stackScanLimit = 512 * 1024
 
-    static func busyRanges(_ ranges: [Range<UInt64>], counters: [(Range<UInt64>, UInt64)], tracee: Tracee) -> [Range<UInt64>] {
+    /// `inflight`: each image's range with the current sum of its in-flight counter.
+    static func busyRanges(_ ranges: [Range<UInt64>], inflight: [(Range<UInt64>, Int64)], tracee: Tracee) -> [Range<UInt64>] {
         guard !ranges.isEmpty else { return [] }
         let sorted = ranges.sorted { $0.lowerBound < $1.lowerBound }
         let low = sorted.first!.lowerBound, high = ranges.map(\.upperBound).max()!
@@ -28,9 +29,7 @@ enum ImageRetirement {
             return lo > 0 && sorted[lo - 1].contains(v) ? sorted[lo - 1] : nil
         }
         var busy = Set<Range<UInt64>>()
-        for (range, counter) in counters {
-            if let v = try? tracee.memory.readU64(at: counter), v != 0 { busy.insert(range) }
-        }
+        for (range, count) in inflight where count != 0 { busy.insert(range) }
         let maps = (try? ProcMaps.read(tracee.pid)) ?? []
         for tid in tracee.threadIDs {
             guard let regs = try? tracee.registers(of: tid) else { continue }

@@ -31,16 +31,20 @@ public final class Link {
     public let code: ProgramCode
     public let cookie: UInt64
     public let function: FunctionSymbol
-    /// struct hookit_rt_stats in the tracee: calls, nsecs, misses.
-    public let statsAddress: UInt64
+    /// User programs: struct hookit_rt_stats in the tracee (calls, nsecs, misses).
+    let statsAddress: UInt64?
+    /// The built-in count: its per-CPU counter.
+    let counter: Int?
 
-    init(id: Int, kind: ProgramKind, code: ProgramCode, cookie: UInt64, function: FunctionSymbol, statsAddress: UInt64) {
+    init(id: Int, kind: ProgramKind, code: ProgramCode, cookie: UInt64, function: FunctionSymbol,
+         statsAddress: UInt64?, counter: Int?) {
         self.id = id
         self.kind = kind
         self.code = code
         self.cookie = cookie
         self.function = function
         self.statsAddress = statsAddress
+        self.counter = counter
     }
 }
 

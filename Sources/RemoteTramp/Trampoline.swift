@@ -6,9 +6,10 @@ struct Image {
     let address: UInt64
     let size: Int
     let selector: Int
-    /// Counts threads between the image's entry and its exit (the seed's percpu_ref): a thread
-    /// inside a program or inside the original called from the image is still "in" the image.
-    let inflightCounter: UInt64?
+    /// Counts threads between the image's entry and its exit (the seed's percpu_ref), a
+    /// PerCPUCounters index: a thread inside a program or inside the original called from the
+    /// image is still "in" the image. nil for images a thread is only ever in by its PC.
+    let inflightCounter: Int?
     let afterCall: UInt64?
     let epilogue: UInt64?
 

@@ -33,6 +33,7 @@ public final class TrampolineTable {
     let options: Options
     let code: CodeAllocator
     let data = DataArena()
+    let counters: PerCPUCounters
     private var trampolines: [UInt64: Trampoline] = [:]
     private var order: [UInt64] = []
     public private(set) var links: [Int: Link] = [:]
@@ -46,6 +47,8 @@ public final class TrampolineTable {
         self.symbols = symbols
         self.options = options
         self.code = CodeAllocator(budget: options.memoryBudget)
+        self.counters = PerCPUCounters(cpus: PerCPUCounters.possibleCPUs(),
+                                       cpuIDOffset: PerCPUCounters.rseqCPUIDOffset(symbols: symbols, memory: tracee.memory))
     }
 
     func trampoline(at address: UInt64) -> Trampoline? { trampolines[address] }
@@ -74,8 +77,10 @@ public final class TrampolineTable {
         let program = try resolve(spec, kind: kind, function: function)
         let trampoline = try get(function)
         try checkCanLink(kind, spec, trampoline, label)
-        let stats = try data.slot(tracee: tracee)
-        let link = Link(id: nextLinkID, kind: kind, code: program, cookie: cookie, function: function, statsAddress: stats)
+        let counter = program == .count ? try counters.allocate(tracee: tracee) : nil
+        let stats = program == .count ? nil : try data.slot(tracee: tracee)
+        let link = Link(id: nextLinkID, kind: kind, code: program, cookie: cookie, function: function,
+                        statsAddress: stats, counter: counter)
         nextLinkID += 1
         if kind == .replace, case .user(let lib, _, _) = program, let handle = libraries[lib] {
             // Hand the replacement the original, through the HOOKIT_ORIGINAL(name) variable.
@@ -232,9 +237,9 @@ public final class TrampolineTable {
 
     private func buildImage(_ t: Trampoline) throws -> Image {
         let callsOriginal = ImageBuilder.callsOriginal(t.links)
-        let counter = (t.links[.replace] ?? []).isEmpty ? try data.slot(tracee: tracee) : nil
+        let counter = ImageBuilder.needsInflight(t.links) ? try counters.allocate(tracee: tracee) : nil
         let input = ImageBuilder.Input(site: t.site, links: t.links, originalEntry: t.originalEntry,
-                                       runtimeRun: runtimeRun, inflightCounter: counter)
+                                       runtimeRun: runtimeRun, inflightCounter: counter, counters: counters)
         // Assemble once to learn the size, then for real at the allocated address (far forms
         // are chosen by reach, so leave slack for them).
         let probe = try ImageBuilder.build(input, at: t.site.function.address)
@@ -247,7 +252,7 @@ public final class TrampolineTable {
             try tracee.memory.writeForced(built.code, at: address)
         } catch {
             code.release(address, size: size)
-            if let c = counter { data.release(c) }
+            if let c = counter { counters.release(c) }
             throw error
         }
         _ = callsOriginal
@@ -258,20 +263,16 @@ public final class TrampolineTable {
 
     func release(_ image: Image) {
         code.release(image.address, size: image.size)
-        if let c = image.inflightCounter { data.release(c) }
-    }
-
-    /// Code a thread can be inside of because of hookit: live and retired images and relocated
-    /// prologues, with the in-flight counters of those images.
-    var codeRanges: (ranges: [Range<UInt64>], counters: [UInt64]) {
-        let images = trampolines.values.compactMap(\.image) + retired
-        return (images.map(\.range) + trampolines.values.compactMap(\.relocatedBlock), images.compactMap(\.inflightCounter))
+        if let c = image.inflightCounter { counters.release(c) }
     }
 
     // MARK: - statistics
 
     public func stats(_ link: Link) throws -> LinkStats {
-        let b = try tracee.memory.read(at: link.statsAddress, count: 24)
+        if let c = link.counter {
+            return LinkStats(calls: UInt64(max(0, try counters.read(c, memory: tracee.memory))), nsecs: 0, misses: 0)
+        }
+        let b = try tracee.memory.read(at: link.statsAddress!, count: 24)
         func q(_ i: Int) -> UInt64 { b[i..<i + 8].enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * $1.offset) } }
         return LinkStats(calls: q(0), nsecs: q(8), misses: q(16))
     }
@@ -295,10 +296,10 @@ public final class TrampolineTable {
             }
         }
         let ranges = retired.map(\.range) + trampolines.values.compactMap(\.relocatedBlock)
-        let counters = retired.compactMap { i in i.inflightCounter.map { (i.range, $0) } }
         let deadline = now() + waitSeconds
         while true {
-            let busy = ImageRetirement.busyRanges(ranges, counters: counters, tracee: tracee)
+            let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, (try? counters.read($0, memory: tracee.memory)) ?? 1) } }
+            let busy = ImageRetirement.busyRanges(ranges, inflight: inflight, tracee: tracee)
             if busy.isEmpty { break }
             if now() >= deadline {
                 report.leftMapped = busy.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16))" }
@@ -322,6 +323,7 @@ public final class TrampolineTable {
         order.removeAll()
         code.unmapEmptyPages(tracee: tracee, beforeUnmap: deregisterUnwindInfo)
         data.unmap(tracee: tracee)
+        counters.unmap(tracee: tracee)
         report.unmapped = true
         return report
     }

@@ -165,6 +165,38 @@ public final class X86Writer {
         u8(0x64); rex(w: true, r: dst.ext); u8(0x8B); u8(0x04 | dst.low << 3); u8(0x25); u32(0)
     }
 
+    /// mov eax, dword fs:[disp] — a 32-bit thread-local load (rax is zero-extended).
+    public func loadFS32(eax disp: Int32) {
+        u8(0x64); u8(0x8B); u8(0x04); u8(0x25); u32(UInt32(bitPattern: disp))
+    }
+
+    /// cmp eax, imm32
+    public func cmpEAX(_ imm: UInt32) { u8(0x3D); u32(imm) }
+
+    /// xor eax, eax
+    public func zeroEAX() { raw([0x31, 0xC0]) }
+
+    /// shl rax, imm8
+    public func shlRAX(_ n: UInt8) { raw([0x48, 0xC1, 0xE0, n]) }
+
+    /// lock inc qword [base + index]
+    public func lockInc(_ base: Reg, index: Reg) {
+        u8(0xF0); rex(w: true, x: index.ext, b: base.ext); u8(0xFF); sib(reg: 0, base: base, index: index)
+    }
+
+    /// lock dec qword [base + index]
+    public func lockDec(_ base: Reg, index: Reg) {
+        u8(0xF0); rex(w: true, x: index.ext, b: base.ext); u8(0xFF); sib(reg: 1, base: base, index: index)
+    }
+
+    /// ModRM + SIB for [base + index*1] (no displacement; rbp/r13 bases get a zero disp8).
+    private func sib(reg: UInt8, base: Reg, index: Reg) {
+        let needsDisp = base.low == 5
+        u8((needsDisp ? 0x44 : 0x04) | (reg & 7) << 3)
+        u8(index.low << 3 | base.low)
+        if needsDisp { u8(0) }
+    }
+
     // MARK: - stack
 
     public func push(_ r: Reg) { rex(w: false, b: r.ext); u8(0x50 + r.low) }

@@ -53,6 +53,12 @@ final class X86WriterTests: XCTestCase {
             ("rep movsq", { $0.repMovsq() }),
             ("call r11", { $0.call(.r11) }), ("jmp rax", { $0.jmp(.rax) }),
             ("int3", { $0.int3() }),
+            ("mov eax, dword ptr fs:0x920", { $0.loadFS32(eax: 0x920) }),
+            ("cmp eax, 0x100", { $0.cmpEAX(0x100) }), ("xor eax, eax", { $0.zeroEAX() }),
+            ("shl rax, 16", { $0.shlRAX(16) }),
+            ("lock inc qword ptr [r11+rax]", { $0.lockInc(.r11, index: .rax) }),
+            ("lock dec qword ptr [r11+rax]", { $0.lockDec(.r11, index: .rax) }),
+            ("lock inc qword ptr [r13+rcx]", { $0.lockInc(.r13, index: .rcx) }),
         ]
         for (text, emit) in cases {
             let w = X86Writer(base: 0x1000)

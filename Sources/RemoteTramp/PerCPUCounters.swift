@@ -1,0 +1,93 @@
+import Glibc
+import Injector
+
+/// Counters with one 8-byte cell per CPU, the kernel's percpu idea brought to the tracee: a
+/// thread increments the cell of the CPU it runs on, so threads on different CPUs never fight
+/// over a cache line; the value is the sum of the cells. The CPU number is one thread-local load
+/// from the thread's rseq area (glibc registers it: `fs:[__rseq_offset + 4]` is cpu_id).
+///
+/// The increment is still a `lock inc`: a thread can migrate between reading its CPU number
+/// and incrementing, and two threads may then share a cell for a moment; the lock keeps every
+/// count exact. A cell may go negative (an in-flight count raised on one CPU, lowered on
+/// another); only the sum means anything. Without rseq (or for a thread that has not registered
+/// it, cpu_id = -1 or -2), every thread uses CPU 0's cell.
+final class PerCPUCounters {
+    /// Bytes between one CPU's cells and the next: 8192 counters per CPU, each CPU's in its own
+    /// pages, so cells of different CPUs never share a cache line.
+    static let stride: UInt64 = 64 * 1024
+    static let strideShift: UInt8 = 16
+
+    let cpus: Int
+    /// fs-relative offset of the thread's rseq cpu_id; nil when the tracee has no rseq.
+    let cpuIDOffset: Int32?
+    private(set) var base: UInt64 = 0
+    private var next = 0
+    private var free: [Int] = []
+
+    init(cpus: Int, cpuIDOffset: Int32?) {
+        self.cpus = cpuIDOffset == nil ? 1 : cpus
+        self.cpuIDOffset = cpuIDOffset
+    }
+
+    /// The CPUs this machine can have (/sys/devices/system/cpu/possible, e.g. "0-63").
+    static func possibleCPUs() -> Int {
+        guard let text = try? ProcFS.read("/sys/devices/system/cpu/possible") else { return 1 }
+        let last = text.split(whereSeparator: { $0 == "," || $0 == "-" || $0 == "\n" || $0 == " " }).last
+        return (last.flatMap { Int($0) } ?? 0) + 1
+    }
+
+    /// Where the tracee's threads find their CPU number: glibc's __rseq_offset, if registered.
+    static func rseqCPUIDOffset(symbols: SymbolTable, memory: RemoteMemory) -> Int32? {
+        guard let offAddr = symbols.anySymbol("__rseq_offset"), let sizeAddr = symbols.anySymbol("__rseq_size"),
+              let off = try? memory.readU64(at: offAddr), let size = try? memory.read(at: sizeAddr, count: 4),
+              size.contains(where: { $0 != 0 }) else { return nil }
+        let offset = Int64(bitPattern: off) + 4                      // struct rseq: cpu_id_start, cpu_id
+        return offset >= Int64(Int32.min) && offset <= Int64(Int32.max) ? Int32(offset) : nil
+    }
+
+    /// A zeroed counter.
+    func allocate(tracee: Tracee) throws -> Int {
+        if base == 0 {
+            base = try tracee.mmap(length: Self.stride * UInt64(cpus), protection: PROT_READ | PROT_WRITE)
+        }
+        if let i = free.popLast() {
+            for c in 0..<cpus { try tracee.memory.write([UInt8](repeating: 0, count: 8), at: cell(i, cpu: c)) }
+            return i
+        }
+        guard next < Int(Self.stride / 8) else { throw TrampolineError.memoryBudget(limit: Int(Self.stride / 8), requested: 1) }
+        defer { next += 1 }
+        return next
+    }
+
+    func release(_ index: Int) { free.append(index) }
+
+    func cell(_ index: Int, cpu: Int) -> UInt64 { base + UInt64(cpu) * Self.stride + UInt64(index) * 8 }
+
+    /// The counter's value: the sum of its cells.
+    func read(_ index: Int, memory: RemoteMemory) throws -> Int64 {
+        var sum: Int64 = 0
+        for c in 0..<cpus { sum &+= Int64(bitPattern: try memory.readU64(at: cell(index, cpu: c))) }
+        return sum
+    }
+
+    /// Code that adds one to (or takes one from) the counter. Clobbers rax, r11 and the flags.
+    func emitIncrement(_ w: X86Writer, _ index: Int, by delta: Int = 1) {
+        if let off = cpuIDOffset {
+            let inRange = w.newLabel()
+            w.loadFS32(eax: off)
+            w.cmpEAX(UInt32(cpus))
+            w.jcc(.b, inRange)
+            w.zeroEAX()
+            w.bind(inRange)
+            w.shlRAX(Self.strideShift)
+        } else {
+            w.zeroEAX()
+        }
+        w.mov(.r11, imm: cell(index, cpu: 0))
+        if delta > 0 { w.lockInc(.r11, index: .rax) } else { w.lockDec(.r11, index: .rax) }
+    }
+
+    func unmap(tracee: Tracee) {
+        if base != 0, (try? tracee.munmap(address: base, length: Self.stride * UInt64(cpus))) != nil { base = 0 }
+    }
+}
