@@ -286,6 +286,54 @@ __asm__(
     ".size regcheck_call,.-regcheck_call\n");
 
 // ---------------------------------------------------------------------------------------
+// IPA-RA: with -fipa-ra, GCC lets a caller keep values in caller-saved registers across a call
+// to a local function that does not touch them. ipara_check does exactly that around a call to
+// ipara_leaf (which touches only rax) and returns a bitmask of the registers that changed:
+// 1 rcx, 2 rsi, 4 rdi, 8 r8, 0x10 r9, 0x20 r10, 0x40 r11, 0x80 xmm2, 0x100 xmm8, 0x200 xmm15.
+__asm__(
+    ".text\n"
+    ".globl ipara_leaf\n"
+    ".type ipara_leaf,@function\n"
+    "ipara_leaf:\n"
+    "    mov $7, %eax\n"
+    "    ret\n"
+    ".size ipara_leaf,.-ipara_leaf\n"
+    ".globl ipara_check\n"
+    ".type ipara_check,@function\n"
+    "ipara_check:\n"
+    "    push %rbx\n"
+    "    mov $0x1111, %rcx\n"
+    "    mov $0x2222, %rsi\n"
+    "    mov $0x3333, %rdi\n"
+    "    mov $0x4444, %r8\n"
+    "    mov $0x5555, %r9\n"
+    "    mov $0x6666, %r10\n"
+    "    mov $0x7777, %r11\n"
+    "    mov $0x8888, %rax\n"
+    "    movq %rax, %xmm2\n"
+    "    mov $0x9999, %rax\n"
+    "    movq %rax, %xmm8\n"
+    "    mov $0xaaaa, %rax\n"
+    "    movq %rax, %xmm15\n"
+    "    call ipara_leaf\n"
+    "    xor %ebx, %ebx\n"
+    "    cmp $0x1111, %rcx\n  je 1f\n  or $0x1, %ebx\n1:\n"
+    "    cmp $0x2222, %rsi\n  je 1f\n  or $0x2, %ebx\n1:\n"
+    "    cmp $0x3333, %rdi\n  je 1f\n  or $0x4, %ebx\n1:\n"
+    "    cmp $0x4444, %r8\n  je 1f\n  or $0x8, %ebx\n1:\n"
+    "    cmp $0x5555, %r9\n  je 1f\n  or $0x10, %ebx\n1:\n"
+    "    cmp $0x6666, %r10\n  je 1f\n  or $0x20, %ebx\n1:\n"
+    "    cmp $0x7777, %r11\n  je 1f\n  or $0x40, %ebx\n1:\n"
+    "    movq %xmm2, %rax\n  cmp $0x8888, %rax\n  je 1f\n  or $0x80, %ebx\n1:\n"
+    "    movq %xmm8, %rax\n  cmp $0x9999, %rax\n  je 1f\n  or $0x100, %ebx\n1:\n"
+    "    movq %xmm15, %rax\n  cmp $0xaaaa, %rax\n  je 1f\n  or $0x200, %ebx\n1:\n"
+    "    mov %ebx, %eax\n"
+    "    pop %rbx\n"
+    "    ret\n"
+    ".size ipara_check,.-ipara_check\n");
+long ipara_check(void);
+
+// ---------------------------------------------------------------------------------------
 // Threads.
 
 struct spinner {
@@ -513,6 +561,8 @@ int main(void) {
             nbg = 0;
             spin_bad = bad;
             printf("stopped %ld\n", total);
+        } else if (!strcmp(cmd, "ipara")) {
+            printf("%ld\n", ipara_check());
         } else if (!strcmp(cmd, "pause")) {
             bg_pause = 1;
             while (atomic_load(&bg_parked) < nbg) usleep(50);

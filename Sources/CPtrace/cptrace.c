@@ -38,6 +38,18 @@ ssize_t hk_vm_write(pid_t pid, uint64_t remote, const void *local, size_t len) {
     return process_vm_writev(pid, &l, 1, &r, 1, 0);
 }
 
+uint64_t hk_xcr0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (uint64_t)hi << 32 | lo;
+}
+
+int hk_has_xsavec(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(0xd, 1, &a, &b, &c, &d)) return 0;
+    return (a >> 1) & 1;
+}
+
 uint32_t hk_xsave_size(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid_count(0xd, 0, &a, &b, &c, &d)) return 0;

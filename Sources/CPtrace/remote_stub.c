@@ -14,6 +14,8 @@
 //                        [A+56] = result
 // On entry rbx = A. For a call, rsp = a 64-aligned, zeroed XSAVE area of hk_xsave_size() bytes
 // (the callee's frames grow below it); the FP/SSE/AVX state is saved there around the call.
+// The save mask leaves out AMX tile state (bits 17, 18): restoring an XFD-armed component in a
+// process that never asked for AMX would raise #NM and kill it; hookit's code never uses tiles.
 // `ret 128` pops rip from orig_rsp - 136 and lands rsp exactly on orig_rsp.
 __asm__(
     ".pushsection .rodata.hk_stub, \"a\"\n"
@@ -32,7 +34,7 @@ __asm__(
     "  mov [rbx+56], rax\n"
     "  jmp 2f\n"
     "hk_stub_call_entry:\n"
-    "  mov eax, -1\n"
+    "  mov eax, 0xfff9ffff\n"
     "  mov edx, -1\n"
     "  xsave64 [rsp]\n"
     "  mov rdi, [rbx+8]\n"
@@ -44,7 +46,7 @@ __asm__(
     "  xor eax, eax\n"             // al = 0 vector registers, for variadic callees
     "  call [rbx]\n"
     "  mov [rbx+56], rax\n"
-    "  mov eax, -1\n"
+    "  mov eax, 0xfff9ffff\n"
     "  mov edx, -1\n"
     "  xrstor64 [rsp]\n"
     "2:\n"

@@ -1,3 +1,4 @@
+import CPtrace
 import Injector
 
 /// Lays out one trampoline image, the way arch_prepare_bpf_trampoline does for the kernel.
@@ -7,19 +8,26 @@ import Injector
 /// variadics. (A patchable site is reached by `call`, whose extra return address is dropped
 /// first with `lea rsp, [rsp+8]` — lea, so the flags stay as they were.)
 ///
-///     rbp + 16 ...         stack arguments of the call (copied below before calling the original)
-///     rbp + 8              caller's return address        <- ctx.entry_sp
-///     rbp                  saved rbp
-///     rbp - 272            struct hookit_ctx (256 bytes)  <- rsp; 16-byte aligned at every call
-///     rbp - 16             saved r10 (static chain)
+/// What must survive: with GCC's -fipa-ra a caller may keep values in *caller-saved* registers
+/// across a call to a function it knows does not touch them. So an image gives back every
+/// register as the original function would have left it: all general registers are saved,
+/// and when a C program runs, the whole vector/x87 state too (XSAVE) — only rax, rdx, xmm0,
+/// xmm1 come back as the return value, as the original (or a fmod_ret program) set them.
 ///
-/// Lean image (only built-in counts on fentry): push rax -> counts -> pop rax -> jmp original.
+///     rbp + 16 ...   stack arguments of the call (copied below before calling the original)
+///     rbp + 8        caller's return address        <- ctx.entry_sp
+///     rbp            saved rbp
+///     rbp - 256      struct hookit_ctx (256 bytes)
+///     rbp - 336      saved rax rcx rdx rsi rdi r8 r9 r10 r11 (entry values, later the original's)
+///     below          64-byte aligned XSAVE area (C programs only)  <- rsp, 16-byte aligned
+///
+/// Lean image (only built-in counts on fentry): save rax, r11 -> counts -> restore -> jmp original.
 /// Call-original image (fexit or fmod_ret present; the seed's BPF_TRAMP_F_CALL_ORIG):
-///   save args -> in-flight++ -> fentry -> fmod_ret (non-zero: skip) -> restore args, copy the
-///   stack arguments, call original -> [ip_after_call] save rax/rdx/xmm0/xmm1 -> fexit ->
-///   [ip_epilogue] in-flight-- -> return values restored -> leave; ret (to the caller).
+///   save -> in-flight++ -> fentry -> fmod_ret (non-zero: skip) -> restore the entry state, copy
+///   the stack arguments, call original -> [ip_after_call] save the original's state -> fexit ->
+///   [ip_epilogue] in-flight-- -> restore that state, return values from ctx -> leave; ret.
 /// Resume image (fentry only; the seed's BPF_TRAMP_F_RESTORE_REGS): save -> in-flight++ ->
-///   fentry -> in-flight-- -> restore every register -> leave -> jmp to the original, which then
+///   fentry -> in-flight-- -> restore everything -> leave -> jmp to the original, which then
 ///   runs as if never interrupted.
 struct ImageBuilder {
     struct Input {
@@ -40,8 +48,11 @@ struct ImageBuilder {
         var epilogueOffset: Int?
     }
 
-    static let ctxSize: Int32 = 256
-    static let frameSize: Int32 = 272
+    static let ctxBase: Int32 = -256
+    static let gprBase: Int32 = -336
+    static let frameSize: Int32 = 336
+    /// Saved in this order at gprBase; rax first so it can be reloaded last.
+    static let savedRegs: [Reg] = [.rax, .rcx, .rdx, .rsi, .rdi, .r8, .r9, .r10, .r11]
     /// Bytes of the caller's frame copied as stack arguments for the original: 8 integer
     /// arguments, a variadic call with 12, or a by-value struct of up to ~200 bytes fit.
     static let stackArgumentBytes: Int32 = 256
@@ -51,16 +62,21 @@ struct ImageBuilder {
     static let ctxEntrySP: Int32 = 80, ctxNvec: Int32 = 88, ctxXmmArgs: Int32 = 96, ctxXmmRet: Int32 = 224
     static let argRegs: [Reg] = [.rdi, .rsi, .rdx, .rcx, .r8, .r9]
 
-    /// An offset of the ctx from rbp.
-    static func ctx(_ off: Int32) -> Int32 { -frameSize + off }
+    /// XSAVE components: everything the OS enabled except AMX tiles (bits 17, 18), which hookit
+    /// never touches and which would fault (#NM) in a process that never asked for them.
+    static let xsaveMask: UInt64 = hk_xcr0() & ~(UInt64(3) << 17)
+    static let xsaveArea: Int32 = (Int32(hk_xsave_size()) + 63) & ~63
+    static let compacted = hk_has_xsavec() != 0
+
+    static func ctx(_ off: Int32) -> Int32 { ctxBase + off }
+    static func gpr(_ r: Reg) -> Int32 { gprBase + Int32(savedRegs.firstIndex(of: r)! * 8) }
 
     static func callsOriginal(_ links: [ProgramKind: [Link]]) -> Bool {
         !(links[.fexit] ?? []).isEmpty || !(links[.fmodRet] ?? []).isEmpty
     }
 
-    /// Only built-in counts, all fentry: the image needs no frame and saves no argument: the
-    /// count clobbers only rax (saved), r11 (scratch at any function entry) and the flags
-    /// (meaningless at function entry, and DF is never touched).
+    /// Only built-in counts, all fentry: no frame, no argument saved. The count clobbers rax and
+    /// r11 (both saved) and the flags (call-clobbered for every caller; DF is never touched).
     static func isLean(_ links: [ProgramKind: [Link]]) -> Bool {
         let all = links.values.flatMap { $0 }
         return !all.isEmpty && all.allSatisfy { $0.kind == .fentry && $0.code == .count }
@@ -69,6 +85,11 @@ struct ImageBuilder {
     /// Whether an image of these links needs an in-flight counter.
     static func needsInflight(_ links: [ProgramKind: [Link]]) -> Bool {
         !isLean(links) && (links[.replace] ?? []).isEmpty
+    }
+
+    /// C programs may use any vector register (and x87); the built-in count uses none.
+    static func runsUserCode(_ links: [ProgramKind: [Link]]) -> Bool {
+        links.values.contains { $0.contains { $0.code != .count } }
     }
 
     static func build(_ input: Input, at address: UInt64) throws -> Built {
@@ -80,22 +101,27 @@ struct ImageBuilder {
         }
         if isLean(input.links) {
             w.push(.rax)
+            w.push(.r11)
             for link in input.links[.fentry] ?? [] { try emitRun(w, link, input) }
+            w.pop(.r11)
             w.pop(.rax)
             w.jmpFar(input.originalEntry)
             return Built(code: try w.finish(), afterCallOffset: nil, epilogueOffset: nil)
         }
-        let callOriginal = callsOriginal(input.links)
+        let vectors = runsUserCode(input.links)
         w.push(.rbp)
         w.mov(.rbp, .rsp)
         w.lea(.rsp, .rsp, -frameSize)
-        saveArguments(w, input)
+        saveRegisters(w)
+        fillContext(w, input)                          // before XSAVE, which clobbers rax and rdx
+        if vectors { saveVectorState(w) }
         if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter) }
         for link in input.links[.fentry] ?? [] { try emitRun(w, link, input) }
 
-        if !callOriginal {
+        if !callsOriginal(input.links) {
             if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, by: -1) }
-            restoreArguments(w)
+            if vectors { restoreVectorState(w) }
+            restoreRegisters(w)
             w.leave()
             w.jmpFar(input.originalEntry)
             return Built(code: try w.finish(), afterCallOffset: nil, epilogueOffset: nil)
@@ -107,26 +133,32 @@ struct ImageBuilder {
             w.test(.rax, .rax)
             w.jcc(.ne, skipOriginal)
         }
-        // The original sees its stack arguments at its own rsp+8, as from its real caller.
+        // The original runs in the entry state, and sees its stack arguments at its own rsp+8,
+        // as from its real caller.
+        if vectors { restoreVectorState(w) }
         w.lea(.rsp, .rsp, -stackArgumentBytes)
         w.lea(.rsi, .rbp, 16)
         w.mov(.rdi, .rsp)
         w.mov(.rcx, imm: UInt64(stackArgumentBytes / 8))
         w.repMovsq()
-        restoreArguments(w)
+        restoreRegisters(w)
         w.callFar(input.originalEntry)
         let afterCall = w.offset
         w.lea(.rsp, .rsp, stackArgumentBytes)
+        saveRegisters(w)                               // now the original's state
         w.store(.rax, .rbp, ctx(ctxRet))
         w.store(.rdx, .rbp, ctx(ctxRetHi))
         w.storeXmm(0, .rbp, ctx(ctxXmmRet))
         w.storeXmm(1, .rbp, ctx(ctxXmmRet + 16))
+        if vectors { saveVectorState(w) }              // clobbers rax and rdx: after the stores
         w.jmp(runFexit)
-        w.bind(skipOriginal)
+        w.bind(skipOriginal)                           // the entry state stays saved
         w.bind(runFexit)
         for link in input.links[.fexit] ?? [] { try emitRun(w, link, input) }
         let epilogue = w.offset
         if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, by: -1) }
+        if vectors { restoreVectorState(w) }
+        restoreRegisters(w)
         w.load(.rax, .rbp, ctx(ctxRet))
         w.load(.rdx, .rbp, ctx(ctxRetHi))
         w.loadXmm(0, .rbp, ctx(ctxXmmRet))
@@ -136,12 +168,42 @@ struct ImageBuilder {
         return Built(code: try w.finish(), afterCallOffset: afterCall, epilogueOffset: epilogue)
     }
 
-    /// Fills the ctx: argument registers, rax (al: variadic vector count), r10, xmm0-7, the
-    /// entry stack pointer, the function's address, zeroed return values.
-    private static func saveArguments(_ w: X86Writer, _ input: Input) {
+    private static func saveRegisters(_ w: X86Writer) {
+        for r in savedRegs { w.store(r, .rbp, gpr(r)) }
+    }
+
+    /// Reloads every saved register, rax last (the others' loads do not need it).
+    private static func restoreRegisters(_ w: X86Writer) {
+        for r in savedRegs.reversed() { w.load(r, .rbp, gpr(r)) }
+    }
+
+    /// XSAVE into a 64-byte aligned area below the frame; rsp points at it afterwards and stays
+    /// 16-byte aligned for program calls. Clobbers rax and rdx (saved already).
+    private static func saveVectorState(_ w: X86Writer) {
+        w.lea(.rsp, .rbp, -frameSize)
+        w.alignRSP(-64)
+        w.lea(.rsp, .rsp, -xsaveArea)
+        // XRSTOR wants the header's reserved bytes (512+16 .. 512+63) zero; neither XSAVE nor
+        // XSAVEC writes them, and this is fresh stack.
+        for off in stride(from: Int32(512 + 16), to: 576, by: 8) { w.storeImm(0, .rsp, off) }
+        w.mov(.rax, imm: xsaveMask & 0xFFFF_FFFF)
+        w.mov(.rdx, imm: xsaveMask >> 32)
+        w.xsave(compacted: compacted)
+    }
+
+    /// XRSTOR from the area at rsp. Clobbers rax and rdx (restored after from the GPR area).
+    private static func restoreVectorState(_ w: X86Writer) {
+        w.mov(.rax, imm: xsaveMask & 0xFFFF_FFFF)
+        w.mov(.rdx, imm: xsaveMask >> 32)
+        w.xrstor()
+    }
+
+    /// The ctx: argument registers, al (variadic vector count), xmm0-7, the entry stack pointer,
+    /// the function's address, zeroed return values.
+    private static func fillContext(_ w: X86Writer, _ input: Input) {
         for (i, r) in argRegs.enumerated() { w.store(r, .rbp, ctx(Int32(i * 8))) }
+        w.load(.rax, .rbp, gpr(.rax))
         w.store(.rax, .rbp, ctx(ctxNvec))
-        w.store(.r10, .rbp, -16)
         for x in 0..<8 { w.storeXmm(UInt8(x), .rbp, ctx(ctxXmmArgs + Int32(x * 16))) }
         w.lea(.rax, .rbp, 8)
         w.store(.rax, .rbp, ctx(ctxEntrySP))
@@ -152,15 +214,9 @@ struct ImageBuilder {
         }
     }
 
-    private static func restoreArguments(_ w: X86Writer) {
-        for (i, r) in argRegs.enumerated() { w.load(r, .rbp, ctx(Int32(i * 8))) }
-        w.load(.r10, .rbp, -16)
-        for x in 0..<8 { w.loadXmm(UInt8(x), .rbp, ctx(ctxXmmArgs + Int32(x * 16))) }
-        w.load(.rax, .rbp, ctx(ctxNvec))
-    }
-
-    /// One program run. `count` is two instructions and needs nothing in the tracee; a user
+    /// One program run. `count` is a per-CPU increment and needs nothing in the tracee; a user
     /// program goes through hookit_rt_run (recursion guard, statistics), with its cookie in ctx.
+    /// For fmod_ret, rax is the program's verdict afterwards (a count is never one).
     private static func emitRun(_ w: X86Writer, _ link: Link, _ input: Input) throws {
         switch link.code {
         case .count:

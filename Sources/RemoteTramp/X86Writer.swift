@@ -197,6 +197,15 @@ public final class X86Writer {
         if needsDisp { u8(0) }
     }
 
+    /// and rsp, simm8 (aligns the stack down: -64 for an XSAVE area)
+    public func alignRSP(_ imm: Int8) { raw([0x48, 0x83, 0xE4, UInt8(bitPattern: imm)]) }
+
+    /// xsave64 / xsavec64 [rsp] with the mask in edx:eax.
+    public func xsave(compacted: Bool) { compacted ? raw([0x48, 0x0F, 0xC7, 0x24, 0x24]) : raw([0x48, 0x0F, 0xAE, 0x24, 0x24]) }
+
+    /// xrstor64 [rsp] with the mask in edx:eax (it reads either form).
+    public func xrstor() { raw([0x48, 0x0F, 0xAE, 0x2C, 0x24]) }
+
     // MARK: - stack
 
     public func push(_ r: Reg) { rex(w: false, b: r.ext); u8(0x50 + r.low) }

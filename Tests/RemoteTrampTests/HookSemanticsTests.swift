@@ -135,6 +135,19 @@ final class HookSemanticsTests: XCTestCase {
         try h.finish()
     }
 
+    /// A caller compiled with -fipa-ra keeps values in caller-saved registers across a call to a
+    /// leaf it knows leaves them alone: every kind of image must give them back untouched.
+    func testCallerSavedRegistersAreGivenBackForIPARACallers() throws {
+        for kinds in [[(ProgramKind.fentry, nil as String?)], [(.fentry, "count_entry")], [(.fexit, "record_exit")],
+                      [(.fmodRet, "pass_through"), (.fexit, nil)], [(.fmodRet, "skip_with_42")]] {
+            let h = try HookHarness()
+            for (kind, prog) in kinds { try h.link(kind, "ipara_leaf", prog) }
+            try h.go()
+            XCTAssertEqual(try h.target.send("ipara"), "0", "\(kinds): registers changed")
+            try h.finish()
+        }
+    }
+
     func testStackArgumentsVariadicsStructsAndFloatsThroughFexit() throws {
         let h = try HookHarness()
         try h.link(.fexit, "sum8", "see_stack_args")

@@ -76,6 +76,10 @@ ssize_t hk_vm_write(pid_t pid, uint64_t remote, const void *local, size_t len);
 
 /// CPUID leaf 0xD: bytes the XSAVE area needs for the features enabled in XCR0.
 uint32_t hk_xsave_size(void);
+/// XCR0 (xgetbv 0): the state components the OS enabled; the same for every process here.
+uint64_t hk_xcr0(void);
+/// CPUID 0xD.1: XSAVEC (compacted save, skips components in their initial state).
+int hk_has_xsavec(void);
 
 // ---- the remote stub ----------------------------------------------------------
 // Position-independent x86-64 code assembled into hookit's own read-only data; Injector
