@@ -1,4 +1,5 @@
 #include "hookit_rt.h"
+#include <errno.h>
 #include <time.h>
 
 volatile int hookit_rt_time_enabled = 1;
@@ -20,6 +21,9 @@ uint64_t hookit_rt_run(hookit_prog_fn prog, struct hookit_ctx *ctx, struct hooki
         return 0;
     }
     hookit_rt_active = 1;
+    // The program may call libc; the errno the original just set (fexit) or the caller's
+    // (fentry) must be what the tracee sees afterwards (design.md invariant 5).
+    int saved_errno = errno;
     uint64_t r;
     if (hookit_rt_time_enabled) {
         uint64_t t0 = now_ns();
@@ -29,6 +33,7 @@ uint64_t hookit_rt_run(hookit_prog_fn prog, struct hookit_ctx *ctx, struct hooki
         r = prog(ctx);
     }
     __atomic_fetch_add(&stats->calls, 1, __ATOMIC_RELAXED);
+    errno = saved_errno;
     hookit_rt_active = 0;
     return r;
 }

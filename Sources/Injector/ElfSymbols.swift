@@ -80,3 +80,15 @@ extension String {
         return String(self[..<at])
     }
 }
+
+/// An ELF file on disk, read without loading it.
+public enum ElfFile {
+    /// Names (versions stripped) of every symbol the file defines, from .symtab and .dynsym;
+    /// nil when it cannot be read as ELF.
+    public static func definedSymbols(path: String) -> Set<String>? {
+        let module = Module(name: path, path: path, mappings: [], bias: 0, elfType: 0, programHeaders: [],
+                            buildID: [], source: .file(path), deleted: false)
+        guard let tables = try? ElfTables.read(module) else { return nil }
+        return Set(tables.symbols.filter { $0.shndx != 0 }.map { $0.name.strippingSymbolVersion })
+    }
+}

@@ -16,12 +16,12 @@ extension Tracee {
     /// The path is checked first, as the tracee sees it (/proc/PID/root), so a missing or
     /// foreign file is refused without touching the tracee; a dlopen failure reports the
     /// tracee's own dlerror() text.
-    public func inject(library path: String, symbols: SymbolTable) throws -> InjectedLibrary {
+    public func inject(library path: String, symbols: SymbolTable, timeout: Double = 10) throws -> InjectedLibrary {
         try Self.checkLibrary(path, pid: pid)
         let dlopen = try libcFunction("dlopen", symbols)
         let dlerror = try libcFunction("dlerror", symbols)
         let handle = try withScratch(bytes: Array(path.utf8) + [0]) { addr in
-            try call(dlopen.address, [addr, UInt64(RTLD_NOW | RTLD_GLOBAL)], name: "dlopen")
+            try call(dlopen.address, [addr, UInt64(RTLD_NOW | RTLD_GLOBAL)], name: "dlopen", timeout: timeout)
         }
         if handle == 0 {
             let msg = try call(dlerror.address, [], name: "dlerror")

@@ -16,7 +16,10 @@ public final class SymbolTable {
         self.pid = pid
         self.memory = memory ?? RemoteMemory(pid: pid)
         self.modules = try Modules.read(pid: pid, memory: self.memory)
-        if modules.isEmpty { throw InjectorError.kernelThread(pid: pid) }
+        if modules.isEmpty {
+            throw InjectorError.elf(path: "/proc/\(pid)/maps",
+                                    detail: "no executable module could be read (neither /proc/\(pid)/map_files nor /proc/\(pid)/root gave access to its files)")
+        }
     }
 
     /// The main executable: the module mapping the file /proc/PID/exe points to.

@@ -70,10 +70,10 @@ final class CodeAllocator {
 
     /// Unmaps every page with nothing allocated in it; `beforeUnmap` runs first for each (to
     /// deregister its unwind information while the page still exists).
-    func unmapEmptyPages(tracee: Tracee, beforeUnmap: (Page) -> Void = { _ in }) {
+    func unmapEmptyPages(tracee: Tracee, beforeUnmap: (Page) -> Bool = { _ in true }) {
         pages.removeAll { page in
             guard page.free.count == 1, page.free[0].size == page.size else { return false }
-            beforeUnmap(page)
+            guard beforeUnmap(page) else { return false }
             if (try? tracee.munmap(address: page.address, length: page.size)) != nil {
                 charged -= Int(page.size)
                 return true

@@ -203,7 +203,15 @@ public enum Relocator {
                 throw RelocationError.unrelocatable(offset: insn.offset, instruction: insn.text,
                                                     reason: "it calls into the displaced bytes (its return address would change)")
             }
-            w.callFar(insn.target)   // the pushed return address is in the image: expected
+            // Not a call from the copy: push the original return address and jump. The callee
+            // then returns into the function's own (unpatched) code, so no return address ever
+            // points into the relocated block — unwinding uses the function's own CFI, and the
+            // block can be freed without scanning stacks for it.
+            let ret = insn.address &+ UInt64(insn.length)
+            w.lea(.rsp, .rsp, -8)                                  // lea: the flags stay as they are
+            w.raw([0xC7, 0x04, 0x24]); w.u32(UInt32(truncatingIfNeeded: ret))        // mov dword [rsp], lo
+            w.raw([0xC7, 0x44, 0x24, 0x04]); w.u32(UInt32(truncatingIfNeeded: ret >> 32)) // mov dword [rsp+4], hi
+            w.jmpFar(insn.target)
 
         case .loop:
             // loop/loopz/loopnz/jrcxz have only a rel8 form. Keep the instruction (prefixes

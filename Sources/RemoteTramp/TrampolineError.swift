@@ -20,6 +20,8 @@ public enum TrampolineError: Error, Equatable, CustomStringConvertible {
     case programNotFound(library: String, symbol: String)
     case runtimeMissing(path: String)
     case unknownLink(id: Int)
+    /// A program that cannot run as this kind.
+    case unsupported(kind: String, program: String, reason: String)
 
     public var description: String {
         switch self {
@@ -43,6 +45,8 @@ public enum TrampolineError: Error, Equatable, CustomStringConvertible {
             return "the hookit runtime library is missing at \(path); rebuild hookit (swift build)"
         case .unknownLink(let id):
             return "no hook with id \(id)"
+        case .unsupported(let kind, let program, let reason):
+            return "\(program) cannot run as \(kind): \(reason)"
         }
     }
 }

@@ -41,6 +41,8 @@ public final class TrampolineTable {
     private var libraries: [String: UInt64] = [:]       // path -> dlopen handle
     private var runtimeRun: UInt64?
     var retired: [Image] = []
+    /// HOOKIT_ORIGINAL variables handed out, with the function they call.
+    private var originalSlots: [(slot: UInt64, function: UInt64, trampoline: Trampoline)] = []
 
     public init(tracee: Tracee, symbols: SymbolTable, options: Options = Options()) {
         self.tracee = tracee
@@ -71,12 +73,18 @@ public final class TrampolineTable {
     public func link(_ kind: ProgramKind, _ spec: ProgramSpec, to function: FunctionSymbol, cookie: UInt64 = 0) throws -> Link {
         precondition(tracee.held, "links change only while the world is stopped")
         let label = "\(function.module):\(function.name)"
-        if let existing = trampolines[function.address] {
-            try checkCanLink(kind, spec, existing, label)
+        if spec == .count && (kind == .fmodRet || kind == .replace) {
+            throw TrampolineError.unsupported(kind: kind.rawValue, program: "count",
+                reason: "it runs as fentry or fexit (as fmod_ret it would decide nothing; replace needs a function)")
         }
-        let program = try resolve(spec, kind: kind, function: function)
+        // Everything that can refuse does so before anything is loaded into the tracee
+        // (invariant 6): the entry is analysed and the program's symbol looked up in the file.
         let trampoline = try get(function)
         try checkCanLink(kind, spec, trampoline, label)
+        if case .user(let library, let symbol) = spec, libraries[library] == nil {
+            try Self.checkLibraryExports(library, symbol, pid: tracee.pid)
+        }
+        let program = try resolve(spec, kind: kind, function: function)
         let counter = program == .count ? try counters.allocate(tracee: tracee) : nil
         let stats = program == .count ? nil : try data.slot(tracee: tracee)
         let link = Link(id: nextLinkID, kind: kind, code: program, cookie: cookie, function: function,
@@ -86,6 +94,7 @@ public final class TrampolineTable {
             // Hand the replacement the original, through the HOOKIT_ORIGINAL(name) variable.
             if let slot = try tracee.dlsym(handle: handle, name: "hookit_original_\(function.name)", symbols: symbols) {
                 try tracee.memory.write([UInt8].le(trampoline.originalEntry), at: slot)
+                originalSlots.append((slot, function.address, trampoline))
             }
         }
         trampoline.links[kind, default: []].append(link)
@@ -283,6 +292,11 @@ public final class TrampolineTable {
     /// in. What a thread may still return into stays mapped and is reported.
     public func detach(waitSeconds: Double = 2) -> TableDetachReport {
         var report = TableDetachReport()
+        if tracee.execed {
+            // A new program image: none of hookit's addresses mean anything in it any more.
+            report.problems.append("the process called execve; its new image has none of hookit's patches")
+            return report
+        }
         if !tracee.held { do { try tracee.stopWorld() } catch { report.problems.append("\(error)"); return report } }
         for address in order {
             guard let t = trampolines[address], let image = t.image else { continue }
@@ -295,14 +309,29 @@ public final class TrampolineTable {
                 report.problems.append("\(error)")
             }
         }
-        let ranges = retired.map(\.range) + trampolines.values.compactMap(\.relocatedBlock)
+        if !report.problems.isEmpty {
+            // An entry still patched still reaches its image, its counters and its programs'
+            // statistics: nothing may be freed.
+            report.problems.append("a patch could not be restored; hookit's pages stay mapped")
+            return report
+        }
+        // A replacement may call the original through its HOOKIT_ORIGINAL pointer at any time,
+        // even after detach: point it at the (restored) function itself; a relocated prologue
+        // it may already have loaded stays mapped for good.
+        var keep: [Range<UInt64>] = []
+        for (slot, function, t) in originalSlots {
+            try? tracee.memory.write([UInt8].le(function), at: slot)
+            if let b = t.relocatedBlock { keep.append(b) }
+        }
+        report.leftMapped += keep.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16)) (the original of a replaced function)" }
+        let ranges = retired.map(\.range) + trampolines.values.compactMap(\.relocatedBlock).filter { !keep.contains($0) }
         let deadline = now() + waitSeconds
         while true {
             let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, (try? counters.read($0, memory: tracee.memory)) ?? 1) } }
             let busy = ImageRetirement.busyRanges(ranges, inflight: inflight, tracee: tracee)
             if busy.isEmpty { break }
             if now() >= deadline {
-                report.leftMapped = busy.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16))" }
+                report.leftMapped += busy.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16))" }
                 report.problems.append("\(busy.count) trampoline range(s) may still be in use by a thread; left mapped")
                 return report
             }
@@ -318,13 +347,23 @@ public final class TrampolineTable {
         }
         for image in retired { release(image) }
         retired.removeAll()
-        for t in trampolines.values { if let b = t.relocatedBlock { code.release(b.lowerBound, size: b.count) } }
+        for t in trampolines.values {
+            if let b = t.relocatedBlock, !keep.contains(b) { code.release(b.lowerBound, size: b.count) }
+        }
         trampolines.removeAll()
         order.removeAll()
-        code.unmapEmptyPages(tracee: tracee, beforeUnmap: deregisterUnwindInfo)
-        data.unmap(tracee: tracee)
+        // A page whose unwind information could not be deregistered stays, and so does the
+        // arena holding that information: the unwinder still points into both.
+        var deregistered = true
+        code.unmapEmptyPages(tracee: tracee) { page in
+            let ok = deregisterUnwindInfo(page)
+            deregistered = deregistered && ok
+            return ok
+        }
+        if deregistered { data.unmap(tracee: tracee) }
+        else { report.problems.append("the unwinder kept a trampoline page; it stays mapped") }
         counters.unmap(tracee: tracee)
-        report.unmapped = true
+        report.unmapped = deregistered && keep.isEmpty
         return report
     }
 
@@ -362,4 +401,14 @@ extension ProgramSpec {
 
 extension Array where Element == UInt8 {
     static func le(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+}
+
+extension TrampolineTable {
+    /// Refuses a program library that does not define `symbol`, before it is loaded.
+    static func checkLibraryExports(_ library: String, _ symbol: String, pid: pid_t) throws {
+        guard let names = ElfFile.definedSymbols(path: "/proc/\(pid)/root\(library)") else {
+            throw TrampolineError.programNotFound(library: library, symbol: symbol + " (the library cannot be read)")
+        }
+        if !names.contains(symbol) { throw TrampolineError.programNotFound(library: library, symbol: symbol) }
+    }
 }

@@ -6,9 +6,10 @@ import Injector
 ///
 /// Every return address the unwinder can meet inside an image follows the image's frame setup
 /// (`push rbp; mov rbp, rsp`): CFA = rbp + 16, rbp saved at CFA - 16, the return address at
-/// CFA - 8 — one rule for the whole page. A relocated prologue has no frame of its own: a
-/// return address into it (after a displaced `call`) sits in the function's entry state,
-/// CFA = rsp + 8, which is the CIE's initial rule.
+/// CFA - 8 — one rule for the whole page. No return address ever points into a relocated
+/// prologue (a displaced `call` is rewritten to return into the original function), so its pages
+/// only need the function-entry rule, CFA = rsp + 8, which is the CIE's initial rule and right at
+/// the block's first instruction.
 enum UnwindInfo {
     /// .eh_frame bytes (CIE, one FDE for the page, terminator) with absolute pointers.
     static func ehFrame(page: Range<UInt64>, kind: CodeAllocator.Kind) -> [UInt8] {
@@ -61,10 +62,11 @@ extension TrampolineTable {
         }
     }
 
-    /// The reverse, for a page about to be unmapped.
-    func deregisterUnwindInfo(_ page: CodeAllocator.Page) {
-        guard let blob = page.unwindInfo, let deregister = unwinderFunction("__deregister_frame") else { return }
-        _ = try? tracee.call(deregister.address, [blob], name: "__deregister_frame")
+    /// The reverse, for a page about to be unmapped. False when the unwinder may still hold it.
+    func deregisterUnwindInfo(_ page: CodeAllocator.Page) -> Bool {
+        guard let blob = page.unwindInfo else { return true }
+        guard let deregister = unwinderFunction("__deregister_frame") else { return false }
+        return (try? tracee.call(deregister.address, [blob], name: "__deregister_frame")) != nil
     }
 
     func unwinderFunction(_ name: String) -> FunctionSymbol? {

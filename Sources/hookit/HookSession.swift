@@ -42,6 +42,8 @@ final class HookSession {
             try table.update()
             try tracee.resumeWorld()
         } catch {
+            // Cleaning up is not to be cut short by the signal that may have caused the failure.
+            hk_interrupt_signal = 0
             _ = table.detach(waitSeconds: 1)
             tracee.detach()
             throw error

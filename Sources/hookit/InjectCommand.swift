@@ -32,7 +32,7 @@ struct InjectCommand: ParsableCommand {
         }
         var result: Result<InjectedLibrary, Error>
         do {
-            result = .success(try tracee.inject(library: library, symbols: symbols))
+            result = .success(try tracee.inject(library: library, symbols: symbols, timeout: timeout))
         } catch {
             result = .failure(error)
         }

@@ -69,6 +69,12 @@ final class RefusalTests: XCTestCase {
         XCTAssertThrowsError(try h.link(.fentry, "patch5", "no_such_program")) { e in
             XCTAssertEqual(e as? TrampolineError, .programNotFound(library: HookHarness.progs, symbol: "no_such_program"))
         }
+        XCTAssertFalse(try ProcMaps.read(h.target.pid).contains { $0.path.contains("libprogs") || $0.path.contains("hookit_rt") },
+                       "refused before anything was loaded into the tracee")
+        XCTAssertThrowsError(try h.link(.fmodRet, "patch5")) { e in
+            guard case .unsupported(let kind, _, _) = e as? TrampolineError else { return XCTFail("\(e)") }
+            XCTAssertEqual(kind, "fmod_ret")
+        }
         try h.finish()
         XCTAssertEqual(try h.target.send("patch5 3"), "9")
     }

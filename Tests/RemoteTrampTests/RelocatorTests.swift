@@ -206,10 +206,14 @@ final class RelocatorTests: XCTestCase {
         XCTAssertEqual(md[0].info.rel_size, 4)
         XCTAssertEqual(md[0].info.branch_target, ma + 5)
 
-        let (cr, cd, _) = try reloc("callf")
+        let (cr, cd, ca) = try reloc("callf")
         XCTAssertEqual(cr.displacedLength, 6)                       // push (1) + call (5)
-        XCTAssertEqual(cd[1].info.branch, UInt8(HK_BRANCH_CALL))
-        XCTAssertEqual(cd[1].info.branch_target, base + UInt64(s.symbols["helper"]!.lowerBound))
+        // push rbx; lea rsp,[rsp-8]; mov dword [rsp], lo(ret); mov dword [rsp+4], hi(ret); jmp helper
+        XCTAssertEqual(cd[1].text, "lea rsp, [rsp-0x8]")
+        XCTAssertEqual(cd[4].info.branch, UInt8(HK_BRANCH_JMP))
+        XCTAssertEqual(cd[4].info.branch_target, base + UInt64(s.symbols["helper"]!.lowerBound))
+        XCTAssertEqual(Array(cr.code[9..<13]), withUnsafeBytes(of: UInt32(truncatingIfNeeded: ca + 6).littleEndian) { Array($0) },
+                       "the pushed return address is the original's")
     }
 
     func testFarDestinationUsesAbsoluteJumpsAndRefusesRipRelative() throws {
@@ -231,7 +235,17 @@ final class RelocatorTests: XCTestCase {
 
         let callAt = base + UInt64(s.symbols["callf"]!.lowerBound)
         let c = try Relocator.relocate(function: s.function("callf"), trailing: [], address: callAt, destination: far)
-        XCTAssertEqual(disassemble(Array(c.code[0..<7]), at: far).map { $0.text }, ["push rbx", "call [rip+0x2]"])
+        // The displaced call becomes "push the original return address; jump": the callee returns
+        // into the original function, never into the relocated copy.
+        let ret = callAt + 6
+        let lo = withUnsafeBytes(of: UInt32(truncatingIfNeeded: ret).littleEndian) { Array($0) }
+        let hi = withUnsafeBytes(of: UInt32(truncatingIfNeeded: ret >> 32).littleEndian) { Array($0) }
+        XCTAssertEqual(Array(c.code[0..<1]), [0x53])                                  // push rbx
+        XCTAssertEqual(Array(c.code[1..<6]), [0x48, 0x8D, 0x64, 0x24, 0xF8])          // lea rsp, [rsp-8]
+        XCTAssertEqual(Array(c.code[6..<13]), [0xC7, 0x04, 0x24] + lo)
+        XCTAssertEqual(Array(c.code[13..<21]), [0xC7, 0x44, 0x24, 0x04] + hi)
+        XCTAssertEqual(disassemble(Array(c.code[21..<27]), at: far + 21)[0].text, "jmp [rip]")
+        XCTAssertFalse(disassemble(Array(c.code[0..<27]), at: far).contains { $0.info.branch == UInt8(HK_BRANCH_CALL) }, "no call left")
 
         let loadAt = base + UInt64(s.symbols["load"]!.lowerBound)
         XCTAssertThrowsError(try Relocator.relocate(function: s.function("load"), trailing: [], address: loadAt, destination: far)) {
