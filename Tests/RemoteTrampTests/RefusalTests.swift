@@ -64,6 +64,26 @@ final class RefusalTests: XCTestCase {
         tracee.detach()
     }
 
+    func testSpentMemoryBudgetIsAClearErrorAndNothingIsPatched() throws {
+        let target = try TargetProcess("hooktarget")
+        let symbols = try SymbolTable(pid: target.pid)
+        let tracee = try Tracee.attach(pid: target.pid)
+        var options = TrampolineTable.Options()
+        options.memoryBudget = 1000                        // less than one code page
+        let table = TrampolineTable(tracee: tracee, symbols: symbols, options: options)
+        try table.link(.fentry, .count, to: try symbols.function("hooktarget:patch5"))
+        XCTAssertThrowsError(try table.update()) { e in
+            guard case .memoryBudget(let limit, _) = e as? TrampolineError else { return XCTFail("\(e)") }
+            XCTAssertEqual(limit, 1000)
+            XCTAssertTrue("\(e)".contains("--memory-budget"))
+        }
+        let f = try symbols.function("hooktarget:patch5")
+        XCTAssertEqual(try tracee.memory.read(at: f.address, count: 5), PatchSite.nop1x5, "the entry is untouched")
+        _ = table.detach()
+        tracee.detach()
+        XCTAssertEqual(try target.send("patch5 2"), "6")
+    }
+
     func testMissingProgramSymbolIsAClearError() throws {
         let h = try HookHarness()
         XCTAssertThrowsError(try h.link(.fentry, "patch5", "no_such_program")) { e in
