@@ -13,6 +13,7 @@ import queue
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -205,8 +206,8 @@ def _check_frida():
         import frida
     except Exception as e:
         return f"python module frida not importable ({_short(e)}; scripts/install-peers.sh)"
-    sleeper = subprocess.Popen(["sleep", "60"])
     session = None
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         session = frida.attach(sleeper.pid)
         script = session.create_script("send(Process.arch);")
@@ -240,7 +241,12 @@ def tools():
     """{"bpftrace": None or why unavailable, "frida": ..., "ltrace": ...}; None means usable."""
     global _tools_cache
     if _tools_cache is None:
-        _tools_cache = {"bpftrace": _check_bpftrace(), "frida": _check_frida(), "ltrace": _check_ltrace()}
+        _tools_cache = {}
+        for name, check in (("bpftrace", _check_bpftrace), ("frida", _check_frida), ("ltrace", _check_ltrace)):
+            try:
+                _tools_cache[name] = check()
+            except Exception as e:
+                _tools_cache[name] = f"check failed: {_short(e)}"
     return dict(_tools_cache)
 
 
@@ -286,11 +292,41 @@ class _Bpftrace:
         self.lines.put(None)
 
     def stop(self, timeout=120):
-        """SIGINT (detaches every probe, prints the maps); returns (stdout rest, seconds)."""
+        """SIGINT (detaches every probe, prints the maps); returns (stdout rest, seconds).
+        A SIGINT that bpftrace 0.17 drops (seen once, with 2000 probes) is sent again while
+        it is still polling with all of its perf events open."""
         t = time.monotonic()
-        out, err = _kill(self.proc, signal.SIGINT, timeout)
+        deadline = t + timeout
+        out = ""
+        try:
+            fds0 = self._fds()
+            self.proc.send_signal(signal.SIGINT)
+            while True:
+                try:
+                    out, _ = self.proc.communicate(timeout=2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        raise
+                    if self._fds() >= fds0 and self._state() == "S":
+                        self.proc.send_signal(signal.SIGINT)
+        except Exception:
+            pass
         self.close()
         return out or "", time.monotonic() - t
+
+    def _fds(self):
+        try:
+            return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+        except OSError:
+            return 0
+
+    def _state(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return "?"
 
     def close(self):
         _kill(self.proc, signal.SIGKILL, 30)

@@ -126,40 +126,22 @@ final class CodeAllocator {
     private func distance(_ a: UInt64, _ m: Module) -> UInt64 { a < m.start ? m.start - a : a - m.end }
 }
 
-/// Read-write memory in the tracee for counters: program statistics and image in-flight counts.
+/// Read-write memory in the tracee for data the unwinder keeps pointers to (.eh_frame).
+/// Counters live in PerCPUCounters.
 final class DataArena {
     private(set) var base: UInt64 = 0
     static let size: UInt64 = 256 * 1024
     private var next: UInt64 = 0
-    private var freeSlots: [UInt64] = []
 
-    /// A zeroed 32-byte slot (struct hookit_rt_stats, or an in-flight counter).
-    func slot(tracee: Tracee) throws -> UInt64 {
-        try mapIfNeeded(tracee)
-        if let s = freeSlots.popLast() {
-            try tracee.memory.write([UInt8](repeating: 0, count: 32), at: s)
-            return s
-        }
-        guard next + 32 <= Self.size else { throw TrampolineError.memoryBudget(limit: Int(Self.size), requested: 32) }
-        defer { next += 32 }
-        return base + next
-    }
-
-    func release(_ slot: UInt64) { freeSlots.append(slot) }
-
-    /// `bytes` copied into the arena, in consecutive slots (never released: small, per page).
+    /// `bytes` copied into the arena (never released: small, one per code page).
     func store(_ bytes: [UInt8], tracee: Tracee) throws -> UInt64 {
-        try mapIfNeeded(tracee)
+        if base == 0 { base = try tracee.mmap(length: Self.size, protection: PROT_READ | PROT_WRITE) }
         let need = (UInt64(bytes.count) + 31) & ~31
         guard next + need <= Self.size else { throw TrampolineError.memoryBudget(limit: Int(Self.size), requested: Int(need)) }
         let at = base + next
         next += need
         try tracee.memory.write(bytes, at: at)
         return at
-    }
-
-    private func mapIfNeeded(_ tracee: Tracee) throws {
-        if base == 0 { base = try tracee.mmap(length: Self.size, protection: PROT_READ | PROT_WRITE) }
     }
 
     func unmap(tracee: Tracee) {

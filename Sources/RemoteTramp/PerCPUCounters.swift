@@ -61,6 +61,17 @@ final class PerCPUCounters {
 
     func release(_ index: Int) { free.append(index) }
 
+    /// Three consecutive counters (struct hookit_rt_stats: calls, nsecs, misses); the index of
+    /// the first. Never reused: a small, per-link cost.
+    func allocateTriple(tracee: Tracee) throws -> Int {
+        if base == 0 {
+            base = try tracee.mmap(length: Self.stride * UInt64(cpus), protection: PROT_READ | PROT_WRITE)
+        }
+        guard next + 3 <= Int(Self.stride / 8) else { throw TrampolineError.memoryBudget(limit: Int(Self.stride / 8), requested: 3) }
+        defer { next += 3 }
+        return next
+    }
+
     func cell(_ index: Int, cpu: Int) -> UInt64 { base + UInt64(cpu) * Self.stride + UInt64(index) * 8 }
 
     /// The counter's value: the sum of its cells.

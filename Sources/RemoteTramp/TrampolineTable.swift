@@ -86,7 +86,7 @@ public final class TrampolineTable {
         }
         let program = try resolve(spec, kind: kind, function: function)
         let counter = program == .count ? try counters.allocate(tracee: tracee) : nil
-        let stats = program == .count ? nil : try data.slot(tracee: tracee)
+        let stats = program == .count ? nil : counters.cell(try counters.allocateTriple(tracee: tracee), cpu: 0)
         let link = Link(id: nextLinkID, kind: kind, code: program, cookie: cookie, function: function,
                         statsAddress: stats, counter: counter)
         nextLinkID += 1
@@ -192,6 +192,9 @@ public final class TrampolineTable {
         if !options.collectTime, let flag = try tracee.dlsym(handle: handle, name: "hookit_rt_time_enabled", symbols: symbols) {
             try tracee.memory.write([0, 0, 0, 0], at: flag)
         }
+        if let cpus = try tracee.dlsym(handle: handle, name: "hookit_rt_cpus", symbols: symbols) {
+            try tracee.memory.write(Array([UInt8].le(UInt64(counters.cpus)).prefix(4)), at: cpus)
+        }
     }
 
     // MARK: - update (the seed's bpf_trampoline_update)
@@ -281,9 +284,10 @@ public final class TrampolineTable {
         if let c = link.counter {
             return LinkStats(calls: UInt64(max(0, try counters.read(c, memory: tracee.memory))), nsecs: 0, misses: 0)
         }
-        let b = try tracee.memory.read(at: link.statsAddress!, count: 24)
-        func q(_ i: Int) -> UInt64 { b[i..<i + 8].enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * $1.offset) } }
-        return LinkStats(calls: q(0), nsecs: q(8), misses: q(16))
+        // struct hookit_rt_stats cells, per CPU.
+        let first = Int((link.statsAddress! - counters.cell(0, cpu: 0)) / 8)
+        func sum(_ i: Int) throws -> UInt64 { UInt64(max(0, try counters.read(first + i, memory: tracee.memory))) }
+        return LinkStats(calls: try sum(0), nsecs: try sum(1), misses: try sum(2))
     }
 
     // MARK: - detach

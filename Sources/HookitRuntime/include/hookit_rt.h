@@ -7,13 +7,19 @@
 
 struct hookit_ctx;
 
-/// Per-attachment statistics, in memory hookit reads: like struct bpf_prog_stats plus misses.
+/// Per-attachment statistics, like struct bpf_prog_stats plus misses, kept per CPU (as the
+/// kernel keeps them): `stats` points at CPU 0's cells; CPU c's are HOOKIT_RT_CPU_STRIDE
+/// bytes further. hookit sums the cells of every CPU.
 struct hookit_rt_stats {
     uint64_t calls;     // runs of the program
     uint64_t nsecs;     // time inside the program, when time collection is on
     uint64_t misses;    // runs skipped because the thread was already inside a program
-    uint64_t reserved;
 };
+
+#define HOOKIT_RT_CPU_STRIDE (64 * 1024)
+
+/// How many CPUs have cells (set by hookit before the first run).
+extern volatile int hookit_rt_cpus;
 
 typedef uint64_t (*hookit_prog_fn)(struct hookit_ctx *ctx);
 
