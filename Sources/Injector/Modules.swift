@@ -150,12 +150,25 @@ extension Module {
             guard Int(fileOffset) + count <= image.count else { return nil }
             return Array(image[Int(fileOffset)..<Int(fileOffset) + count])
         case .file(let path):
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { return nil }
-            defer { close(fd) }
+            guard let fd = FileCache.descriptor(path) else { return nil }
             var buf = [UInt8](repeating: 0, count: count)
             let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, Int(fileOffset)) }
             return n == count ? buf : nil
         }
+    }
+}
+
+/// Open descriptors of module files, so checking thousands of functions against their file
+/// costs one open per module, not one per function. Descriptors stay open for the process's
+/// life (hookit is short-lived; a library user holds a handful at most).
+enum FileCache {
+    nonisolated(unsafe) private static var fds: [String: Int32] = [:]
+
+    static func descriptor(_ path: String) -> Int32? {
+        if let fd = fds[path] { return fd }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        fds[path] = fd
+        return fd
     }
 }

@@ -12,10 +12,11 @@ import Injector
 /// another); only the sum means anything. Without rseq (or for a thread that has not registered
 /// it, cpu_id = -1 or -2), every thread uses CPU 0's cell.
 final class PerCPUCounters {
-    /// Bytes between one CPU's cells and the next: 8192 counters per CPU, each CPU's in its own
-    /// pages, so cells of different CPUs never share a cache line.
-    static let stride: UInt64 = 64 * 1024
-    static let strideShift: UInt8 = 16
+    /// Bytes between one CPU's cells and the next: 131072 counters per CPU, each CPU's in its
+    /// own pages, so cells of different CPUs never share a cache line. Only touched pages take
+    /// memory. Must equal HOOKIT_RT_CPU_STRIDE (hookit_rt.h).
+    static let stride: UInt64 = 1 << 20
+    static let strideShift: UInt8 = 20
 
     let cpus: Int
     /// fs-relative offset of the thread's rseq cpu_id; nil when the tracee has no rseq.
@@ -54,7 +55,7 @@ final class PerCPUCounters {
             for c in 0..<cpus { try tracee.memory.write([UInt8](repeating: 0, count: 8), at: cell(i, cpu: c)) }
             return i
         }
-        guard next < Int(Self.stride / 8) else { throw TrampolineError.memoryBudget(limit: Int(Self.stride / 8), requested: 1) }
+        guard next < Int(Self.stride / 8) else { throw TrampolineError.counterSpace(limit: Int(Self.stride / 8)) }
         defer { next += 1 }
         return next
     }
@@ -67,7 +68,7 @@ final class PerCPUCounters {
         if base == 0 {
             base = try tracee.mmap(length: Self.stride * UInt64(cpus), protection: PROT_READ | PROT_WRITE)
         }
-        guard next + 3 <= Int(Self.stride / 8) else { throw TrampolineError.memoryBudget(limit: Int(Self.stride / 8), requested: 3) }
+        guard next + 3 <= Int(Self.stride / 8) else { throw TrampolineError.counterSpace(limit: Int(Self.stride / 8)) }
         defer { next += 3 }
         return next
     }

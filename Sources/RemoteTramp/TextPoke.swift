@@ -1,3 +1,4 @@
+import Glibc
 import Injector
 
 /// Rewriting code in the tracee (the seed's bpf_arch_text_poke): only while every thread is
@@ -22,18 +23,29 @@ enum TextPoke {
     /// Moves every thread whose PC lies strictly inside [address, address + length) — in the
     /// middle of bytes about to be rewritten — to the equivalent instruction (invariant 1).
     /// A PC exactly at `address` is fine: the thread will execute the new instruction whole.
-    static func moveThreads(outOf address: UInt64, length: Int, tracee: Tracee,
+    ///
+    /// `pcs` holds every stopped thread's PC, read once per stop by `threadPCs`: a batch of pokes
+    /// then costs one PTRACE_GETREGS per thread, not one per thread per function. It is kept up
+    /// to date here when a thread is moved.
+    static func moveThreads(outOf address: UInt64, length: Int, tracee: Tracee, pcs: inout [pid_t: UInt64],
                             translate: (UInt64) -> UInt64?, function: String) throws {
-        for tid in tracee.threadIDs {
+        for (tid, pc) in pcs where pc > address && pc < address + UInt64(length) {
             var regs = try tracee.registers(of: tid)
-            guard regs.rip > address && regs.rip < address + UInt64(length) else { continue }
             guard let to = translate(regs.rip) else {
                 throw TrampolineError.cannotPatch(function: function,
                     reason: "thread \(tid) is stopped inside the bytes to patch (0x\(String(regs.rip, radix: 16))) with no equivalent instruction")
             }
             regs.rip = to
             try tracee.setRegisters(regs, of: tid)
+            pcs[tid] = to
         }
+    }
+
+    /// The PC of every thread, while the world is stopped.
+    static func threadPCs(_ tracee: Tracee) throws -> [pid_t: UInt64] {
+        var pcs: [pid_t: UInt64] = [:]
+        for tid in tracee.threadIDs { pcs[tid] = try tracee.registers(of: tid).rip }
+        return pcs
     }
 }
 

@@ -20,6 +20,8 @@ public enum TrampolineError: Error, Equatable, CustomStringConvertible {
     case programNotFound(library: String, symbol: String)
     case runtimeMissing(path: String)
     case unknownLink(id: Int)
+    /// Every per-CPU counter is in use.
+    case counterSpace(limit: Int)
     /// A program that cannot run as this kind.
     case unsupported(kind: String, program: String, reason: String)
 
@@ -45,6 +47,8 @@ public enum TrampolineError: Error, Equatable, CustomStringConvertible {
             return "the hookit runtime library is missing at \(path); rebuild hookit (swift build)"
         case .unknownLink(let id):
             return "no hook with id \(id)"
+        case .counterSpace(let limit):
+            return "all \(limit) per-CPU counters of this session are in use; hook fewer functions at once"
         case .unsupported(let kind, let program, let reason):
             return "\(program) cannot run as \(kind): \(reason)"
         }

@@ -216,9 +216,10 @@ public final class TrampolineTable {
             for (_, image) in built { if let i = image { release(i) } }
             throw error
         }
+        var pcs = try TextPoke.threadPCs(tracee)
         for (i, (t, image)) in built.enumerated() {
             do {
-                try swap(t, to: image)
+                try swap(t, to: image, pcs: &pcs)
             } catch {
                 for (_, rest) in built[(i + 1)...] { if let r = rest { release(r) } }
                 throw error
@@ -227,7 +228,7 @@ public final class TrampolineTable {
     }
 
     /// register / modify / unregister: one poke from the current bytes to the new image's.
-    private func swap(_ t: Trampoline, to new: Image?) throws {
+    private func swap(_ t: Trampoline, to new: Image?, pcs: inout [pid_t: UInt64]) throws {
         let old = t.image
         let oldBytes = t.currentBytes
         let newBytes = new.map(t.patchBytes(for:)) ?? t.site.original
@@ -235,7 +236,7 @@ public final class TrampolineTable {
             if old == nil {
                 // register: a thread in the middle of the displaced bytes moves first.
                 try TextPoke.moveThreads(outOf: t.site.address, length: PatchSite.patchLength, tracee: tracee,
-                                         translate: t.translate, function: t.label)
+                                         pcs: &pcs, translate: t.translate, function: t.label)
             }
             try TextPoke.poke(tracee, at: t.site.address, expected: oldBytes, new: newBytes, function: t.label)
         } catch {
