@@ -127,10 +127,10 @@ def render(per_call_rows, attach_rows, peer_rows, peer_attach_rows, peer_status)
                    + (f"  {r['note']}" if r.get("note") else ""))
     out.append("")
     out.append("Attach and detach (--count on N functions, T tracee threads)")
-    out.append(f"{'N':>6} {'T':>4} {'attach s':>9} {'stopped ms':>10} {'longest ms':>10} {'detach s':>9} {'det. longest ms':>15} {'B/fn':>6} {'mapped KiB':>10} {'RSS+ KiB':>9}")
+    out.append(f"{'N':>6} {'T':>4} {'attach s':>9} {'stopped ms':>10} {'longest ms':>10} {'detach s':>9} {'session longest ms':>18} {'B/fn':>6} {'mapped KiB':>10} {'RSS+ KiB':>9}")
     for r in attach_rows:
         out.append(f"{r['functions']:>6} {r['threads']:>4} {r['attach_s']:>9.3f} {r['attach_stop_ms']:>10.2f} {r['attach_longest_stop_ms']:>10.2f} "
-                   f"{r['detach_s']:>9.3f} {r['detach_longest_stop_ms']:>15.2f} {r['code_bytes_per_fn']:>6.0f} {r['code_mapped_kib']:>10.0f} {r['rss_added_kib']:>9}")
+                   f"{r['detach_s']:>9.3f} {r['detach_longest_stop_ms']:>18.2f} {r['code_bytes_per_fn']:>6.0f} {r['code_mapped_kib']:>10.0f} {r['rss_added_kib']:>9}")
     for r in peer_attach_rows:
         out.append(f"{r['functions']:>6} {'':>4} {fmt(r.get('attach_s'), 3):>9}  {r['tool']}" + (f"  {r['note']}" if r.get("note") else ""))
     if peer_status:

@@ -41,6 +41,11 @@ public final class TrampolineTable {
     private var libraries: [String: UInt64] = [:]       // path -> dlopen handle
     private var runtimeRun: UInt64?
     var retired: [Image] = []
+    /// Code written to the tracee in batches: allocations in a page are contiguous, so one
+    /// pwrite covers many images (thousands of functions cost a few writes, not thousands).
+    private var pendingCode: [(address: UInt64, bytes: [UInt8])] = []
+    /// Entries analysed before the world was stopped (`prepare`).
+    private var prepared: [UInt64: PatchSite] = [:]
     /// HOOKIT_ORIGINAL variables handed out, with the function they call.
     private var originalSlots: [(slot: UInt64, function: UInt64, trampoline: Trampoline)] = []
 
@@ -65,6 +70,22 @@ public final class TrampolineTable {
 
     /// Functions with a live patch, in the order they were first hooked.
     public var hookedFunctions: [FunctionSymbol] { order.compactMap { trampolines[$0]?.site.function } }
+
+    // MARK: - prepare
+
+    /// Reads and checks the entries of `functions` (foreign patches, relocation) while the
+    /// tracee runs, so that the stop in which they are linked is short. Nothing is written.
+    /// Returns the functions refused, with the reason; the others are linked faster later.
+    /// What is read here is checked again by every poke (the bytes must still be the same).
+    public func prepare(_ functions: [FunctionSymbol]) -> [(function: FunctionSymbol, error: Error)] {
+        var refused: [(FunctionSymbol, Error)] = []
+        for f in functions where trampolines[f.address] == nil && prepared[f.address] == nil {
+            guard let module = symbols.modules.first(where: { $0.name == f.module && $0.contains(f.address) }) else { continue }
+            do { prepared[f.address] = try PatchSite.analyze(f, module: module, tracee: tracee) }
+            catch { refused.append((f, error)) }
+        }
+        return refused
+    }
 
     // MARK: - link / unlink (the seed's bpf_trampoline_link_prog / unlink_prog)
 
@@ -135,7 +156,7 @@ public final class TrampolineTable {
         guard let module = symbols.modules.first(where: { $0.name == f.module && $0.contains(f.address) }) else {
             throw TrampolineError.cannotPatch(function: "\(f.module):\(f.name)", reason: "its module is not mapped")
         }
-        let site = try PatchSite.analyze(f, module: module, tracee: tracee)
+        let site = try prepared.removeValue(forKey: f.address) ?? PatchSite.analyze(f, module: module, tracee: tracee)
         let t: Trampoline
         switch site.style {
         case .patchable:
@@ -150,7 +171,7 @@ public final class TrampolineTable {
                 code.release(block, size: size)
                 throw TrampolineError.cannotPatch(function: site.label, reason: "\(error)")
             }
-            try tracee.memory.writeForced(final.code, at: block)
+            queueCode(final.code, at: block, size: size)
             let relocatedSite = PatchSite(function: f, module: module, address: site.address, original: site.original,
                                           style: .relocated(final, body: body, trailing: trailing))
             t = Trampoline(site: relocatedSite, relocatedBlock: block..<block + UInt64(size), originalEntry: block)
@@ -211,6 +232,7 @@ public final class TrampolineTable {
         var built: [(Trampoline, Image?)] = []
         do {
             for t in dirty { built.append((t, t.programCount == 0 ? nil : try buildImage(t))) }
+            try flushCode()
             try registerUnwindInfo()
         } catch {
             for (_, image) in built { if let i = image { release(i) } }
@@ -262,7 +284,7 @@ public final class TrampolineTable {
         do {
             built = try ImageBuilder.build(input, at: address)
             guard built.code.count <= size else { throw TrampolineError.cannotPatch(function: t.label, reason: "image grew") }
-            try tracee.memory.writeForced(built.code, at: address)
+            queueCode(built.code, at: address, size: size)
         } catch {
             code.release(address, size: size)
             if let c = counter { counters.release(c) }
@@ -272,6 +294,33 @@ public final class TrampolineTable {
         return Image(address: address, size: size, selector: t.selector + 1, inflightCounter: counter,
                      afterCall: built.afterCallOffset.map { address + UInt64($0) },
                      epilogue: built.epilogueOffset.map { address + UInt64($0) })
+    }
+
+    /// Queues code for `flushCode`, padded with int3 to its whole allocation so neighbouring
+    /// allocations form one contiguous run.
+    private func queueCode(_ bytes: [UInt8], at address: UInt64, size: Int) {
+        let granule = Int(CodeAllocator.granule)
+        let padded = (size + granule - 1) / granule * granule
+        pendingCode.append((address, bytes + [UInt8](repeating: 0xCC, count: max(0, padded - bytes.count))))
+    }
+
+    /// Writes the queued code, one pwrite per contiguous run (through /proc/PID/mem: the pages
+    /// are r-x). Runs before any poke can make the code reachable.
+    func flushCode() throws {
+        pendingCode.sort { $0.address < $1.address }
+        var i = 0
+        while i < pendingCode.count {
+            var run = pendingCode[i].bytes
+            let start = pendingCode[i].address
+            var j = i + 1
+            while j < pendingCode.count, pendingCode[j].address == start + UInt64(run.count), run.count < 1 << 20 {
+                run += pendingCode[j].bytes
+                j += 1
+            }
+            try tracee.memory.writeForced(run, at: start)
+            i = j
+        }
+        pendingCode.removeAll()
     }
 
     func release(_ image: Image) {

@@ -24,6 +24,11 @@ final class HookSession {
         options.runtimeLibrary = Self.runtimeLibraryPath()
         table = TrampolineTable(tracee: tracee, symbols: symbols, options: options)
         do {
+            // Entries are read and relocated while the process runs; the stop that links and
+            // patches them is then short.
+            try tracee.resumeWorld()
+            _ = table.prepare(plan.flatMap { $0.1 })
+            try tracee.stopWorld()
             for (request, functions) in plan {
                 var linked = 0
                 for f in functions {
