@@ -5,8 +5,7 @@ import Injector
 ///
 /// Stack at the image's entry is exactly the hooked function's entry: [rsp] = the caller's
 /// return address, arguments in rdi..r9 / xmm0-7 / the caller's frame, al = vector count for
-/// variadics. (A patchable site is reached by `call`, whose extra return address is dropped
-/// first with `lea rsp, [rsp+8]` — lea, so the flags stay as they were.)
+/// variadics. Both entry styles reach the image with a `jmp` (see PatchSite).
 ///
 /// What must survive: with GCC's -fipa-ra a caller may keep values in *caller-saved* registers
 /// across a call to a function it knows does not touch them. So an image gives back every
@@ -93,43 +92,54 @@ struct ImageBuilder {
     }
 
     static func build(_ input: Input, at address: UInt64) throws -> Built {
+        var sections: [PerCPUCounters.CriticalSection] = []
+        let built = try layout(input, at: address, sections: &sections)
+        return built
+    }
+
+    private static func layout(_ input: Input, at address: UInt64, sections: inout [PerCPUCounters.CriticalSection]) throws -> Built {
         let w = X86Writer(base: address)
-        if case .patchable = input.site.style { w.lea(.rsp, .rsp, 8) }
+        func finish(_ afterCall: Int? = nil, _ epilogue: Int? = nil) throws -> Built {
+            PerCPUCounters.emitDescriptors(w, sections)
+            return Built(code: try w.finish(), afterCallOffset: afterCall, epilogueOffset: epilogue)
+        }
         if let replacement = input.links[.replace]?.first, case .user(_, _, let target) = replacement.code {
             w.jmpFar(target)
-            return Built(code: try w.finish(), afterCallOffset: nil, epilogueOffset: nil)
+            return try finish()
         }
         if isLean(input.links) {
             w.push(.rax)
             w.push(.r11)
-            for link in input.links[.fentry] ?? [] { try emitRun(w, link, input) }
+            for link in input.links[.fentry] ?? [] { try emitRun(w, link, input, &sections) }
             w.pop(.r11)
             w.pop(.rax)
             w.jmpFar(input.originalEntry)
-            return Built(code: try w.finish(), afterCallOffset: nil, epilogueOffset: nil)
+            return try finish()
         }
         let vectors = runsUserCode(input.links)
         w.push(.rbp)
         w.mov(.rbp, .rsp)
         w.lea(.rsp, .rsp, -frameSize)
         saveRegisters(w)
-        fillContext(w, input)                          // before XSAVE, which clobbers rax and rdx
-        if vectors { saveVectorState(w) }
-        if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter) }
-        for link in input.links[.fentry] ?? [] { try emitRun(w, link, input) }
+        if vectors {
+            fillContext(w, input)                      // before XSAVE, which clobbers rax and rdx
+            saveVectorState(w)
+        }
+        if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, sections: &sections) }
+        for link in input.links[.fentry] ?? [] { try emitRun(w, link, input, &sections) }
 
         if !callsOriginal(input.links) {
-            if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, by: -1) }
+            if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, by: -1, sections: &sections) }
             if vectors { restoreVectorState(w) }
             restoreRegisters(w)
             w.leave()
             w.jmpFar(input.originalEntry)
-            return Built(code: try w.finish(), afterCallOffset: nil, epilogueOffset: nil)
+            return try finish()
         }
 
         let skipOriginal = w.newLabel(), runFexit = w.newLabel()
         for link in input.links[.fmodRet] ?? [] {
-            try emitRun(w, link, input)
+            try emitRun(w, link, input, &sections)
             w.test(.rax, .rax)
             w.jcc(.ne, skipOriginal)
         }
@@ -137,15 +147,15 @@ struct ImageBuilder {
         // as from its real caller.
         if vectors { restoreVectorState(w) }
         w.lea(.rsp, .rsp, -stackArgumentBytes)
-        w.lea(.rsi, .rbp, 16)
-        w.mov(.rdi, .rsp)
-        w.mov(.rcx, imm: UInt64(stackArgumentBytes / 8))
-        w.repMovsq()
+        for off in stride(from: Int32(0), to: stackArgumentBytes, by: 8) {   // r11 is reloaded below
+            w.load(.r11, .rbp, 16 + off)
+            w.store(.r11, .rsp, off)
+        }
         restoreRegisters(w)
         w.callFar(input.originalEntry)
         let afterCall = w.offset
         w.lea(.rsp, .rsp, stackArgumentBytes)
-        saveRegisters(w)                               // now the original's state
+        saveRegisters(w)                               // now the original's state (ctx.ret: rax)
         w.store(.rax, .rbp, ctx(ctxRet))
         w.store(.rdx, .rbp, ctx(ctxRetHi))
         w.storeXmm(0, .rbp, ctx(ctxXmmRet))
@@ -154,9 +164,9 @@ struct ImageBuilder {
         w.jmp(runFexit)
         w.bind(skipOriginal)                           // the entry state stays saved
         w.bind(runFexit)
-        for link in input.links[.fexit] ?? [] { try emitRun(w, link, input) }
+        for link in input.links[.fexit] ?? [] { try emitRun(w, link, input, &sections) }
         let epilogue = w.offset
-        if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, by: -1) }
+        if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, by: -1, sections: &sections) }
         if vectors { restoreVectorState(w) }
         restoreRegisters(w)
         w.load(.rax, .rbp, ctx(ctxRet))
@@ -165,7 +175,7 @@ struct ImageBuilder {
         w.loadXmm(1, .rbp, ctx(ctxXmmRet + 16))
         w.leave()
         w.ret()
-        return Built(code: try w.finish(), afterCallOffset: afterCall, epilogueOffset: epilogue)
+        return try finish(afterCall, epilogue)
     }
 
     private static func saveRegisters(_ w: X86Writer) {
@@ -217,10 +227,11 @@ struct ImageBuilder {
     /// One program run. `count` is a per-CPU increment and needs nothing in the tracee; a user
     /// program goes through hookit_rt_run (recursion guard, statistics), with its cookie in ctx.
     /// For fmod_ret, rax is the program's verdict afterwards (a count is never one).
-    private static func emitRun(_ w: X86Writer, _ link: Link, _ input: Input) throws {
+    private static func emitRun(_ w: X86Writer, _ link: Link, _ input: Input,
+                                _ sections: inout [PerCPUCounters.CriticalSection]) throws {
         switch link.code {
         case .count:
-            input.counters.emitIncrement(w, link.counter!)
+            input.counters.emitIncrement(w, link.counter!, sections: &sections)
         case .user(_, _, let address):
             w.mov(.rax, imm: link.cookie)
             w.store(.rax, .rbp, ctx(ctxCookie))

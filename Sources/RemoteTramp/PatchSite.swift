@@ -3,8 +3,11 @@ import Injector
 /// Where and how a function's entry is patched (the seed's ftrace_managed vs plain text poke).
 struct PatchSite {
     enum Style {
-        /// A 5-byte nop from -fpatchable-function-entry / -mnop-mcount: poked to `call image`;
-        /// the original continues right after the nop.
+        /// A 5-byte nop from -fpatchable-function-entry / -mnop-mcount: poked to `jmp image`;
+        /// the original continues right after the nop. (The kernel pokes a `call` for ftrace's
+        /// shared trampolines, which need the site from the return address. hookit's image is
+        /// per function and knows its site; a `call` whose return address the image drops would
+        /// unbalance the CPU's return-stack predictor: measured 8.4 ns per call instead of 1.8.)
         case patchable
         /// An ordinary entry: its first instructions are displaced into `relocated` and the
         /// entry poked to `jmp image`.

@@ -6,11 +6,14 @@ import Injector
 /// over a cache line; the value is the sum of the cells. The CPU number is one thread-local load
 /// from the thread's rseq area (glibc registers it: `fs:[__rseq_offset + 4]` is cpu_id).
 ///
-/// The increment is still a `lock inc`: a thread can migrate between reading its CPU number
-/// and incrementing, and two threads may then share a cell for a moment; the lock keeps every
-/// count exact. A cell may go negative (an in-flight count raised on one CPU, lowered on
-/// another); only the sum means anything. Without rseq (or for a thread that has not registered
-/// it, cpu_id = -1 or -2), every thread uses CPU 0's cell.
+/// The increment is a plain `inc` inside an rseq critical section — the kernel's this_cpu_inc
+/// with preemption off, in user space: if the thread is preempted, migrated or signalled between
+/// reading its CPU number and the increment (the commit), the kernel restarts it at the abort
+/// handler, which retries. So a cell is only ever written by the one thread running on its CPU,
+/// and every count stays exact without a locked instruction. A cell may go negative (an
+/// in-flight count raised on one CPU, lowered on another); only the sum means anything.
+/// Without rseq (or for a thread that has not registered it, cpu_id = -1 or -2), the increment
+/// is a `lock inc` on CPU 0's cell.
 final class PerCPUCounters {
     /// Bytes between one CPU's cells and the next: 131072 counters per CPU, each CPU's in its
     /// own pages, so cells of different CPUs never share a cache line. Only touched pages take
@@ -82,21 +85,60 @@ final class PerCPUCounters {
         return sum
     }
 
+    /// One rseq critical section's descriptor (struct rseq_cs), emitted after the code.
+    struct CriticalSection { let descriptor: Label, start: Label, commit: Label, abort: Label }
+
+    /// glibc's RSEQ_SIG on x86: the kernel checks these 4 bytes just before every abort handler.
+    static let rseqSignature: UInt32 = 0x5305_3053
+
     /// Code that adds one to (or takes one from) the counter. Clobbers rax, r11 and the flags.
-    func emitIncrement(_ w: X86Writer, _ index: Int, by delta: Int = 1) {
-        if let off = cpuIDOffset {
-            let inRange = w.newLabel()
-            w.loadFS32(eax: off)
-            w.cmpEAX(UInt32(cpus))
-            w.jcc(.b, inRange)
+    /// Critical sections used are appended to `sections`; `emitDescriptors` must follow the code.
+    func emitIncrement(_ w: X86Writer, _ index: Int, by delta: Int = 1, sections: inout [CriticalSection]) {
+        guard let cpuID = cpuIDOffset else {
             w.zeroEAX()
-            w.bind(inRange)
-            w.shlRAX(Self.strideShift)
-        } else {
-            w.zeroEAX()
+            w.mov(.r11, imm: cell(index, cpu: 0))
+            if delta > 0 { w.lockInc(.r11, index: .rax) } else { w.lockDec(.r11, index: .rax) }
+            return
         }
+        let rseqCS = cpuID + 4                        // struct rseq: cpu_id at +4, rseq_cs at +8
+        let cs = CriticalSection(descriptor: w.newLabel(), start: w.newLabel(), commit: w.newLabel(), abort: w.newLabel())
+        let arm = w.newLabel(), unregistered = w.newLabel(), done = w.newLabel()
+        w.bind(arm)
+        w.leaRIP(.r11, cs.descriptor)
+        w.storeFS(.r11, rseqCS)                       // the section starts right after this store
+        w.bind(cs.start)
+        w.loadFS32(eax: cpuID)
+        w.cmpEAX(UInt32(cpus))
+        w.jcc(.ae, unregistered)
+        w.shlRAX(Self.strideShift)
         w.mov(.r11, imm: cell(index, cpu: 0))
-        if delta > 0 { w.lockInc(.r11, index: .rax) } else { w.lockDec(.r11, index: .rax) }
+        if delta > 0 { w.inc(.r11, index: .rax) } else { w.dec(.r11, index: .rax) }   // commit
+        w.bind(cs.commit)
+        // Disarm: the descriptor lives in the image, which may be freed later.
+        w.clearFS(rseqCS)
+        w.jmp(done)
+        w.raw([0x0F, 0xB9, 0x3D]); w.u32(Self.rseqSignature)      // ud1: the signature, never run
+        w.bind(cs.abort)
+        w.jmp(arm)
+        w.bind(unregistered)
+        w.clearFS(rseqCS)
+        w.mov(.r11, imm: cell(index, cpu: 0))
+        if delta > 0 { w.lockInc(.r11, 0) } else { w.lockDec(.r11, 0) }
+        w.bind(done)
+        sections.append(cs)
+    }
+
+    /// The struct rseq_cs of each section: version, flags, start_ip, post_commit_offset,
+    /// abort_ip; 32-byte aligned, after the code (never executed).
+    static func emitDescriptors(_ w: X86Writer, _ sections: [CriticalSection]) {
+        for cs in sections {
+            w.alignAbsolute(32)
+            w.bind(cs.descriptor)
+            w.u32(0); w.u32(0)
+            w.quad(cs.start)
+            w.quad(cs.commit, minus: cs.start)
+            w.quad(cs.abort)
+        }
     }
 
     func unmap(tracee: Tracee) {

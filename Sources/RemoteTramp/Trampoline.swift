@@ -41,10 +41,7 @@ final class Trampoline {
 
     /// The bytes at the patch site when `image` is live.
     func patchBytes(for image: Image) -> [UInt8] {
-        switch site.style {
-        case .patchable: return EntryPatch.call(from: site.address, to: image.address)
-        case .relocated: return EntryPatch.jmp(from: site.address, to: image.address)
-        }
+        EntryPatch.jmp(from: site.address, to: image.address)
     }
 
     /// The bytes at the patch site now.

@@ -34,6 +34,8 @@ public final class X86Writer {
     private var labelOffsets: [Int: Int] = [:]
     private var nextLabel = 0
     private var fixups: [(at: Int, label: Label, end: Int)] = []
+    /// 8-byte data fixups: a label's absolute address, or the distance between two labels.
+    private var dataFixups: [(at: Int, label: Label, minus: Label?)] = []
     private var pendingError: WriterError?
 
     public init(base: UInt64) { self.base = base }
@@ -60,6 +62,17 @@ public final class X86Writer {
             guard let target = labelOffsets[f.label.id] else { throw WriterError.unboundLabel(f.label.id) }
             let rel = Int32(target - f.end)
             put32(UInt32(bitPattern: rel), at: f.at)
+        }
+        for f in dataFixups {
+            guard let target = labelOffsets[f.label.id] else { throw WriterError.unboundLabel(f.label.id) }
+            let value: UInt64
+            if let m = f.minus {
+                guard let from = labelOffsets[m.id] else { throw WriterError.unboundLabel(m.id) }
+                value = UInt64(target - from)
+            } else {
+                value = base &+ UInt64(target)
+            }
+            for k in 0..<8 { bytes[f.at + k] = UInt8(truncatingIfNeeded: value >> (8 * k)) }
         }
         return bytes
     }
@@ -295,4 +308,33 @@ public final class X86Writer {
 
     /// Pads with int3 up to a multiple of `n` bytes from the base.
     public func align(_ n: Int) { while bytes.count % n != 0 { int3() } }
+
+    /// Pads with int3 until the next byte's absolute address is a multiple of `n`.
+    public func alignAbsolute(_ n: UInt64) { while pc % n != 0 { int3() } }
+
+    /// 8 bytes: the absolute address of `label`, or `label` minus `minus` when given.
+    public func quad(_ label: Label, minus: Label? = nil) {
+        dataFixups.append((at: bytes.count, label: label, minus: minus))
+        u64(0)
+    }
+
+    /// lea dst, [rip + label]
+    public func leaRIP(_ dst: Reg, _ label: Label) {
+        rex(w: true, r: dst.ext); u8(0x8D); u8(0x05 | dst.low << 3); rel32(to: label)
+    }
+
+    /// mov qword fs:[disp], src
+    public func storeFS(_ src: Reg, _ disp: Int32) {
+        u8(0x64); rex(w: true, r: src.ext); u8(0x89); u8(0x04 | src.low << 3); u8(0x25); u32(UInt32(bitPattern: disp))
+    }
+
+    /// mov qword fs:[disp], 0
+    public func clearFS(_ disp: Int32) {
+        u8(0x64); rex(w: true); u8(0xC7); u8(0x04); u8(0x25); u32(UInt32(bitPattern: disp)); u32(0)
+    }
+
+    /// inc qword [base + index] / dec qword [...] without lock: only inside an rseq critical
+    /// section, where no other thread can touch the same per-CPU cell.
+    public func inc(_ base: Reg, index: Reg) { rex(w: true, x: index.ext, b: base.ext); u8(0xFF); sib(reg: 0, base: base, index: index) }
+    public func dec(_ base: Reg, index: Reg) { rex(w: true, x: index.ext, b: base.ext); u8(0xFF); sib(reg: 1, base: base, index: index) }
 }

@@ -62,6 +62,9 @@ final class X86WriterTests: XCTestCase {
             ("lock inc qword ptr [r11+rax]", { $0.lockInc(.r11, index: .rax) }),
             ("lock dec qword ptr [r11+rax]", { $0.lockDec(.r11, index: .rax) }),
             ("lock inc qword ptr [r13+rcx]", { $0.lockInc(.r13, index: .rcx) }),
+            ("inc qword ptr [r11+rax]", { $0.inc(.r11, index: .rax) }), ("dec qword ptr [r11+rax]", { $0.dec(.r11, index: .rax) }),
+            ("mov qword ptr fs:0x928, r11", { $0.storeFS(.r11, 0x928) }),
+            ("mov qword ptr fs:0x928, 0", { $0.clearFS(0x928) }),
         ]
         for (text, emit) in cases {
             let w = X86Writer(base: 0x1000)
