@@ -38,6 +38,19 @@ ssize_t hk_vm_write(pid_t pid, uint64_t remote, const void *local, size_t len) {
     return process_vm_writev(pid, &l, 1, &r, 1, 0);
 }
 
+ssize_t hk_vm_read_many(pid_t pid, const uint64_t *remote, const size_t *lens, size_t n, void *local) {
+    struct iovec r[1024];
+    size_t total = 0;
+    if (n > 1024) { errno = EINVAL; return -1; }
+    for (size_t i = 0; i < n; i++) {
+        r[i].iov_base = (void *)remote[i];
+        r[i].iov_len = lens[i];
+        total += lens[i];
+    }
+    struct iovec l = { local, total };
+    return process_vm_readv(pid, &l, 1, r, n, 0);
+}
+
 uint64_t hk_xcr0(void) {
     uint32_t lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));

@@ -39,6 +39,29 @@ public final class RemoteMemory {
         if m != bytes.count { throw InjectorError.memoryWrite(address: address, length: bytes.count, errno: m < 0 ? errno : EIO) }
     }
 
+    /// Many small ranges in few syscalls (vectored process_vm_readv, 1024 ranges per call);
+    /// falls back to one read per range when a batch is refused.
+    public func read(ranges: [(address: UInt64, count: Int)]) throws -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        out.reserveCapacity(ranges.count)
+        var i = 0
+        while i < ranges.count {
+            let batch = ranges[i..<min(i + 1024, ranges.count)]
+            let total = batch.reduce(0) { $0 + $1.count }
+            var buf = [UInt8](repeating: 0, count: total)
+            let addrs = batch.map(\.address), lens = batch.map { $0.count }
+            let n = buf.withUnsafeMutableBytes { hk_vm_read_many(pid, addrs, lens, lens.count, $0.baseAddress) }
+            if n == total {
+                var at = 0
+                for r in batch { out.append(Array(buf[at..<at + r.count])); at += r.count }
+            } else {
+                for r in batch { out.append(try read(at: r.address, count: r.count)) }
+            }
+            i += batch.count
+        }
+        return out
+    }
+
     public func readCString(at address: UInt64, max: Int = 4096) throws -> String {
         var out = [UInt8]()
         var addr = address

@@ -50,6 +50,16 @@ final class CodeAllocator {
         return a
     }
 
+    /// Gives back the tail of an allocation of `from` bytes that needs only `to`; returns the
+    /// size it keeps (rounded to the granule).
+    func shrink(_ address: UInt64, from: Int, to: Int) -> Int {
+        let g = Int(Self.granule)
+        let keep = (to + g - 1) / g * g
+        let had = (from + g - 1) / g * g
+        if had > keep { release(address + UInt64(keep), size: had - keep) }
+        return keep
+    }
+
     func release(_ address: UInt64, size: Int) {
         let len = (UInt64(size) + Self.granule - 1) & ~(Self.granule - 1)
         guard let i = pages.firstIndex(where: { address >= $0.address && address < $0.address + $0.size }) else { return }

@@ -6,13 +6,16 @@ import Injector
 /// reported, never overwritten), and as one pwrite of at most 8 bytes within one page, which
 /// lands whole even if hookit dies mid-way (design.md, "Text pokes").
 enum TextPoke {
-    static func poke(_ tracee: Tracee, at address: UInt64, expected old: [UInt8], new: [UInt8], function: String) throws {
+    /// `current`: the bytes there now, when the caller read them already (a batch of pokes
+    /// reads all its sites in a few vectored reads); nil to read them here.
+    static func poke(_ tracee: Tracee, at address: UInt64, expected old: [UInt8], new: [UInt8], function: String,
+                     current known: [UInt8]? = nil) throws {
         precondition(tracee.held, "text pokes need the world stopped")
         precondition(old.count == new.count && new.count <= 8)
         guard address / 4096 == (address + UInt64(new.count) - 1) / 4096 else {
             throw TrampolineError.cannotPatch(function: function, reason: "the patch at 0x\(String(address, radix: 16)) would cross a page boundary")
         }
-        let current = try tracee.memory.read(at: address, count: old.count)
+        let current = try known ?? tracee.memory.read(at: address, count: old.count)
         guard current == old else {
             throw TrampolineError.foreignPatch(function: function, address: address, found: current, expected: old,
                                                what: PatchSite.describeForeign(current.first ?? 0))

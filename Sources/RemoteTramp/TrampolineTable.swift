@@ -162,13 +162,16 @@ public final class TrampolineTable {
         case .patchable:
             t = Trampoline(site: site, relocatedBlock: nil, originalEntry: site.afterPatch)
         case .relocated(let probe, let body, let trailing):
-            let size = probe.code.count + 32
-            let block = try code.allocate(size, kind: .prologue, near: module, tracee: tracee)
+            let bound = probe.code.count + 64          // far forms may be longer at another address
+            let block = try code.allocate(bound, kind: .prologue, near: module, tracee: tracee)
             let final: RelocatedPrologue
+            let size: Int
             do {
                 final = try Relocator.relocate(function: body, trailing: trailing, address: f.address, destination: block)
+                guard final.code.count <= bound else { throw TrampolineError.cannotPatch(function: site.label, reason: "internal error: relocated prologue larger than its bound") }
+                size = code.shrink(block, from: bound, to: final.code.count)
             } catch {
-                code.release(block, size: size)
+                code.release(block, size: bound)
                 throw TrampolineError.cannotPatch(function: site.label, reason: "\(error)")
             }
             queueCode(final.code, at: block, size: size)
@@ -239,9 +242,11 @@ public final class TrampolineTable {
             throw error
         }
         var pcs = try TextPoke.threadPCs(tracee)
+        // Every site's current bytes in a few reads; each poke still checks them.
+        let current = try tracee.memory.read(ranges: built.map { ($0.0.site.address, PatchSite.patchLength) })
         for (i, (t, image)) in built.enumerated() {
             do {
-                try swap(t, to: image, pcs: &pcs)
+                try swap(t, to: image, pcs: &pcs, current: current[i])
             } catch {
                 for (_, rest) in built[(i + 1)...] { if let r = rest { release(r) } }
                 throw error
@@ -250,7 +255,7 @@ public final class TrampolineTable {
     }
 
     /// register / modify / unregister: one poke from the current bytes to the new image's.
-    private func swap(_ t: Trampoline, to new: Image?, pcs: inout [pid_t: UInt64]) throws {
+    private func swap(_ t: Trampoline, to new: Image?, pcs: inout [pid_t: UInt64], current: [UInt8]) throws {
         let old = t.image
         let oldBytes = t.currentBytes
         let newBytes = new.map(t.patchBytes(for:)) ?? t.site.original
@@ -260,7 +265,7 @@ public final class TrampolineTable {
                 try TextPoke.moveThreads(outOf: t.site.address, length: PatchSite.patchLength, tracee: tracee,
                                          pcs: &pcs, translate: t.translate, function: t.label)
             }
-            try TextPoke.poke(tracee, at: t.site.address, expected: oldBytes, new: newBytes, function: t.label)
+            try TextPoke.poke(tracee, at: t.site.address, expected: oldBytes, new: newBytes, function: t.label, current: current)
         } catch {
             if let n = new { release(n) }
             throw error
@@ -271,30 +276,34 @@ public final class TrampolineTable {
     }
 
     private func buildImage(_ t: Trampoline) throws -> Image {
-        let callsOriginal = ImageBuilder.callsOriginal(t.links)
         let counter = ImageBuilder.needsInflight(t.links) ? try counters.allocate(tracee: tracee) : nil
         let input = ImageBuilder.Input(site: t.site, links: t.links, originalEntry: t.originalEntry,
                                        runtimeRun: runtimeRun, inflightCounter: counter, counters: counters)
-        // Assemble once to learn the size, then for real at the allocated address (far forms
-        // are chosen by reach, so leave slack for them).
-        let probe = try ImageBuilder.build(input, at: t.site.function.address)
-        let size = probe.code.count + 64
-        let address = try code.allocate(size, kind: .image, near: t.site.module, tracee: tracee)
+        // Code is assembled for the address it runs at, so the space comes first: an upper
+        // bound, whose unused tail goes straight back to the allocator (and is the next
+        // image's start, which keeps a page's images contiguous for flushCode).
+        let bound = Self.imageSizeBound(t)
+        let address = try code.allocate(bound, kind: .image, near: t.site.module, tracee: tracee)
         let built: ImageBuilder.Built
+        let size: Int
         do {
             built = try ImageBuilder.build(input, at: address)
-            guard built.code.count <= size else { throw TrampolineError.cannotPatch(function: t.label, reason: "image grew") }
+            guard built.code.count <= bound else { throw TrampolineError.cannotPatch(function: t.label, reason: "internal error: image larger than its bound") }
+            size = code.shrink(address, from: bound, to: built.code.count)
             queueCode(built.code, at: address, size: size)
         } catch {
-            code.release(address, size: size)
+            code.release(address, size: bound)
             if let c = counter { counters.release(c) }
             throw error
         }
-        _ = callsOriginal
         return Image(address: address, size: size, selector: t.selector + 1, inflightCounter: counter,
                      afterCall: built.afterCallOffset.map { address + UInt64($0) },
                      epilogue: built.epilogueOffset.map { address + UInt64($0) })
     }
+
+    /// More than any image of `t` can take: frame, register and vector saves, the stack-argument
+    /// copy and ~200 bytes per program (a per-CPU count with its rseq section and descriptor).
+    static func imageSizeBound(_ t: Trampoline) -> Int { 1536 + 256 * t.programCount }
 
     /// Queues code for `flushCode`, padded with int3 to its whole allocation so neighbouring
     /// allocations form one contiguous run.

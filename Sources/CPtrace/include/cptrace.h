@@ -71,6 +71,8 @@ static inline int hk_sigrtmin(void) { return SIGRTMIN; }
 /// process_vm_readv / process_vm_writev on one local and one remote range.
 ssize_t hk_vm_read(pid_t pid, uint64_t remote, void *local, size_t len);
 ssize_t hk_vm_write(pid_t pid, uint64_t remote, const void *local, size_t len);
+/// process_vm_readv of n remote ranges (n <= IOV_MAX) into one local buffer, back to back.
+ssize_t hk_vm_read_many(pid_t pid, const uint64_t *remote, const size_t *lens, size_t n, void *local);
 
 // ---- CPU ----------------------------------------------------------------------
 
