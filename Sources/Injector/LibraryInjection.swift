@@ -59,17 +59,13 @@ extension Tracee {
         let fd = open(seen, O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw InjectorError.libraryPath(path: path, detail: errnoText(errno)) }
         defer { Glibc.close(fd) }
-        var hdr = [UInt8](repeating: 0, count: 20)
-        let n = hdr.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 20, 0) }
-        guard n == 20, hdr[0] == 0x7f, hdr[1] == 0x45, hdr[2] == 0x4c, hdr[3] == 0x46 else {
+        guard let id = ElfIdent(fd: fd) else {
             throw InjectorError.libraryPath(path: path, detail: "not an ELF file")
         }
-        let type = UInt16(hdr[16]) | UInt16(hdr[17]) << 8
-        let machine = UInt16(hdr[18]) | UInt16(hdr[19]) << 8
-        if hdr[4] != 2 || machine != 62 {
+        if !id.isX86_64 {
             throw InjectorError.libraryPath(path: path, detail: "not an x86-64 ELF object")
         }
-        if type != 3 {
+        if !id.isSharedObject {
             throw InjectorError.libraryPath(path: path, detail: "not a shared object (ET_DYN)")
         }
     }

@@ -41,15 +41,11 @@ public enum Preflight {
             throw InjectorError.proc(path: path, errno: e)
         }
         defer { close(fd) }
-        var hdr = [UInt8](repeating: 0, count: 20)
-        let n = hdr.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 20, 0) }
-        guard n == 20, hdr[0] == 0x7f, hdr[1] == 0x45, hdr[2] == 0x4c, hdr[3] == 0x46 else {
+        guard let id = ElfIdent(fd: fd) else {
             throw InjectorError.notX86_64(pid: pid, detail: "its executable is not an ELF file")
         }
-        let machine = UInt16(hdr[18]) | UInt16(hdr[19]) << 8
-        if hdr[4] != 2 || machine != 62 {
-            let cls = hdr[4] == 1 ? "32-bit" : "64-bit"
-            throw InjectorError.notX86_64(pid: pid, detail: "\(cls) ELF, machine \(machine)")
+        if !id.isX86_64 {
+            throw InjectorError.notX86_64(pid: pid, detail: "\(id.is64Bit ? "64-bit" : "32-bit") ELF, machine \(id.machine)")
         }
     }
 
@@ -68,5 +64,25 @@ public enum Preflight {
         }
         if getuid() != 0 { hint += "; the process belongs to \(owner)" }
         return hint
+    }
+}
+
+/// The identifying fields of an ELF header: class, type, machine.
+struct ElfIdent {
+    let is64Bit: Bool
+    let type: UInt16
+    let machine: UInt16
+
+    var isX86_64: Bool { is64Bit && machine == 62 }          // EM_X86_64
+    var isSharedObject: Bool { type == 3 }                     // ET_DYN
+
+    /// nil when the file does not start with an ELF header.
+    init?(fd: Int32) {
+        var hdr = [UInt8](repeating: 0, count: 20)
+        let n = hdr.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 20, 0) }
+        guard n == 20, hdr[0] == 0x7f, hdr[1] == 0x45, hdr[2] == 0x4c, hdr[3] == 0x46 else { return nil }
+        is64Bit = hdr[4] == 2
+        type = UInt16(hdr[16]) | UInt16(hdr[17]) << 8
+        machine = UInt16(hdr[18]) | UInt16(hdr[19]) << 8
     }
 }

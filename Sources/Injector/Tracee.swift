@@ -239,11 +239,14 @@ public struct StopStats: Sendable {
     }
 }
 
-enum Clock {
+public enum Clock {
     /// CLOCK_MONOTONIC in nanoseconds.
-    static func now() -> UInt64 {
+    public static func now() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
+
+    /// CLOCK_MONOTONIC in seconds.
+    public static func seconds() -> Double { Double(now()) / 1e9 }
 }

@@ -388,12 +388,12 @@ public final class TrampolineTable {
         }
         report.leftMapped += keep.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16)) (the original of a replaced function)" }
         let ranges = retired.map(\.range) + trampolines.values.compactMap(\.relocatedBlock).filter { !keep.contains($0) }
-        let deadline = now() + waitSeconds
+        let deadline = Clock.seconds() + waitSeconds
         while true {
             let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, (try? counters.read($0, memory: tracee.memory)) ?? 1) } }
             let busy = ImageRetirement.busyRanges(ranges, inflight: inflight, tracee: tracee)
             if busy.isEmpty { break }
-            if now() >= deadline {
+            if Clock.seconds() >= deadline {
                 report.leftMapped += busy.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16))" }
                 report.problems.append("\(busy.count) trampoline range(s) may still be in use by a thread; left mapped")
                 return report
@@ -430,11 +430,6 @@ public final class TrampolineTable {
         return report
     }
 
-    private func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
 }
 
 public struct TableDetachReport: Sendable {

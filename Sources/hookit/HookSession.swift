@@ -69,9 +69,9 @@ final class HookSession {
     /// Services the tracee's events (signals, new threads) until the duration passes or a
     /// termination signal arrives.
     func runUntilDone(duration: Double?) {
-        let start = Self.now()
+        let start = Clock.seconds()
         while hk_interrupt_signal == 0 {
-            if let d = duration, Self.now() - start >= d { break }
+            if let d = duration, Clock.seconds() - start >= d { break }
             do {
                 try tracee.pump(seconds: 0.05)
             } catch {
@@ -103,9 +103,4 @@ final class HookSession {
         return report.problems.isEmpty && injector.problems.isEmpty
     }
 
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
 }
