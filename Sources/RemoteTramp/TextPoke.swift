@@ -52,9 +52,8 @@ enum TextPoke {
     }
 }
 
-/// Machine code for the entry patch.
+/// Machine code for the entry patch: `jmp rel32` to the image, for both entry styles.
 enum EntryPatch {
-    static func call(from site: UInt64, to target: UInt64) -> [UInt8] { rel32(0xE8, site, target) }
     static func jmp(from site: UInt64, to target: UInt64) -> [UInt8] { rel32(0xE9, site, target) }
 
     private static func rel32(_ op: UInt8, _ site: UInt64, _ target: UInt64) -> [UInt8] {
