@@ -44,6 +44,41 @@ enum TextPoke {
         }
     }
 
+    /// Words near the top of every thread's stack, sorted: a signal handler running on a
+    /// thread keeps the interrupted PC in its signal frame there, and `sigreturn` will jump
+    /// back to it. A saved PC inside bytes about to be patched cannot be moved (the frame's
+    /// layout is the kernel's), so such a patch is refused instead (invariant 1).
+    static func stackWords(_ tracee: Tracee, bytes: Int = 16 * 1024) throws -> [UInt64] {
+        // (Unsorted: callers look the words up in their own, much shorter, sorted site list.)
+        let maps = (try? ProcMaps.read(tracee.pid)) ?? []
+        var words: [UInt64] = []
+        for tid in tracee.threadIDs {
+            let rsp = try tracee.registers(of: tid).rsp
+            guard let m = maps.first(where: { rsp >= $0.start && rsp < $0.end }) else { continue }
+            let n = Int(min(m.end - rsp, UInt64(bytes))) & ~7
+            guard let raw = try? tracee.memory.read(at: rsp, count: n) else { continue }
+            raw.withUnsafeBytes { b in
+                for i in stride(from: 0, to: n, by: 8) { words.append(b.loadUnaligned(fromByteOffset: i, as: UInt64.self)) }
+            }
+        }
+        return words
+    }
+
+    /// The first word strictly inside (site, site + length) of one of `sites` (sorted), with
+    /// the index of that site.
+    static func firstHit(_ words: [UInt64], sites: [UInt64], length: Int) -> (site: Int, word: UInt64)? {
+        guard let low = sites.first, let high = sites.last else { return nil }
+        for w in words where w > low && w < high + UInt64(length) {
+            var lo = 0, hi = sites.count                     // the last site below w
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if sites[mid] < w { lo = mid + 1 } else { hi = mid }
+            }
+            if lo > 0 && w < sites[lo - 1] + UInt64(length) { return (lo - 1, w) }
+        }
+        return nil
+    }
+
     /// The PC of every thread, while the world is stopped.
     static func threadPCs(_ tracee: Tracee) throws -> [pid_t: UInt64] {
         var pcs: [pid_t: UInt64] = [:]

@@ -241,6 +241,16 @@ public final class TrampolineTable {
             for (_, image) in built { if let i = image { release(i) } }
             throw error
         }
+        // A first patch of a site is refused, before any poke of this batch, if a signal frame
+        // on some thread's stack would return into the middle of its bytes.
+        let firstPatches = built.filter { $0.0.image == nil && $0.1 != nil }.map(\.0).sorted { $0.site.address < $1.site.address }
+        if !firstPatches.isEmpty,
+           let hit = TextPoke.firstHit(try TextPoke.stackWords(tracee), sites: firstPatches.map(\.site.address),
+                                       length: PatchSite.patchLength) {
+            for (_, image) in built { if let i = image { release(i) } }
+            throw TrampolineError.cannotPatch(function: firstPatches[hit.site].label,
+                reason: "a thread's stack holds 0x\(String(hit.word, radix: 16)), inside the bytes to patch (an interrupted frame of a running signal handler); try again")
+        }
         var pcs = try TextPoke.threadPCs(tracee)
         // Every site's current bytes in a few reads; each poke still checks them.
         let current = try tracee.memory.read(ranges: built.map { ($0.0.site.address, PatchSite.patchLength) })

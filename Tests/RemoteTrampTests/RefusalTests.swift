@@ -128,6 +128,28 @@ final class ThreadMoveTests: XCTestCase {
         try h.finish()
     }
 
+    /// A signal handler's frame would `sigreturn` into the middle of the patch: refused, and
+    /// the entry is left as it was; once the frame is gone, the same patch goes through.
+    func testInterruptedFrameInsideThePatchIsRefused() throws {
+        let h = try HookHarness()
+        let f = try h.function("patch5")
+        let tid = h.target.pid
+        let slot = try h.tracee.registers(of: tid).rsp + 8
+        let saved = try h.tracee.memory.read(at: slot, count: 8)
+        try h.tracee.memory.write([UInt8].le(f.address + 2), at: slot)      // as a sigframe's saved rip would be
+        try h.link(.fentry, "patch5")
+        XCTAssertThrowsError(try h.table.update()) { e in
+            guard case .cannotPatch(_, let reason) = e as? TrampolineError else { return XCTFail("\(e)") }
+            XCTAssertTrue(reason.contains("interrupted frame"), reason)
+        }
+        XCTAssertEqual(try h.tracee.memory.read(at: f.address, count: 5), PatchSite.nop1x5)
+        try h.tracee.memory.write(saved, at: slot)
+        try h.table.update()
+        try h.tracee.resumeWorld()
+        XCTAssertEqual(try h.target.send("patch5 2"), "6")
+        try h.finish()
+    }
+
     func testThreadInsideDisplacedInstructionsMovesToTheirRelocatedCopy() throws {
         let h = try HookHarness()
         // jcc_first displaces `test rdi, rdi` (3 bytes) and `jz` (2 bytes): a PC on the jz.
