@@ -23,8 +23,9 @@ import Injector
 /// Lean image (only built-in counts on fentry): save rax, r11 -> counts -> restore -> jmp original.
 /// Call-original image (fexit or fmod_ret present; the seed's BPF_TRAMP_F_CALL_ORIG):
 ///   save -> in-flight++ -> fentry -> fmod_ret (non-zero: skip) -> restore the entry state, copy
-///   the stack arguments, call original -> [ip_after_call] save the original's state -> fexit ->
-///   [ip_epilogue] in-flight-- -> restore that state, return values from ctx -> leave; ret.
+///   the stack arguments, call original -> save the original's state -> [ip_after_call: a 5-byte
+///   nop] -> fexit -> [ip_epilogue] in-flight-- -> restore that state, return values from ctx ->
+///   leave; ret.
 /// Resume image (fentry only; the seed's BPF_TRAMP_F_RESTORE_REGS): save -> in-flight++ ->
 ///   fentry -> in-flight-- -> restore everything -> leave -> jmp to the original, which then
 ///   runs as if never interrupted.
@@ -153,7 +154,6 @@ struct ImageBuilder {
         }
         restoreRegisters(w)
         w.callFar(input.originalEntry)
-        let afterCall = w.offset
         w.lea(.rsp, .rsp, stackArgumentBytes)
         saveRegisters(w)                               // now the original's state (ctx.ret: rax)
         w.store(.rax, .rbp, ctx(ctxRet))
@@ -161,6 +161,10 @@ struct ImageBuilder {
         w.storeXmm(0, .rbp, ctx(ctxXmmRet))
         w.storeXmm(1, .rbp, ctx(ctxXmmRet + 16))
         if vectors { saveVectorState(w) }              // clobbers rax and rdx: after the stores
+        // ip_after_call: once this image is retired, this nop becomes `jmp epilogue`, so a
+        // thread that comes back from the original late skips programs that are gone.
+        let afterCall = w.offset
+        w.raw(PatchSite.nop5)
         w.jmp(runFexit)
         w.bind(skipOriginal)                           // the entry state stays saved
         w.bind(runFexit)

@@ -262,6 +262,7 @@ public final class TrampolineTable {
                 throw error
             }
         }
+        collectRetired()
     }
 
     /// register / modify / unregister: one poke from the current bytes to the new image's.
@@ -282,7 +283,7 @@ public final class TrampolineTable {
         }
         _ = t.install(new)
         t.dirty = false
-        if let o = old { retired.append(o) }
+        if let o = old { retire(o) }
     }
 
     private func buildImage(_ t: Trampoline) throws -> Image {
@@ -314,6 +315,37 @@ public final class TrampolineTable {
     /// More than any image of `t` can take: frame, register and vector saves, the stack-argument
     /// copy and ~200 bytes per program (a per-CPU count with its rseq section and descriptor).
     static func imageSizeBound(_ t: Trampoline) -> Int { 1536 + 256 * t.programCount }
+
+    // MARK: - retirement (the seed's bpf_tramp_image_put)
+
+    /// An image that no entry reaches any more. Threads may still be inside it, or inside the
+    /// original called from it; its after-call site is patched to jump straight to its epilogue
+    /// (the seed's ip_after_call -> ip_epilogue), so such a thread skips the fexit programs of a
+    /// list that has changed. It is freed by `collectRetired` once quiescent.
+    func retire(_ image: Image) {
+        if let site = image.afterCall, let epilogue = image.epilogue {
+            try? TextPoke.poke(tracee, at: site, expected: PatchSite.nop5, new: EntryPatch.jmp(from: site, to: epilogue),
+                               function: "retired image 0x\(String(image.address, radix: 16))")
+        }
+        retired.append(image)
+    }
+
+    /// Frees the retired images no thread can be in any more (PC, in-flight count, stack);
+    /// the others wait for a later call. Needs the world stopped. Returns how many were freed.
+    @discardableResult
+    public func collectRetired() -> Int {
+        precondition(tracee.held, "retirement checks need the world stopped")
+        guard !retired.isEmpty else { return 0 }
+        let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, (try? counters.read($0, memory: tracee.memory)) ?? 1) } }
+        let busy = Set(ImageRetirement.busyRanges(retired.map(\.range), inflight: inflight, tracee: tracee))
+        let (keep, free) = (retired.filter { busy.contains($0.range) }, retired.filter { !busy.contains($0.range) })
+        for image in free { release(image) }
+        retired = keep
+        return free.count
+    }
+
+    /// Images retired and not yet freed.
+    public var retiredCount: Int { retired.count }
 
     /// Queues code for `flushCode`, padded with int3 to its whole allocation so neighbouring
     /// allocations form one contiguous run.

@@ -1,0 +1,85 @@
+import Glibc
+import Injector
+import TestSupport
+import XCTest
+@testable import RemoteTramp
+
+/// Changing the programs of a function while threads call it at full speed: every change
+/// builds a new image and swaps the entry in one poke; old images are retired and freed once
+/// no thread can be in them; no call is lost, counted twice or answered wrongly.
+final class LiveChangeTests: XCTestCase {
+    func testCountStaysExactWhileOtherProgramsAreLinkedAndUnlinked() throws {
+        let target = try TargetProcess("hooktarget")
+        XCTAssertEqual(try target.send("spinbg 8"), "spinning 8")
+        let symbols = try SymbolTable(pid: target.pid)
+        let add = try symbols.function("hooktarget:add")
+        let tracee = try Tracee.attach(pid: target.pid)
+        var options = TrampolineTable.Options()
+        options.runtimeLibrary = HookHarness.runtime
+        let table = TrampolineTable(tracee: tracee, symbols: symbols, options: options)
+        let counter = try XCTUnwrap(try tracee.dlsym(handle: 0, name: "add_calls", symbols: symbols))
+        let count = try table.link(.fentry, .count, to: add)
+        // Load the program library before the exact window: loading it runs remote calls.
+        let warm = try table.link(.fexit, .user(library: HookHarness.progs, symbol: "record_exit"), to: add)
+        try table.unlink(warm.id)
+
+        try tracee.resumeWorld()
+        XCTAssertEqual(try target.send("pause"), "paused 8")
+        try tracee.stopWorld()
+        try table.update()
+        let before = try tracee.memory.readU64(at: counter)
+        let countBefore = try table.stats(count).calls
+        try tracee.resumeWorld()
+        XCTAssertEqual(try target.send("resume"), "resumed")
+
+        var extra: Link?
+        var maxRetired = 0
+        for i in 0..<300 {
+            try tracee.stopWorld()
+            if let e = extra {
+                try table.unlink(e.id)
+                extra = nil
+            } else {
+                let kind: ProgramKind = i % 4 == 0 ? .fentry : .fexit
+                extra = try table.link(kind, .user(library: HookHarness.progs, symbol: kind == .fentry ? "count_entry" : "record_exit"), to: add)
+            }
+            try table.update()
+            maxRetired = max(maxRetired, table.retiredCount)
+            try tracee.resumeWorld()
+            try tracee.pump(seconds: 0.002)
+        }
+        XCTAssertEqual(try target.send("pause"), "paused 8")
+        try tracee.stopWorld()
+        let after = try tracee.memory.readU64(at: counter)
+        let counted = try table.stats(count).calls - countBefore
+        XCTAssertGreaterThan(after - before, 10_000, "the threads ran throughout")
+        XCTAssertEqual(counted, after - before, "every call in the window counted exactly once across 300 image swaps")
+        XCTAssertLessThan(maxRetired, 100, "retired images are freed as they become quiescent, not kept until detach")
+        XCTAssertEqual(table.detach().problems, [])
+        tracee.detach()
+        XCTAssertEqual(try target.send("resume"), "resumed")
+        XCTAssertTrue(try target.send("stop").hasPrefix("stopped "))
+        XCTAssertEqual(try target.send("spinbad"), "0", "every call returned the right value")
+    }
+
+    func testRetiredFexitImageSendsLateThreadsStraightToItsEpilogue() throws {
+        let h = try HookHarness()
+        let link = try h.link(.fexit, "add", "record_exit")
+        try h.go()
+        try h.tracee.stopWorld()
+        let t = try XCTUnwrap(h.table.trampoline(at: try h.function("add").address))
+        let old = try XCTUnwrap(t.image)
+        let site = try XCTUnwrap(old.afterCall), epilogue = try XCTUnwrap(old.epilogue)
+        XCTAssertEqual(try h.tracee.memory.read(at: site, count: 5), PatchSite.nop5)
+        try h.table.unlink(link.id)
+        try h.table.link(.fentry, .count, to: try h.function("add"))
+        try h.table.update()
+        // Retirement patched the site before the (quiescent) image was given back to the
+        // allocator, which does not overwrite freed code.
+        XCTAssertEqual(try h.tracee.memory.read(at: site, count: 5), EntryPatch.jmp(from: site, to: epilogue),
+                       "the retired image's after-call site jumps to its epilogue")
+        try h.tracee.resumeWorld()
+        XCTAssertEqual(try h.target.send("add 2 3"), "5")
+        try h.finish()
+    }
+}
