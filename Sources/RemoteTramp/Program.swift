@@ -53,4 +53,10 @@ public struct LinkStats: Sendable, Equatable {
     public var calls: UInt64
     public var nsecs: UInt64
     public var misses: UInt64
+
+    public init(calls: UInt64, nsecs: UInt64, misses: UInt64) {
+        self.calls = calls
+        self.nsecs = nsecs
+        self.misses = misses
+    }
 }

@@ -29,7 +29,7 @@ public final class TrampolineTable {
     }
 
     public let tracee: Tracee
-    let symbols: SymbolTable
+    private(set) var symbols: SymbolTable
     let options: Options
     let code: CodeAllocator
     let data = DataArena()
@@ -59,6 +59,9 @@ public final class TrampolineTable {
     }
 
     func trampoline(at address: UInt64) -> Trampoline? { trampolines[address] }
+
+    /// A newer view of the tracee's modules (a library loaded after attach can then be hooked).
+    public func useSymbols(_ newer: SymbolTable) { symbols = newer }
 
     /// Bytes of trampoline code in use: live images and relocated prologues.
     public var codeBytesUsed: Int {

@@ -31,6 +31,9 @@ struct AttachCommand: ParsableCommand {
     @Flag(help: "One JSON object per line.")
     var json = false
 
+    @Flag(help: "Read commands on stdin (add, remove, list, detach) and apply each live.")
+    var interactive = false
+
     @Flag(name: .customLong("no-time"), help: "Do not time program runs (counts and misses are still kept).")
     var noTime = false
 
@@ -42,7 +45,7 @@ struct AttachCommand: ParsableCommand {
         let requests: [HookRequest]
         do {
             requests = try counts.map { try HookRequest(count: $0) } + progs.map { try HookRequest(prog: $0) }
-            if requests.isEmpty { throw ValidationError("nothing to attach: give --count or --prog") }
+            if requests.isEmpty && !interactive { throw ValidationError("nothing to attach: give --count or --prog (or --interactive)") }
         } catch let e as ValidationError {
             throw e
         } catch {
@@ -58,7 +61,11 @@ struct AttachCommand: ParsableCommand {
         } catch {
             fail(error)
         }
-        session.runUntilDone(duration: duration)
+        if interactive {
+            InteractiveSession(session: session, output: output).run()
+        } else {
+            session.runUntilDone(duration: duration)
+        }
         let ok = session.detach()
         if !ok { Glibc.exit(1) }
     }
@@ -70,8 +77,11 @@ struct HookRequest {
     var pattern: SymbolPattern
     var program: ProgramSpec
     var cookie: UInt64 = 0
+    /// As the user wrote it, for `list`.
+    var text: String
 
     init(count pattern: String) throws {
+        text = "--count \(pattern)"
         kind = .fentry
         self.pattern = try SymbolPattern(pattern)
         program = .count
@@ -79,6 +89,7 @@ struct HookRequest {
 
     /// KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N]
     init(prog text: String) throws {
+        self.text = "--prog \(text)"
         guard let colon = text.firstIndex(of: ":"), let eq = text.firstIndex(of: "="), colon < eq,
               let k = ProgramKind(rawValue: String(text[..<colon])) else {
             throw ValidationError("--prog '\(text)': expected KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N] with KIND fentry, fexit, fmod_ret or replace")

@@ -3,49 +3,45 @@ import Glibc
 import Injector
 import RemoteTramp
 
-/// The attach → hook → wait → detach life cycle of `hookit attach`. All hooking logic lives in
-/// RemoteTramp; this only drives it and reports.
+/// One `--count` / `--prog` group as the user added it: a hook id for the session, with the
+/// links it made (one per matching function).
+struct Hook {
+    let id: Int
+    let text: String
+    var links: [Link]
+}
+
+/// The attach → hook → wait → detach life cycle of `hookit attach`, and the live add/remove of
+/// hooks of an interactive session. All hooking logic lives in RemoteTramp; this only drives it
+/// and reports.
 final class HookSession {
     let tracee: Tracee
     let table: TrampolineTable
     let output: Output
-    var refused: [(function: String, reason: String)] = []
+    private(set) var symbols: SymbolTable
+    private(set) var hooks: [Hook] = []
+    private var nextHookID = 1
 
+    /// Attaches, creates the trampoline table and adds `requests` (if any) as the first hook.
+    /// Returns with the tracee running.
     init(pid: pid_t, requests: [HookRequest], options: TrampolineTable.Options, output: Output) throws {
         self.output = output
         try Preflight.check(pid: pid, forAttach: true)
         // Symbols first: reading them needs no stop.
-        let symbols = try SymbolTable(pid: pid)
-        var plan: [(HookRequest, [FunctionSymbol])] = []
-        for r in requests { plan.append((r, try symbols.resolve([r.pattern]))) }
-
+        symbols = try SymbolTable(pid: pid)
+        for r in requests { _ = try symbols.resolve([r.pattern]) }   // bad patterns fail before attaching
         tracee = try Tracee.attach(pid: pid)
         var options = options
         options.runtimeLibrary = Self.runtimeLibraryPath()
         table = TrampolineTable(tracee: tracee, symbols: symbols, options: options)
         do {
-            // Entries are read and relocated while the process runs; the stop that links and
-            // patches them is then short.
             try tracee.resumeWorld()
-            _ = table.prepare(plan.flatMap { $0.1 })
-            try tracee.stopWorld()
-            for (request, functions) in plan {
-                var linked = 0
-                for f in functions {
-                    do {
-                        try table.link(request.kind, request.program, to: f, cookie: request.cookie)
-                        linked += 1
-                    } catch let e as TrampolineError {
-                        // One function that cannot be hooked safely does not sink a whole pattern,
-                        // but a pattern that hooks nothing is an error.
-                        guard functions.count > 1, case .cannotPatch = e else { throw e }
-                        refused.append(("\(f.module):\(f.name)", "\(e)"))
-                    }
-                }
-                if linked == 0 { throw TrampolineError.cannotPatch(function: request.pattern.text, reason: "every matching function was refused") }
+            var refused: [(function: String, reason: String)] = []
+            if !requests.isEmpty {
+                refused = try add(requests, text: requests.map(\.text).joined(separator: " ")).refused
             }
-            try table.update()
-            try tracee.resumeWorld()
+            output.attached(functions: table.hookedFunctions.count, links: table.links.count, refused: refused,
+                            stop: tracee.stopStats, codeUsed: table.codeBytesUsed, codeMapped: table.codeBytesMapped)
         } catch {
             // Cleaning up is not to be cut short by the signal that may have caused the failure.
             hk_interrupt_signal = 0
@@ -53,8 +49,78 @@ final class HookSession {
             tracee.detach()
             throw error
         }
-        output.attached(functions: table.hookedFunctions.count, links: table.links.count, refused: refused,
-                        stop: tracee.stopStats, codeUsed: table.codeBytesUsed, codeMapped: table.codeBytesMapped)
+    }
+
+    /// Links every function the requests match, live: entries are read and relocated while the
+    /// process runs, then one stop links and patches them all. A function that cannot be hooked
+    /// safely does not sink a pattern (it is reported), but a pattern that hooks nothing is an
+    /// error, and then nothing of this add stays. Called and returns with the tracee running.
+    func add(_ requests: [HookRequest], text: String) throws -> (hook: Hook, refused: [(function: String, reason: String)]) {
+        let plan = try requests.map { r in (r, try resolve(r.pattern)) }
+        _ = table.prepare(plan.flatMap { $0.1 })
+        try tracee.stopWorld()
+        var links: [Link] = []
+        var refused: [(function: String, reason: String)] = []
+        do {
+            for (request, functions) in plan {
+                var linked = 0
+                for f in functions {
+                    do {
+                        links.append(try table.link(request.kind, request.program, to: f, cookie: request.cookie))
+                        linked += 1
+                    } catch let e as TrampolineError {
+                        guard functions.count > 1, case .cannotPatch = e else { throw e }
+                        refused.append(("\(f.module):\(f.name)", "\(e)"))
+                    }
+                }
+                if linked == 0 { throw TrampolineError.cannotPatch(function: request.pattern.text, reason: "every matching function was refused") }
+            }
+            try table.update()
+        } catch {
+            for l in links { try? table.unlink(l.id) }
+            try? table.update()
+            try? tracee.resumeWorld()
+            throw error
+        }
+        try tracee.resumeWorld()
+        let hook = Hook(id: nextHookID, text: text, links: links)
+        nextHookID += 1
+        hooks.append(hook)
+        return (hook, refused)
+    }
+
+    /// Unlinks every program of a hook, live; returns its statistics summed over its links.
+    func remove(_ id: Int) throws -> (hook: Hook, stats: LinkStats) {
+        guard let i = hooks.firstIndex(where: { $0.id == id }) else { throw TrampolineError.unknownLink(id: id) }
+        try tracee.stopWorld()
+        defer { try? tracee.resumeWorld() }
+        let hook = hooks[i]
+        let stats = total(hook)
+        for l in hook.links { try table.unlink(l.id) }
+        try table.update()
+        hooks.remove(at: i)
+        return (hook, stats)
+    }
+
+    /// Statistics of a hook: the sum over its links (read from the tracee's memory).
+    func total(_ hook: Hook) -> LinkStats {
+        var sum = LinkStats(calls: 0, nsecs: 0, misses: 0)
+        for l in hook.links {
+            if let s = try? table.stats(l) { sum.calls += s.calls; sum.nsecs += s.nsecs; sum.misses += s.misses }
+        }
+        return sum
+    }
+
+    /// Functions of a pattern; a module the process loaded after attach is found by reading
+    /// its modules again.
+    private func resolve(_ pattern: SymbolPattern) throws -> [FunctionSymbol] {
+        do {
+            return try symbols.resolve([pattern])
+        } catch InjectorError.noModule, InjectorError.noSymbol {
+            symbols = try SymbolTable(pid: tracee.pid, memory: tracee.memory)
+            table.useSymbols(symbols)
+            return try symbols.resolve([pattern])
+        }
     }
 
     /// libhookit_rt.so is built next to the hookit executable.
@@ -102,5 +168,4 @@ final class HookSession {
         output.detached(restored: report.restored, leftMapped: report.leftMapped, stop: injector.stopStats)
         return report.problems.isEmpty && injector.problems.isEmpty
     }
-
 }

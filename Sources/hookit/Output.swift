@@ -43,6 +43,55 @@ struct Output {
         }
     }
 
+    // MARK: - interactive replies
+
+    func prompt() {
+        print("hookit> ", terminator: "")
+        fflush(stdout)
+    }
+
+    func added(_ hook: Hook, refused: [(function: String, reason: String)], stop: StopStats) {
+        let functions = Set(hook.links.map(\.function.address)).count
+        if json {
+            for r in refused { line("{\"event\":\"refused\",\"function\":\(JSON.string(r.function)),\"reason\":\(JSON.string(r.reason))}") }
+            line("{\"event\":\"added\",\"id\":\(hook.id),\"functions\":\(functions),\"links\":\(hook.links.count),\"refused\":\(refused.count),\"stopped_ns\":\(stop.lastNanos)}")
+        } else {
+            for r in refused { line("refused \(r.function): \(r.reason)") }
+            line("hook \(hook.id): \(hook.links.count) program(s) on \(functions) function(s) (\(hook.text))")
+        }
+    }
+
+    func removed(_ hook: Hook, stats: LinkStats) {
+        if json {
+            line("{\"event\":\"removed\",\"id\":\(hook.id),\"calls\":\(stats.calls),\"ns\":\(stats.nsecs),\"misses\":\(stats.misses)}")
+        } else {
+            line("hook \(hook.id) removed: \(stats.calls) call(s), \(stats.misses) miss(es)")
+        }
+    }
+
+    func list(_ hooks: [(Hook, LinkStats)]) {
+        if json {
+            let items = hooks.map { h, s in
+                "{\"id\":\(h.id),\"hook\":\(JSON.string(h.text)),\"functions\":\(Set(h.links.map(\.function.address)).count),\"calls\":\(s.calls),\"ns\":\(s.nsecs),\"misses\":\(s.misses)}"
+            }
+            line("{\"event\":\"list\",\"hooks\":[\(items.joined(separator: ","))]}")
+        } else {
+            if hooks.isEmpty { line("no hooks") }
+            for (h, s) in hooks { line("\(h.id)  \(h.text)  calls \(s.calls)  misses \(s.misses)") }
+        }
+    }
+
+    func error(_ text: String) {
+        if json { line("{\"event\":\"error\",\"message\":\(JSON.string(text))}") } else { line("error: \(text)") }
+    }
+
+    func help() {
+        line("add --count PATTERN | add --prog KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N]   hook live; prints the hook id")
+        line("remove ID    unhook; prints its calls")
+        line("list         hooks with their statistics")
+        line("detach       restore everything and leave (end of input does the same)")
+    }
+
     func problem(_ text: String) {
         var e = StandardError()
         print("hookit: warning: \(text)", to: &e)

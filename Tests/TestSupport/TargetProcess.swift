@@ -39,11 +39,17 @@ public final class TargetProcess {
     private let stdoutFD: Int32
     private var buffer: [UInt8] = []
     private var reaped = false
+    private var stdinClosed = false
     public private(set) var exitStatus: Int32?
 
     /// Starts `testtargets/build/NAME` and waits for its "ready" line.
-    public init(_ name: String, arguments: [String] = [], waitForReady: Bool = true) throws {
+    public convenience init(_ name: String, arguments: [String] = [], waitForReady: Bool = true) throws {
         Repo.buildTargets()
+        try self.init(path: Repo.target(name), arguments: arguments, waitForReady: waitForReady)
+    }
+
+    /// Starts any program with its stdin and stdout on pipes (hookit itself, in session tests).
+    public init(path: String, arguments: [String] = [], waitForReady: Bool = false) throws {
         var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0]
         cloexecPipe(&inPipe)
         cloexecPipe(&outPipe)
@@ -52,7 +58,6 @@ public final class TargetProcess {
         posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        let path = Repo.target(name)
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var child: pid_t = 0
@@ -70,17 +75,40 @@ public final class TargetProcess {
 
     deinit {
         kill()
-        close(stdinFD)
+        if !stdinClosed { close(stdinFD) }
         close(stdoutFD)
     }
 
     /// Sends one command and returns the one-line answer.
     @discardableResult
     public func send(_ command: String, timeout: Double = 10) throws -> String {
-        let bytes = Array((command + "\n").utf8)
-        let n = bytes.withUnsafeBytes { write(stdinFD, $0.baseAddress, $0.count) }
-        guard n == bytes.count else { throw TestError("write to target failed: \(String(cString: strerror(errno)))") }
+        try write(command)
         return try readLine(timeout: timeout)
+    }
+
+    /// Writes one line to the process's stdin.
+    public func write(_ command: String) throws {
+        let bytes = Array((command + "\n").utf8)
+        let n = bytes.withUnsafeBytes { Glibc.write(stdinFD, $0.baseAddress, $0.count) }
+        guard n == bytes.count else { throw TestError("write to target failed: \(String(cString: strerror(errno)))") }
+    }
+
+    /// Closes the process's stdin (end of input).
+    public func closeInput() { close(stdinFD); stdinClosed = true }
+
+    /// Waits for the process to exit; its exit code (128 + signal when killed), or nil on timeout.
+    public func waitExit(timeout: Double) -> Int32? {
+        let deadline = now() + timeout
+        while now() < deadline {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                reaped = true
+                exitStatus = status
+                return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+            }
+            usleep(10_000)
+        }
+        return nil
     }
 
     public func readLine(timeout: Double) throws -> String {

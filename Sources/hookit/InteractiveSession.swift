@@ -1,0 +1,127 @@
+import CPtrace
+import Glibc
+import Injector
+import RemoteTramp
+
+/// `hookit attach PID --interactive`: commands on stdin, each applied live while the tracee
+/// runs; events keep being serviced between commands. End of input detaches.
+///
+///     add --count PATTERN | add --prog KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N]  (several allowed)
+///     remove ID
+///     list
+///     detach
+struct InteractiveSession {
+    let session: HookSession
+    let output: Output
+
+    /// Runs until `detach`, end of input or a termination signal.
+    func run() {
+        let prompt = isatty(0) != 0 && !output.json
+        var input = LineReader(fd: 0)
+        while hk_interrupt_signal == 0 && !session.tracee.exited {
+            if prompt { output.prompt() }
+            var line: String?
+            var eof = false
+            // Wait for a line while servicing the tracee (signals, new threads).
+            while hk_interrupt_signal == 0 && !session.tracee.exited {
+                switch input.next(timeoutMs: 50) {
+                case .line(let l): line = l
+                case .eof: eof = true
+                case .none: break
+                }
+                if line != nil || eof { break }
+                do { try session.tracee.pump(seconds: 0) } catch { output.problem("\(error)"); return }
+            }
+            if eof { return }
+            guard let text = line?.trimmingCharacters(in: " \t\r"), !text.isEmpty else { continue }
+            if !handle(text) { return }
+        }
+    }
+
+    /// One command; false when it asks to detach.
+    private func handle(_ text: String) -> Bool {
+        let words = text.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        do {
+            switch words[0] {
+            case "add":
+                var requests: [HookRequest] = []
+                var i = 1
+                while i < words.count {
+                    guard i + 1 < words.count else { throw CommandError("\(words[i]) needs a value") }
+                    switch words[i] {
+                    case "--count": requests.append(try HookRequest(count: words[i + 1]))
+                    case "--prog": requests.append(try HookRequest(prog: words[i + 1]))
+                    default: throw CommandError("unknown option \(words[i]) (add takes --count PATTERN or --prog SPEC)")
+                    }
+                    i += 2
+                }
+                if requests.isEmpty { throw CommandError("add needs --count PATTERN or --prog SPEC") }
+                let (hook, refused) = try session.add(requests, text: requests.map(\.text).joined(separator: " "))
+                output.added(hook, refused: refused, stop: session.tracee.stopStats)
+            case "remove":
+                guard words.count == 2, let id = Int(words[1]) else { throw CommandError("usage: remove ID") }
+                let (hook, stats) = try session.remove(id)
+                output.removed(hook, stats: stats)
+            case "list":
+                output.list(session.hooks.map { ($0, session.total($0)) })
+            case "detach", "quit", "exit":
+                return false
+            case "help":
+                output.help()
+            default:
+                throw CommandError("unknown command \(words[0]) (add, remove, list, detach, help)")
+            }
+        } catch {
+            output.error("\(error)")
+        }
+        return true
+    }
+}
+
+struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// Lines from a file descriptor, with a timeout, without blocking the session loop.
+struct LineReader {
+    enum Result { case line(String), eof, none }
+    let fd: Int32
+    private var buffer: [UInt8] = []
+    private var closed = false
+
+    init(fd: Int32) { self.fd = fd }
+
+    mutating func next(timeoutMs: Int32) -> Result {
+        while true {
+            if let nl = buffer.firstIndex(of: 10) {
+                let line = String(decoding: buffer[..<nl], as: UTF8.self)
+                buffer.removeSubrange(...nl)
+                return .line(line)
+            }
+            if closed {
+                if buffer.isEmpty { return .eof }
+                let line = String(decoding: buffer, as: UTF8.self)
+                buffer.removeAll()
+                return .line(line)
+            }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let r = poll(&pfd, 1, timeoutMs)
+            if r <= 0 { return .none }
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { return .none }
+            if n <= 0 { closed = true; continue }
+            buffer += chunk[..<n]
+        }
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        var s = self[...]
+        while let f = s.first, set.contains(f) { s = s.dropFirst() }
+        while let l = s.last, set.contains(l) { s = s.dropLast() }
+        return String(s)
+    }
+}
