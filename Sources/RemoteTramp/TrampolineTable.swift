@@ -44,6 +44,7 @@ public final class TrampolineTable {
     /// Code written to the tracee in batches: allocations in a page are contiguous, so one
     /// pwrite covers many images (thousands of functions cost a few writes, not thousands).
     private var pendingCode: [(address: UInt64, bytes: [UInt8])] = []
+    private let perfMap: PerfMap
     /// Entries analysed before the world was stopped (`prepare`).
     private var prepared: [UInt64: PatchSite] = [:]
     /// HOOKIT_ORIGINAL variables handed out, with the function they call.
@@ -54,6 +55,7 @@ public final class TrampolineTable {
         self.symbols = symbols
         self.options = options
         self.code = CodeAllocator(budget: options.memoryBudget)
+        self.perfMap = PerfMap(pid: tracee.pid)
         self.counters = PerCPUCounters(cpus: PerCPUCounters.possibleCPUs(),
                                        cpuIDOffset: PerCPUCounters.rseqCPUIDOffset(symbols: symbols, memory: tracee.memory))
     }
@@ -266,6 +268,19 @@ public final class TrampolineTable {
             }
         }
         collectRetired()
+        writePerfMap()
+    }
+
+    /// Names every live image, retired image and relocated prologue for `perf report`.
+    func writePerfMap() {
+        var entries: [(start: UInt64, size: Int, name: String)] = []
+        for t in trampolines.values {
+            let fn = t.site.function.name
+            if let i = t.image { entries.append((i.address, i.size, "hookit_trampoline_\(fn)_\(i.selector)")) }
+            if let b = t.relocatedBlock { entries.append((b.lowerBound, b.count, "hookit_prologue_\(fn)")) }
+        }
+        for i in retired { entries.append((i.address, i.size, "hookit_trampoline_retired_\(i.selector)")) }
+        perfMap.write(entries.sorted { $0.start < $1.start })
     }
 
     /// register / modify / unregister: one poke from the current bytes to the new image's.
@@ -463,6 +478,7 @@ public final class TrampolineTable {
         // A page whose unwind information could not be deregistered stays, and so does the
         // arena holding that information: the unwinder still points into both.
         var deregistered = true
+        perfMap.write([])
         code.unmapEmptyPages(tracee: tracee) { page in
             let ok = deregisterUnwindInfo(page)
             deregistered = deregistered && ok
