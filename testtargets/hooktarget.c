@@ -561,6 +561,25 @@ int main(void) {
             nbg = 0;
             spin_bad = bad;
             printf("stopped %ld\n", total);
+        } else if (!strcmp(cmd, "load") || !strcmp(cmd, "unload") || !strcmp(cmd, "mapped")) {
+            // load PATH: dlopen it; unload: dlclose it; mapped PATH: is it in /proc/self/maps?
+            static void *handle;
+            char path[256] = {0};
+            sscanf(line, "%*s %255s", path);
+            if (!strcmp(cmd, "load")) {
+                handle = dlopen(path, RTLD_NOW);
+                printf("%s\n", handle ? "loaded" : dlerror());
+            } else if (!strcmp(cmd, "unload")) {
+                printf("%s\n", handle && dlclose(handle) == 0 ? "unloaded" : "not loaded");
+                handle = NULL;
+            } else {
+                FILE *f = fopen("/proc/self/maps", "r");
+                char l[512];
+                int found = 0;
+                while (f && fgets(l, sizeof l, f)) if (strstr(l, path)) found = 1;
+                if (f) fclose(f);
+                printf("%s\n", found ? "mapped" : "unmapped");
+            }
         } else if (!strcmp(cmd, "ipara")) {
             printf("%ld\n", ipara_check());
         } else if (!strcmp(cmd, "pause")) {

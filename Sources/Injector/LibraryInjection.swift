@@ -82,3 +82,22 @@ extension Tracee {
         return addr == 0 ? nil : addr
     }
 }
+
+extension Tracee {
+    /// Takes a reference on a library the tracee has loaded (dlopen with RTLD_NOLOAD), so that
+    /// its own dlclose cannot unmap it; nil when the tracee cannot (no dlopen: static) or the
+    /// file is not a loaded library. The reference is given back with `unpin`.
+    public func pin(library path: String, symbols: SymbolTable) throws -> UInt64? {
+        guard let dlopen = try? libcFunction("dlopen", symbols) else { return nil }
+        let handle = try withScratch(bytes: Array(path.utf8) + [0]) { addr in
+            try call(dlopen.address, [addr, UInt64(RTLD_NOW | RTLD_NOLOAD)], name: "dlopen(RTLD_NOLOAD)")
+        }
+        return handle == 0 ? nil : handle
+    }
+
+    /// The tracee's dlclose of a handle from `pin`.
+    public func unpin(handle: UInt64, symbols: SymbolTable) throws {
+        let dlclose = try libcFunction("dlclose", symbols)
+        _ = try call(dlclose.address, [handle], name: "dlclose")
+    }
+}

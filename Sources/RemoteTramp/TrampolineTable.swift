@@ -45,6 +45,9 @@ public final class TrampolineTable {
     /// pwrite covers many images (thousands of functions cost a few writes, not thousands).
     private var pendingCode: [(address: UInt64, bytes: [UInt8])] = []
     private let perfMap: PerfMap
+    /// dlopen references on the shared objects holding hooked functions (the seed's
+    /// bpf_trampoline_module_get): the tracee cannot unload them while they are hooked.
+    private var pinned: [String: UInt64] = [:]
     /// Entries analysed before the world was stopped (`prepare`).
     private var prepared: [UInt64: PatchSite] = [:]
     /// HOOKIT_ORIGINAL variables handed out, with the function they call.
@@ -162,6 +165,7 @@ public final class TrampolineTable {
             throw TrampolineError.cannotPatch(function: "\(f.module):\(f.name)", reason: "its module is not mapped")
         }
         let site = try prepared.removeValue(forKey: f.address) ?? PatchSite.analyze(f, module: module, tracee: tracee)
+        try pin(module)
         let t: Trampoline
         switch site.style {
         case .patchable:
@@ -187,6 +191,13 @@ public final class TrampolineTable {
         trampolines[f.address] = t
         order.append(f.address)
         return t
+    }
+
+    /// The main executable and the vDSO cannot be unloaded; every other module is pinned once.
+    private func pin(_ module: Module) throws {
+        guard pinned[module.path] == nil, module.path != symbols.executable?.path, !module.isVDSO,
+              module.elfType == 3 else { return }                       // ET_DYN shared objects
+        if let handle = try tracee.pin(library: module.path, symbols: symbols) { pinned[module.path] = handle }
     }
 
     private func resolve(_ spec: ProgramSpec, kind: ProgramKind, function: FunctionSymbol) throws -> ProgramCode {
@@ -487,6 +498,12 @@ public final class TrampolineTable {
         if deregistered { data.unmap(tracee: tracee) }
         else { report.problems.append("the unwinder kept a trampoline page; it stays mapped") }
         counters.unmap(tracee: tracee)
+        // Nothing of hookit's points into the modules any more (kept originals of replaced
+        // functions excepted): give back the references (bpf_trampoline_module_put).
+        if keep.isEmpty {
+            for (_, handle) in pinned { try? tracee.unpin(handle: handle, symbols: symbols) }
+            pinned.removeAll()
+        }
         report.unmapped = deregistered && keep.isEmpty
         return report
     }

@@ -62,6 +62,27 @@ final class LiveChangeTests: XCTestCase {
         XCTAssertEqual(try target.send("spinbad"), "0", "every call returned the right value")
     }
 
+    /// The seed's module get/put: a shared object with a hooked function stays loaded even when
+    /// the process dlcloses it, and is given back at detach.
+    func testHookedLibraryIsPinnedUntilDetach() throws {
+        let target = try TargetProcess("hooktarget")
+        let lib = Repo.target("libplugin.so")
+        XCTAssertEqual(try target.send("load \(lib)"), "loaded")
+        let symbols = try SymbolTable(pid: target.pid)
+        let tracee = try Tracee.attach(pid: target.pid)
+        let table = TrampolineTable(tracee: tracee, symbols: symbols)
+        try table.link(.fentry, .count, to: try symbols.function("libplugin.so:plugin_answer"))
+        try table.update()
+        try tracee.resumeWorld()
+        XCTAssertEqual(try target.send("unload"), "unloaded")
+        XCTAssertEqual(try target.send("mapped \(lib)"), "mapped", "pinned while hooked")
+        try tracee.stopWorld()
+        XCTAssertEqual(table.detach().problems, [])
+        tracee.detach()
+        XCTAssertEqual(try target.send("mapped \(lib)"), "unmapped", "unpinned at detach: the process's dlclose took effect")
+        XCTAssertEqual(try target.send("ping"), "pong")
+    }
+
     func testRetiredFexitImageSendsLateThreadsStraightToItsEpilogue() throws {
         let h = try HookHarness()
         let link = try h.link(.fexit, "add", "record_exit")
