@@ -25,6 +25,10 @@ final class CodeAllocator {
     }
 
     static let pageSize: UInt64 = 64 * 1024
+    /// The first bytes of every code page: how a later hookit recognizes the pages, and so the
+    /// entry patches, of one that was killed (see PatchSite.leftoverPatch). Never executed.
+    static let magic: [UInt8] = Array("HOOKIT\u{0}\u{1}".utf8)
+    static let headerSize: UInt64 = 16
     static let granule: UInt64 = 16
     static let reach: UInt64 = 0x7FF0_0000          // a little under 2 GiB, for rel32 either way
 
@@ -82,7 +86,7 @@ final class CodeAllocator {
     /// deregister its unwind information while the page still exists).
     func unmapEmptyPages(tracee: Tracee, beforeUnmap: (Page) -> Bool = { _ in true }) {
         pages.removeAll { page in
-            guard page.free.count == 1, page.free[0].size == page.size else { return false }
+            guard page.free.count == 1, page.free[0].size == page.size - Self.headerSize else { return false }
             guard beforeUnmap(page) else { return false }
             if (try? tracee.munmap(address: page.address, length: page.size)) != nil {
                 charged -= Int(page.size)
@@ -127,7 +131,9 @@ final class CodeAllocator {
             let flags = MAP_PRIVATE | MAP_ANONYMOUS | 0x100000   // MAP_FIXED_NOREPLACE
             if let got = try? tracee.mmap(address: addr, length: Self.pageSize, protection: PROT_READ | PROT_EXEC, flags: flags),
                got == addr {
-                return Page(address: got, size: Self.pageSize, kind: kind, free: [(0, Self.pageSize)])
+                try tracee.memory.writeForced(Self.magic, at: got)
+                return Page(address: got, size: Self.pageSize, kind: kind,
+                            free: [(Self.headerSize, Self.pageSize - Self.headerSize)])
             }
         }
         throw TrampolineError.noPageInReach(module: m.name)

@@ -18,9 +18,12 @@ struct PatchSite {
     let module: Module
     /// The 5 bytes that are rewritten.
     let address: UInt64
-    /// What those bytes hold now, identical to the ELF file.
+    /// What those bytes hold in the ELF file: what detach puts back.
     let original: [UInt8]
     let style: Style
+    /// What those bytes hold now: `original`, or the entry patch of a hookit that was killed,
+    /// which the first poke of this session replaces.
+    var found: [UInt8]
 
     static let patchLength = 5
     static let endbr64: [UInt8] = [0xF3, 0x0F, 0x1E, 0xFA]
@@ -37,24 +40,61 @@ struct PatchSite {
     static func analyze(_ f: FunctionSymbol, module: Module, tracee: Tracee) throws -> PatchSite {
         let label = "\(f.module):\(f.name)"
         let window = 32
-        let live = try tracee.memory.read(at: f.address, count: window)
+        var live = try tracee.memory.read(at: f.address, count: window)
+        var leftover: (offset: Int, bytes: [UInt8])?
+        var fileBody: [UInt8]?
         if let file = module.fileBytes(at: f.address, count: window), file != live {
             let i = zip(file, live).enumerated().first { $0.element.0 != $0.element.1 }!.offset
-            throw TrampolineError.foreignPatch(function: label, address: f.address + UInt64(i),
-                                               found: Array(live[i..<min(i + 5, window)]),
-                                               expected: Array(file[i..<min(i + 5, window)]),
-                                               what: describeForeign(live[i]))
+            guard let site = leftoverPatch(live: live, file: file, address: f.address, tracee: tracee) else {
+                throw TrampolineError.foreignPatch(function: label, address: f.address + UInt64(i),
+                                                   found: Array(live[i..<min(i + 5, window)]),
+                                                   expected: Array(file[i..<min(i + 5, window)]),
+                                                   what: describeForeign(live[i]))
+            }
+            // Analyse the function as the file has it; the first poke replaces the leftover.
+            leftover = (site, Array(live[site..<site + patchLength]))
+            live = file
+            fileBody = f.size > 0 ? module.fileBytes(at: f.address, count: Int(f.size) + 16) : nil
         }
+        var site = try analyzeEntry(f, module: module, live: live, fileBody: fileBody, tracee: tracee)
+        if let l = leftover {
+            guard site.address == f.address + UInt64(l.offset) else {
+                throw TrampolineError.cannotPatch(function: label, reason: "a patch left by an earlier hookit is not where this one would patch")
+            }
+            site.found = l.bytes
+        }
+        return site
+    }
+
+    /// A `jmp rel32` at the entry (after an endbr64) into a code page with hookit's header, and
+    /// nothing else different from the file: the patch of a hookit that died. Its offset.
+    static func leftoverPatch(live: [UInt8], file: [UInt8], address: UInt64, tracee: Tracee) -> Int? {
+        let site = Array(file.prefix(4)) == endbr64 ? 4 : 0
+        guard live[site] == 0xE9,
+              zip(live, file).enumerated().allSatisfy({ $0.element.0 == $0.element.1 || ($0.offset >= site && $0.offset < site + patchLength) })
+        else { return nil }
+        let rel = Int32(bitPattern: UInt32(live[site + 1]) | UInt32(live[site + 2]) << 8 | UInt32(live[site + 3]) << 16 | UInt32(live[site + 4]) << 24)
+        let target = address &+ UInt64(site + patchLength) &+ UInt64(bitPattern: Int64(rel))
+        guard let page = (try? ProcMaps.read(tracee.pid))?.first(where: { target >= $0.start && target < $0.end && !$0.isFile }),
+              (try? tracee.memory.read(at: page.start, count: CodeAllocator.magic.count)) == CodeAllocator.magic
+        else { return nil }
+        return site
+    }
+
+    private static func analyzeEntry(_ f: FunctionSymbol, module: Module, live: [UInt8], fileBody: [UInt8]?,
+                                     tracee: Tracee) throws -> PatchSite {
+        let label = "\(f.module):\(f.name)"
         let skip = Array(live.prefix(4)) == endbr64 ? 4 : 0
         let entry = Array(live[skip..<skip + patchLength])
         if entry == nop5 || entry == nop1x5 {
-            return PatchSite(function: f, module: module, address: f.address + UInt64(skip), original: entry, style: .patchable)
+            return PatchSite(function: f, module: module, address: f.address + UInt64(skip), original: entry,
+                             style: .patchable, found: entry)
         }
         guard f.size > 0 else {
             throw TrampolineError.cannotPatch(function: label, reason: "its size is unknown, so its branches cannot be checked")
         }
-        let body = try tracee.memory.read(at: f.address, count: Int(f.size))
-        let trailing = (try? tracee.memory.read(at: f.address + f.size, count: 16)) ?? []
+        let body = try fileBody.map { Array($0.prefix(Int(f.size))) } ?? tracee.memory.read(at: f.address, count: Int(f.size))
+        let trailing = fileBody.map { Array($0.dropFirst(Int(f.size))) } ?? (try? tracee.memory.read(at: f.address + f.size, count: 16)) ?? []
         // Relocated once here to learn the layout (and refuse early); the block is relocated again
         // for the address it finally runs at.
         let probe: RelocatedPrologue
@@ -65,7 +105,8 @@ struct PatchSite {
         }
         let at = f.address + UInt64(probe.patchOffset)
         let bytes = Array((body + trailing)[probe.patchOffset..<probe.patchOffset + patchLength])
-        return PatchSite(function: f, module: module, address: at, original: bytes, style: .relocated(probe, body: body, trailing: trailing))
+        return PatchSite(function: f, module: module, address: at, original: bytes,
+                         style: .relocated(probe, body: body, trailing: trailing), found: bytes)
     }
 
     static func describeForeign(_ b: UInt8) -> String {

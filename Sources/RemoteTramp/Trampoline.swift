@@ -45,7 +45,11 @@ final class Trampoline {
     }
 
     /// The bytes at the patch site now.
-    var currentBytes: [UInt8] { image.map(patchBytes(for:)) ?? site.original }
+    var currentBytes: [UInt8] { image.map(patchBytes(for:)) ?? unpatchedBytes }
+
+    /// The site's bytes while no image of this session is live: a killed hookit's patch until
+    /// the first poke replaces it, the file's bytes after.
+    lazy var unpatchedBytes: [UInt8] = site.found
 
     func install(_ new: Image?) -> Image? {
         let old = image

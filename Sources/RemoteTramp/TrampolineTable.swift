@@ -185,7 +185,7 @@ public final class TrampolineTable {
             }
             queueCode(final.code, at: block, size: size)
             let relocatedSite = PatchSite(function: f, module: module, address: site.address, original: site.original,
-                                          style: .relocated(final, body: body, trailing: trailing))
+                                          style: .relocated(final, body: body, trailing: trailing), found: site.found)
             t = Trampoline(site: relocatedSite, relocatedBlock: block..<block + UInt64(size), originalEntry: block)
         }
         trampolines[f.address] = t
@@ -311,6 +311,7 @@ public final class TrampolineTable {
             throw error
         }
         _ = t.install(new)
+        t.unpatchedBytes = t.site.original
         t.dirty = false
         if let o = old { retire(o) }
     }
