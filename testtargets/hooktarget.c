@@ -6,6 +6,7 @@
 // from a command. See HOOKTARGETS.md for the list.
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <sys/wait.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -334,6 +335,21 @@ __asm__(
 long ipara_check(void);
 
 // ---------------------------------------------------------------------------------------
+// A call that stays inside the function for a while (blocked in nanosleep): "park MS" runs
+// park(MS) on a new thread and answers at once; "parked" answers its result, or "busy".
+__attribute__((noinline, noipa, used)) long park(long ms) {
+    usleep((useconds_t)ms * 1000);
+    return ms * 2;
+}
+
+static atomic_long parked_result = -1;
+
+static void *parker(void *arg) {
+    atomic_store(&parked_result, park((long)arg));
+    return NULL;
+}
+
+// ---------------------------------------------------------------------------------------
 // Threads.
 
 struct spinner {
@@ -580,6 +596,22 @@ int main(void) {
                 if (f) fclose(f);
                 printf("%s\n", found ? "mapped" : "unmapped");
             }
+        } else if (!strcmp(cmd, "forkadd")) {
+            // fork; the child calls add(A, B) and exits with the result; the parent answers it.
+            pid_t child = fork();
+            if (child == 0) _exit((int)add(a, b));
+            int status = 0;
+            waitpid(child, &status, 0);
+            printf("child %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        } else if (!strcmp(cmd, "park")) {
+            pthread_t t;
+            atomic_store(&parked_result, -1);
+            pthread_create(&t, NULL, parker, (void *)a);
+            pthread_detach(t);
+            printf("parking\n");
+        } else if (!strcmp(cmd, "parked")) {
+            long r = atomic_load(&parked_result);
+            if (r < 0) printf("busy\n"); else printf("%ld\n", r);
         } else if (!strcmp(cmd, "ipara")) {
             printf("%ld\n", ipara_check());
         } else if (!strcmp(cmd, "pause")) {

@@ -72,6 +72,65 @@ final class InteractiveCLITests: XCTestCase {
         XCTAssertEqual(try target.send("add 2 3"), "5")
     }
 
+    /// Issue 5's churn: 8 threads call `add` at full speed while the session links and unlinks
+    /// another program on it 1,000 times; a count attached for the whole window counts exactly
+    /// the calls the target made; every result is right; detach leaves the code as the file.
+    func testChurnThroughTheSessionKeepsCountsExact() throws {
+        let target = try TargetProcess("hooktarget")
+        XCTAssertEqual(try target.send("spinbg 8"), "spinning 8")
+        let hookit = try TargetProcess(path: Repo.hookit, arguments: ["attach", "\(target.pid)", "--interactive", "--json"])
+        _ = try hookit.readLine(timeout: 20)
+        let progs = Repo.target("libprogs.so")
+        let other = "add --prog fexit:hooktarget:add=\(progs):record_exit"
+        // Load the program library before the window (loading is a remote call).
+        let warm = try XCTUnwrap(try reply(hookit, to: other)["id"] as? Int)
+        _ = try reply(hookit, to: "remove \(warm)")
+
+        XCTAssertEqual(try target.send("pause"), "paused 8")
+        let countID = try XCTUnwrap(try reply(hookit, to: "add --count hooktarget:add")["id"] as? Int)
+        let before = try XCTUnwrap(Int(try target.send("calls")))
+        XCTAssertEqual(try target.send("resume"), "resumed")
+        for i in 0..<1000 {
+            let added = try reply(hookit, to: other)
+            let id = try XCTUnwrap(added["id"] as? Int, "\(i): \(added)")
+            XCTAssertEqual(try reply(hookit, to: "remove \(id)")["event"] as? String, "removed")
+        }
+        XCTAssertEqual(try target.send("pause"), "paused 8")
+        let after = try XCTUnwrap(Int(try target.send("calls")))
+        let hooks = try XCTUnwrap(try reply(hookit, to: "list")["hooks"] as? [[String: Any]])
+        let counted = try XCTUnwrap(hooks.first { $0["id"] as? Int == countID }?["calls"] as? Int)
+        XCTAssertGreaterThan(after - before, 10_000)
+        XCTAssertEqual(counted, after - before, "no call lost or counted twice across 2,000 image swaps")
+        XCTAssertEqual(try target.send("resume"), "resumed")
+        try hookit.write("detach")
+        XCTAssertEqual(hookit.waitExit(timeout: 30), 0)
+        XCTAssertTrue(try fileBytesMatch(target, "add"))
+        let maps = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
+        XCTAssertEqual(maps.split(separator: "\n").filter { $0.split(separator: " ").count == 5 && $0.contains(" r-xp ") }, [],
+                       "no hookit code page left")
+        XCTAssertTrue(try target.send("stop").hasPrefix("stopped "))
+        XCTAssertEqual(try target.send("spinbad"), "0")
+    }
+
+    func testLibraryLoadedAfterAttachCanBeHookedAndForkStillWorks() throws {
+        let target = try TargetProcess("hooktarget")
+        let hookit = try TargetProcess(path: Repo.hookit, arguments: ["attach", "\(target.pid)", "--interactive", "--json"])
+        _ = try hookit.readLine(timeout: 20)
+        let lib = Repo.target("libplugin.so")
+        XCTAssertEqual(try target.send("load \(lib)"), "loaded")           // after attach
+        let added = try reply(hookit, to: "add --count libplugin.so:plugin_answer --count hooktarget:add")
+        XCTAssertEqual(added["event"] as? String, "added", "\(added)")
+        XCTAssertEqual(added["functions"] as? Int, 2)
+        // fork in a hooked process: the untraced child runs the hooked code and gets it right.
+        XCTAssertEqual(try target.send("forkadd 20 22"), "child 42")
+        XCTAssertEqual(try target.send("add 1 1"), "2")
+        let hooks = try XCTUnwrap(try reply(hookit, to: "list")["hooks"] as? [[String: Any]])
+        XCTAssertEqual(hooks.first?["calls"] as? Int, 1, "the parent's call counted; the child's went to its own copy")
+        hookit.closeInput()
+        XCTAssertEqual(hookit.waitExit(timeout: 20), 0)
+        XCTAssertTrue(try fileBytesMatch(target, "add"))
+    }
+
     func testEndOfInputDetaches() throws {
         let target = try TargetProcess("hooktarget")
         let hookit = try TargetProcess(path: Repo.hookit, arguments: ["attach", "\(target.pid)", "--interactive", "--json"])

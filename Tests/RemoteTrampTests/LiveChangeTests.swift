@@ -83,6 +83,42 @@ final class LiveChangeTests: XCTestCase {
         XCTAssertEqual(try target.send("ping"), "pong")
     }
 
+    /// A thread blocked inside the original, called from an fexit image, while that image is
+    /// retired: the image is not freed until the thread has come back through it; the thread
+    /// gets its right result and skips the programs of the retired image.
+    func testThreadParkedInsideTheOriginalKeepsItsRetiredImageAlive() throws {
+        let h = try HookHarness()
+        let link = try h.link(.fexit, "park", "record_exit")
+        try h.go()
+        // park starts a thread: its clone event stops the target until the tracer services it.
+        try h.target.write("park 700")
+        try h.tracee.pump(seconds: 0.2)                // the thread is now in nanosleep inside park
+        XCTAssertEqual(try h.target.readLine(timeout: 5), "parking")
+        try h.tracee.stopWorld()
+        try h.table.unlink(link.id)
+        try h.table.link(.fentry, .count, to: try h.function("park"))
+        try h.table.update()
+        XCTAssertEqual(h.table.retiredCount, 1, "retired, not freed: a thread is inside the original called from it")
+        try h.tracee.resumeWorld()
+        XCTAssertEqual(try h.target.send("parked"), "busy")
+        var result = "busy"
+        for _ in 0..<40 where result == "busy" { usleep(50_000); result = try h.target.send("parked") }
+        XCTAssertEqual(result, "1400", "the parked call returned its own result through the retired image")
+        XCTAssertTrue(try h.target.send("progs").contains("exit=0 "), "the retired image's fexit program was skipped")
+        // Freed at a later check, once nothing of the thread can refer to it (the conservative
+        // stack scan may still see stale words while the thread is exiting).
+        var freed = 0
+        for _ in 0..<40 where freed == 0 {
+            try h.tracee.pump(seconds: 0.05)
+            try h.tracee.stopWorld()
+            freed = h.table.collectRetired()
+            try h.tracee.resumeWorld()
+        }
+        XCTAssertEqual(freed, 1, "freed once the thread left")
+        XCTAssertEqual(try h.target.send("add 1 2"), "3")
+        try h.finish()
+    }
+
     func testRetiredFexitImageSendsLateThreadsStraightToItsEpilogue() throws {
         let h = try HookHarness()
         let link = try h.link(.fexit, "add", "record_exit")
