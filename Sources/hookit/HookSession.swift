@@ -56,7 +56,11 @@ final class HookSession {
     /// safely does not sink a pattern (it is reported), but a pattern that hooks nothing is an
     /// error, and then nothing of this add stays. Called and returns with the tracee running.
     func add(_ requests: [HookRequest], text: String) throws -> (hook: Hook, refused: [(function: String, reason: String)]) {
-        let plan = try requests.map { r in (r, try resolve(r.pattern)) }
+        // Aliases (memcpy and __memcpy, ...) are one function: hooked once, under its first name.
+        let plan = try requests.map { r -> (HookRequest, [FunctionSymbol]) in
+            var seen = Set<UInt64>()
+            return (r, try resolve(r.pattern).filter { seen.insert($0.address).inserted })
+        }
         _ = table.prepare(plan.flatMap { $0.1 })
         try tracee.stopWorld()
         var links: [Link] = []

@@ -80,6 +80,17 @@ final class AttachCLITests: XCTestCase {
         }
     }
 
+    /// Two names for one function (nl_langinfo_l and __nl_langinfo_l) are hooked once.
+    func testAliasesAreHookedOnce() throws {
+        let target = try TargetProcess("hooktarget")
+        let out = try attach(target, ["--count", "libc.so.6:*nl_langinfo_l"]) {
+            XCTAssertEqual(try target.send("add 1 2"), "3")
+        }
+        let attached = try XCTUnwrap(out.split(separator: "\n").compactMap(json).first { $0["event"] as? String == "attached" })
+        XCTAssertEqual(attached["functions"] as? Int, 1)
+        XCTAssertEqual(attached["links"] as? Int, 1)
+    }
+
     func testBadProgSpecAndUnknownFunctionAreClearErrors() throws {
         let target = try TargetProcess("hooktarget")
         let r1 = runProgram([Repo.hookit, "attach", "\(target.pid)", "--prog", "sideways:patch5=/x.so:f"])
