@@ -3,6 +3,7 @@
 #include "cptrace.h"
 #include <errno.h>
 #include <cpuid.h>
+#include <time.h>
 
 long hk_ptrace(int request, pid_t tid, uint64_t addr, uint64_t data) {
     return ptrace((enum __ptrace_request)request, tid, (void *)addr, (void *)data);
@@ -49,6 +50,17 @@ ssize_t hk_vm_read_many(pid_t pid, const uint64_t *remote, const size_t *lens, s
     }
     struct iovec l = { local, total };
     return process_vm_readv(pid, &l, 1, r, n, 0);
+}
+
+double hk_tsc_hz(void) {
+    struct timespec a, b, d = { 0, 20 * 1000 * 1000 };
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    uint64_t t0 = __builtin_ia32_rdtsc();
+    nanosleep(&d, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    uint64_t t1 = __builtin_ia32_rdtsc();
+    double ns = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+    return ns > 0 ? (double)(t1 - t0) * 1e9 / ns : 1e9;
 }
 
 uint64_t hk_xcr0(void) {

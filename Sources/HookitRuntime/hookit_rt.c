@@ -1,8 +1,7 @@
 #define _GNU_SOURCE
 #include "hookit_rt.h"
 #include <errno.h>
-#include <sched.h>
-#include <time.h>
+#include <stddef.h>
 
 volatile int hookit_rt_time_enabled = 1;
 volatile int hookit_rt_cpus = 1;
@@ -11,17 +10,28 @@ volatile int hookit_rt_cpus = 1;
 // could allocate, and so re-enter a hooked malloc). glibc keeps static TLS surplus for exactly
 // this case of a dlopen'd library; dlopen fails cleanly if there is none.
 static __thread int hookit_rt_active __attribute__((tls_model("initial-exec")));
+// This thread's errno, found once: `errno` is a call to __errno_location, which may be hooked
+// (the first lookup then counts as one miss on it; later runs call nothing).
+static __thread int *hookit_rt_errno __attribute__((tls_model("initial-exec")));
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+// Time stamp counter ticks (constant and non-stop on the CPUs hookit runs on): reading it calls
+// no libc function, which may itself be hooked; hookit converts ticks to nanoseconds.
+static uint64_t now_ticks(void) { return __builtin_ia32_rdtsc(); }
 
-// This CPU's cells: threads on different CPUs never share a cache line for statistics.
-// sched_getcpu reads the rseq area glibc maintains, one load.
+// glibc (2.35+) registers an rseq area per thread at this offset from the thread pointer;
+// weak, so a libc without them leaves both at 0 (CPU 0's cells for everyone).
+extern const ptrdiff_t __rseq_offset __attribute__((weak));
+extern const unsigned int __rseq_size __attribute__((weak));
+
+// This CPU's cells: threads on different CPUs never share a cache line for statistics. The CPU
+// number is read straight from the rseq area: no libc call may run before the recursion guard,
+// since that very function may be hooked (sched_getcpu would recurse forever).
 static struct hookit_rt_stats *cells(struct hookit_rt_stats *cpu0) {
-    int cpu = sched_getcpu();
+    int cpu = 0;
+    if (&__rseq_size && __rseq_size >= 8) {
+        const char *tp = (const char *)__builtin_thread_pointer();
+        cpu = (int)*(const volatile unsigned int *)(tp + __rseq_offset + 4);     // struct rseq.cpu_id
+    }
     if (cpu < 0 || cpu >= hookit_rt_cpus) cpu = 0;
     return (struct hookit_rt_stats *)((char *)cpu0 + (long)cpu * HOOKIT_RT_CPU_STRIDE);
 }
@@ -35,17 +45,18 @@ uint64_t hookit_rt_run(hookit_prog_fn prog, struct hookit_ctx *ctx, struct hooki
     hookit_rt_active = 1;
     // The program may call libc; the errno the original just set (fexit) or the caller's
     // (fentry) must be what the tracee sees afterwards (design.md invariant 5).
-    int saved_errno = errno;
+    if (!hookit_rt_errno) hookit_rt_errno = &errno;
+    int saved_errno = *hookit_rt_errno;
     uint64_t r;
     if (hookit_rt_time_enabled) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = now_ticks();
         r = prog(ctx);
-        __atomic_fetch_add(&stats->nsecs, now_ns() - t0, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&stats->nsecs, now_ticks() - t0, __ATOMIC_RELAXED);
     } else {
         r = prog(ctx);
     }
     __atomic_fetch_add(&stats->calls, 1, __ATOMIC_RELAXED);
-    errno = saved_errno;
+    *hookit_rt_errno = saved_errno;
     hookit_rt_active = 0;
     return r;
 }

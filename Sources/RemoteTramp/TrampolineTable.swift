@@ -1,3 +1,4 @@
+import CPtrace
 import Glibc
 import Injector
 
@@ -342,6 +343,9 @@ public final class TrampolineTable {
                      epilogue: built.epilogueOffset.map { address + UInt64($0) })
     }
 
+    /// Time stamp counter rate, measured once per hookit run.
+    static let tscHz: Double = hk_tsc_hz()
+
     /// More than any image of `t` can take: frame, register and vector saves, the stack-argument
     /// copy and ~200 bytes per program (a per-CPU count with its rseq section and descriptor).
     static func imageSizeBound(_ t: Trampoline) -> Int { 1536 + 256 * t.programCount }
@@ -415,10 +419,11 @@ public final class TrampolineTable {
         if let c = link.counter {
             return LinkStats(calls: UInt64(max(0, try counters.read(c, memory: tracee.memory))), nsecs: 0, misses: 0)
         }
-        // struct hookit_rt_stats cells, per CPU.
+        // struct hookit_rt_stats cells, per CPU; time is kept in TSC ticks.
         let first = Int((link.statsAddress! - counters.cell(0, cpu: 0)) / 8)
         func sum(_ i: Int) throws -> UInt64 { UInt64(max(0, try counters.read(first + i, memory: tracee.memory))) }
-        return LinkStats(calls: try sum(0), nsecs: try sum(1), misses: try sum(2))
+        let ticks = try sum(1)
+        return LinkStats(calls: try sum(0), nsecs: ticks == 0 ? 0 : UInt64(Double(ticks) * 1e9 / Self.tscHz), misses: try sum(2))
     }
 
     // MARK: - detach

@@ -27,8 +27,9 @@ final class AttachCLITests: XCTestCase {
         }
         try work()
         kill(pid, SIGINT)
+        let rest = readAll(out)             // before waiting: a full pipe would block hookit
         XCTAssertEqual(waitFor(pid), 0)
-        return printed + readAll(out)
+        return printed + rest
     }
 
     func testCountAndProgramsLiveThenCleanDetachWithStats() throws {
@@ -78,6 +79,31 @@ final class AttachCLITests: XCTestCase {
             XCTAssertEqual(stats["calls"] as? Int, 50)
             if noTime { XCTAssertEqual(stats["ns"] as? Int, 0) } else { XCTAssertGreaterThan(stats["ns"] as? Int ?? 0, 0) }
         }
+    }
+
+    /// Every function of libc that hookit accepts gets a C program, in a live multi-threaded
+    /// target: it keeps answering right, the runtime itself never recurses into hooked libc
+    /// (at most one miss per thread, for its first errno lookup), and detach restores it all.
+    func testAllOfLibcWithACProgram() throws {
+        let target = try TargetProcess("target")
+        XCTAssertEqual(try target.send("threads 4"), "threads 4")
+        let progs = Repo.target("libprogs.so")
+        let out = try attach(target, ["--prog", "fentry:libc.so.6:*=\(progs):count_entry"]) {
+            for i in 0..<20 { XCTAssertEqual(try target.send("add \(i) 1"), "\(i + 1)") }
+            XCTAssertTrue(try target.send("strlen").hasSuffix(" 6"))
+            usleep(300_000)
+        }
+        let events = out.split(separator: "\n").compactMap(json)
+        let attached = try XCTUnwrap(events.first { $0["event"] as? String == "attached" })
+        XCTAssertGreaterThan(attached["functions"] as? Int ?? 0, 1500, "most of libc hooked")
+        let stats = events.filter { $0["event"] as? String == "stats" }
+        let calls = stats.reduce(0) { $0 + ($1["calls"] as? Int ?? 0) }
+        let misses = stats.reduce(0) { $0 + ($1["misses"] as? Int ?? 0) }
+        XCTAssertGreaterThan(calls, 100)
+        XCTAssertLessThanOrEqual(misses, 8, "the runtime calls no hooked libc function on its own")
+        XCTAssertEqual((events.last?["restored"] as? Int), attached["functions"] as? Int)
+        XCTAssertEqual(try target.send("add 2 2"), "4")
+        XCTAssertEqual(try target.send("quiet"), "made 0")
     }
 
     /// Two names for one function (nl_langinfo_l and __nl_langinfo_l) are hooked once.

@@ -80,8 +80,8 @@ final class HookitCLITests: XCTestCase {
         let (pid, out) = spawnBackground([Repo.hookit] + ["inject", "\(target.pid)", Repo.target("libslow.so")])
         usleep(500_000)                      // dlopen is now inside the 2-second constructor
         kill(pid, SIGTERM)
-        let status = waitFor(pid)
         let text = readAll(out)
+        let status = waitFor(pid)
         XCTAssertEqual(status, 1, text)
         XCTAssertTrue(text.contains("interrupted"), text)
         XCTAssertEqual(tracerPid(target.pid), "0")

@@ -78,6 +78,8 @@ ssize_t hk_vm_read_many(pid_t pid, const uint64_t *remote, const size_t *lens, s
 
 /// CPUID leaf 0xD: bytes the XSAVE area needs for the features enabled in XCR0.
 uint32_t hk_xsave_size(void);
+/// Time stamp counter ticks per second, measured against CLOCK_MONOTONIC over ~20 ms.
+double hk_tsc_hz(void);
 /// XCR0 (xgetbv 0): the state components the OS enabled; the same for every process here.
 uint64_t hk_xcr0(void);
 /// CPUID 0xD.1: XSAVEC (compacted save, skips components in their initial state).

@@ -12,7 +12,7 @@ struct hookit_ctx;
 /// bytes further. hookit sums the cells of every CPU.
 struct hookit_rt_stats {
     uint64_t calls;     // runs of the program
-    uint64_t nsecs;     // time inside the program, when time collection is on
+    uint64_t nsecs;     // time inside the program, in TSC ticks (hookit converts), when time collection is on
     uint64_t misses;    // runs skipped because the thread was already inside a program
 };
 
