@@ -15,18 +15,6 @@ final class InteractiveCLITests: XCTestCase {
         try event(try hookit.send(command, timeout: 20))
     }
 
-    private func fileBytesMatch(_ target: TargetProcess, _ function: String) throws -> Bool {
-        let r = runProgram([Repo.hookit, "symbols", "\(target.pid)", "hooktarget:\(function)"])
-        let f = r.output.split(separator: " ")
-        let address = UInt64(f[0].dropFirst(2), radix: 16)!, size = Int(f[1])!
-        let live = try RemoteMemoryReader.read(pid: target.pid, address: address, count: size)
-        let exe = try Data(contentsOf: URL(fileURLWithPath: Repo.target("hooktarget")))
-        let nm = runProgram(["/usr/bin/nm", Repo.target("hooktarget")]).output
-        let value = nm.split(separator: "\n").first { $0.hasSuffix(" T \(function)") }!.split(separator: " ")[0]
-        let offset = Int(UInt64(value, radix: 16)!)   // PIE: vaddr == file offset for .text here
-        return Array(exe[offset..<offset + size]) == live
-    }
-
     func testAddListRemoveDetachLiveThroughAPipe() throws {
         let target = try TargetProcess("hooktarget")
         let hookit = try TargetProcess(path: Repo.hookit, arguments: ["attach", "\(target.pid)", "--interactive", "--json"])
@@ -67,8 +55,8 @@ final class InteractiveCLITests: XCTestCase {
         while let l = try? hookit.readLine(timeout: 20) { last = try event(l); if last["event"] as? String == "detached" { break } }
         XCTAssertEqual(last["event"] as? String, "detached")
         XCTAssertEqual(hookit.waitExit(timeout: 20), 0)
-        XCTAssertTrue(try fileBytesMatch(target, "add"), "add's code equals the file again")
-        XCTAssertTrue(try fileBytesMatch(target, "patch5"))
+        XCTAssertTrue(try codeEqualsFile(target, "add"), "add's code equals the file again")
+        XCTAssertTrue(try codeEqualsFile(target, "patch5"))
         XCTAssertEqual(try target.send("add 2 3"), "5")
     }
 
@@ -104,7 +92,7 @@ final class InteractiveCLITests: XCTestCase {
         XCTAssertEqual(try target.send("resume"), "resumed")
         try hookit.write("detach")
         XCTAssertEqual(hookit.waitExit(timeout: 30), 0)
-        XCTAssertTrue(try fileBytesMatch(target, "add"))
+        XCTAssertTrue(try codeEqualsFile(target, "add"))
         let maps = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
         XCTAssertEqual(maps.split(separator: "\n").filter { $0.split(separator: " ").count == 5 && $0.contains(" r-xp ") }, [],
                        "no hookit code page left")
@@ -128,7 +116,7 @@ final class InteractiveCLITests: XCTestCase {
         XCTAssertEqual(hooks.first?["calls"] as? Int, 1, "the parent's call counted; the child's went to its own copy")
         hookit.closeInput()
         XCTAssertEqual(hookit.waitExit(timeout: 20), 0)
-        XCTAssertTrue(try fileBytesMatch(target, "add"))
+        XCTAssertTrue(try codeEqualsFile(target, "add"))
     }
 
     func testEndOfInputDetaches() throws {
@@ -138,17 +126,7 @@ final class InteractiveCLITests: XCTestCase {
         XCTAssertEqual(try reply(hookit, to: "add --count hooktarget:patch5")["event"] as? String, "added")
         hookit.closeInput()
         XCTAssertEqual(hookit.waitExit(timeout: 20), 0)
-        XCTAssertTrue(try fileBytesMatch(target, "patch5"))
+        XCTAssertTrue(try codeEqualsFile(target, "patch5"))
         XCTAssertEqual(try target.send("patch5 2"), "6")
-    }
-}
-
-/// Reads another process's memory (process_vm_readv), for checking restored code.
-enum RemoteMemoryReader {
-    static func read(pid: pid_t, address: UInt64, count: Int) throws -> [UInt8] {
-        var buf = [UInt8](repeating: 0, count: count)
-        let n = buf.withUnsafeMutableBytes { hk_vm_read(pid, address, $0.baseAddress, count) }
-        guard n == count else { throw TestError("process_vm_readv at 0x\(String(address, radix: 16)) failed") }
-        return buf
     }
 }

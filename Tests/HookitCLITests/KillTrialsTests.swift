@@ -36,16 +36,4 @@ final class KillTrialsTests: XCTestCase {
         XCTAssertEqual(try target.send("spinbad"), "0", "no call ever returned a wrong value")
         XCTAssertEqual(try target.send("regcheck"), "0 7")
     }
-
-    private func codeEqualsFile(_ target: TargetProcess, _ function: String) throws -> Bool {
-        let r = runProgram([Repo.hookit, "symbols", "\(target.pid)", "hooktarget:\(function)"])
-        let f = r.output.split(separator: " ")
-        let address = UInt64(f[0].dropFirst(2), radix: 16)!, size = Int(f[1])!
-        let live = try RemoteMemoryReader.read(pid: target.pid, address: address, count: size)
-        let exe = try Data(contentsOf: URL(fileURLWithPath: Repo.target("hooktarget")))
-        let nm = runProgram(["/usr/bin/nm", Repo.target("hooktarget")]).output
-        let value = nm.split(separator: "\n").first { $0.hasSuffix(" T \(function)") }!.split(separator: " ")[0]
-        let offset = Int(UInt64(value, radix: 16)!)
-        return Array(exe[offset..<offset + size]) == live
-    }
 }
