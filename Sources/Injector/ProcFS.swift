@@ -63,7 +63,8 @@ public enum ProcFS {
 }
 
 extension Substring {
-    func trimmingCharacters(in set: String) -> String {
+    /// Drops the characters of `set` from both ends (no Foundation needed).
+    public func trimmingCharacters(in set: String) -> String {
         var s = self
         while let f = s.first, set.contains(f) { s = s.dropFirst() }
         while let l = s.last, set.contains(l) { s = s.dropLast() }
@@ -72,5 +73,5 @@ extension Substring {
 }
 
 extension String {
-    func trimmingCharacters(in set: String) -> String { self[...].trimmingCharacters(in: set) }
+    public func trimmingCharacters(in set: String) -> String { self[...].trimmingCharacters(in: set) }
 }

@@ -8,12 +8,19 @@ struct Output {
 
     func attached(functions: Int, links: Int, refused: [(function: String, reason: String)], stop: StopStats,
                   codeUsed: Int, codeMapped: Int) {
+        refusals(refused)
         if json {
-            for r in refused { line("{\"event\":\"refused\",\"function\":\(JSON.string(r.function)),\"reason\":\(JSON.string(r.reason))}") }
             line("{\"event\":\"attached\",\"functions\":\(functions),\"links\":\(links),\"refused\":\(refused.count),\"stopped_ns\":\(stop.totalNanos),\"longest_stop_ns\":\(stop.longestNanos),\"code_bytes_used\":\(codeUsed),\"code_bytes_mapped\":\(codeMapped)}")
         } else {
-            for r in refused { line("refused \(r.function): \(r.reason)") }
             line("attached \(links) program(s) to \(functions) function(s); world stopped \(ms(stop.totalNanos)) ms")
+        }
+    }
+
+    /// Functions a pattern matched that cannot be hooked safely, one line each.
+    private func refusals(_ refused: [(function: String, reason: String)]) {
+        for r in refused {
+            if json { line("{\"event\":\"refused\",\"function\":\(JSON.string(r.function)),\"reason\":\(JSON.string(r.reason))}") }
+            else { line("refused \(r.function): \(r.reason)") }
         }
     }
 
@@ -52,11 +59,10 @@ struct Output {
 
     func added(_ hook: Hook, refused: [(function: String, reason: String)], stop: StopStats) {
         let functions = Set(hook.links.map(\.function.address)).count
+        refusals(refused)
         if json {
-            for r in refused { line("{\"event\":\"refused\",\"function\":\(JSON.string(r.function)),\"reason\":\(JSON.string(r.reason))}") }
             line("{\"event\":\"added\",\"id\":\(hook.id),\"functions\":\(functions),\"links\":\(hook.links.count),\"refused\":\(refused.count),\"stopped_ns\":\(stop.lastNanos)}")
         } else {
-            for r in refused { line("refused \(r.function): \(r.reason)") }
             line("hook \(hook.id): \(hook.links.count) program(s) on \(functions) function(s) (\(hook.text))")
         }
     }

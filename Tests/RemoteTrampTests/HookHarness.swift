@@ -27,7 +27,7 @@ final class HookHarness {
     }
 
     func function(_ name: String) throws -> FunctionSymbol {
-        try symbols.function(name.contains(":") ? name : "\(target.pid == 0 ? "" : moduleName):\(name)")
+        try symbols.function(name.contains(":") ? name : "\(moduleName):\(name)")
     }
 
     var moduleName: String { symbols.executable?.name ?? "hooktarget" }
@@ -53,19 +53,6 @@ final class HookHarness {
         return try table.stats(link)
     }
 
-    /// A variable of an injected library, read through the target's own dlsym.
-    func readGlobal(_ name: String, library: String = HookHarness.progs) throws -> UInt64 {
-        let wasHeld = tracee.held
-        if !wasHeld { try tracee.stopWorld() }
-        defer { if !wasHeld { try? tracee.resumeWorld() } }
-        let lib = symbols.modules.first { $0.path == library }
-        _ = lib
-        let fresh = try SymbolTable(pid: target.pid)
-        let handle = try tracee.inject(library: library, symbols: fresh).handle   // already loaded: same handle
-        guard let addr = try tracee.dlsym(handle: handle, name: name, symbols: fresh) else { throw TestError("no \(name)") }
-        return try tracee.memory.readU64(at: addr)
-    }
-
     /// Restores every entry and detaches; returns the table's report.
     @discardableResult
     func finish() throws -> TableDetachReport {
@@ -73,14 +60,5 @@ final class HookHarness {
         let report = table.detach()
         tracee.detach()
         return report
-    }
-
-    /// The tracee's code for a function equals the ELF file's bytes.
-    func assertCodeMatchesFile(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        let f = try function(name)
-        let module = symbols.modules.first { $0.name == f.module }!
-        let n = Int(max(f.size, 16))
-        let live = try tracee.memory.read(at: f.address, count: n)
-        XCTAssertEqual(live, module.fileBytes(at: f.address, count: n), "\(name) restored", file: file, line: line)
     }
 }
