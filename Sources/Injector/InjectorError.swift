@@ -27,6 +27,7 @@ public enum InjectorError: Error, Equatable, CustomStringConvertible {
     case libraryPath(path: String, detail: String)
     case dlopenFailed(path: String, dlerror: String)
     case interrupted(signal: Int32)
+    case sharedMemory(path: String, errno: Int32)
 
     public var description: String {
         switch self {
@@ -79,6 +80,8 @@ public enum InjectorError: Error, Equatable, CustomStringConvertible {
             return "dlopen(\(path)) failed in the tracee: \(msg)"
         case .interrupted(let sig):
             return "interrupted by signal \(sig); detached"
+        case .sharedMemory(let path, let e):
+            return "cannot map the tracee's shared memory \(path) into hookit: \(errnoText(e))"
         }
     }
 }

@@ -49,13 +49,22 @@ final class PerCPUCounters {
         return offset >= Int64(Int32.min) && offset <= Int64(Int32.max) ? Int32(offset) : nil
     }
 
+    /// The cells live in memory shared with hookit (SharedMemory): hookit reads them with plain
+    /// loads, and they stay readable after the tracee exits.
+    private var shared: SharedMemory?
+
+    private func mapIfNeeded(_ tracee: Tracee) throws {
+        if shared != nil { return }
+        let m = try SharedMemory(tracee: tracee, length: Int(Self.stride) * cpus, name: "hookit-counters")
+        shared = m
+        base = m.remote
+    }
+
     /// A zeroed counter.
     func allocate(tracee: Tracee) throws -> Int {
-        if base == 0 {
-            base = try tracee.mmap(length: Self.stride * UInt64(cpus), protection: PROT_READ | PROT_WRITE)
-        }
+        try mapIfNeeded(tracee)
         if let i = free.popLast() {
-            for c in 0..<cpus { try tracee.memory.write([UInt8](repeating: 0, count: 8), at: cell(i, cpu: c)) }
+            for c in 0..<cpus { localCell(i, cpu: c).pointee = 0 }
             return i
         }
         guard next < Int(Self.stride / 8) else { throw TrampolineError.counterSpace(limit: Int(Self.stride / 8)) }
@@ -65,23 +74,29 @@ final class PerCPUCounters {
 
     func release(_ index: Int) { free.append(index) }
 
-    /// Three consecutive counters (struct hookit_rt_stats: calls, nsecs, misses); the index of
-    /// the first. Never reused: a small, per-link cost.
-    func allocateTriple(tracee: Tracee) throws -> Int {
-        if base == 0 {
-            base = try tracee.mmap(length: Self.stride * UInt64(cpus), protection: PROT_READ | PROT_WRITE)
-        }
-        guard next + 3 <= Int(Self.stride / 8) else { throw TrampolineError.counterSpace(limit: Int(Self.stride / 8)) }
-        defer { next += 3 }
+    /// `count` consecutive counters (struct hookit_rt_stats, a timing block, override settings);
+    /// the index of the first. Never reused: a small, per-link cost.
+    func allocateBlock(_ count: Int, tracee: Tracee) throws -> Int {
+        try mapIfNeeded(tracee)
+        guard next + count <= Int(Self.stride / 8) else { throw TrampolineError.counterSpace(limit: Int(Self.stride / 8)) }
+        defer { next += count }
         return next
+    }
+
+    func allocateTriple(tracee: Tracee) throws -> Int { try allocateBlock(3, tracee: tracee) }
+
+    /// hookit's view of a cell.
+    func localCell(_ index: Int, cpu: Int) -> UnsafeMutablePointer<UInt64> {
+        (shared!.local + cpu * Int(Self.stride) + index * 8).assumingMemoryBound(to: UInt64.self)
     }
 
     func cell(_ index: Int, cpu: Int) -> UInt64 { base + UInt64(cpu) * Self.stride + UInt64(index) * 8 }
 
     /// The counter's value: the sum of its cells.
-    func read(_ index: Int, memory: RemoteMemory) throws -> Int64 {
+    func read(_ index: Int) -> Int64 {
+        guard shared != nil else { return 0 }
         var sum: Int64 = 0
-        for c in 0..<cpus { sum &+= Int64(bitPattern: try memory.readU64(at: cell(index, cpu: c))) }
+        for c in 0..<cpus { sum &+= Int64(bitPattern: localCell(index, cpu: c).pointee) }
         return sum
     }
 
@@ -141,7 +156,9 @@ final class PerCPUCounters {
         }
     }
 
+    /// Unmaps the tracee's side; hookit can still read the last values.
     func unmap(tracee: Tracee) {
-        if base != 0, (try? tracee.munmap(address: base, length: Self.stride * UInt64(cpus))) != nil { base = 0 }
+        // `base` stays: it still names the cells hookit reads (through its own mapping).
+        try? shared?.unmapRemote(tracee: tracee)
     }
 }

@@ -6,6 +6,8 @@ import Injector
 public enum ProgramSpec: Equatable, Sendable {
     case count
     case user(library: String, symbol: String)
+    /// A program of libhookit_rt.so (hookit_rt_trace_exit, ...), given its data by the cookie.
+    case runtime(symbol: String)
 }
 
 /// The trampolines of one tracee, keyed by function address (the seed's trampoline_table),
@@ -212,6 +214,11 @@ public final class TrampolineTable {
                 throw TrampolineError.programNotFound(library: library, symbol: symbol)
             }
             return .user(library: library, symbol: symbol, address: address)
+        case .runtime(let symbol):
+            guard kind != .replace else {
+                throw TrampolineError.unsupported(kind: kind.rawValue, program: symbol, reason: "hookit's own programs run as fentry, fexit or fmod_ret")
+            }
+            return .runtime(symbol: symbol, address: try runtimeSymbol(symbol))
         }
     }
 
@@ -220,6 +227,17 @@ public final class TrampolineTable {
         let lib = try tracee.inject(library: library, symbols: symbols)
         libraries[library] = lib.handle
         return lib.handle
+    }
+
+    /// The address of a symbol of libhookit_rt.so in the tracee (loading it if needed): its
+    /// programs, and the variables through which hookit configures them.
+    public func runtimeSymbol(_ name: String) throws -> UInt64 {
+        try loadRuntime()
+        guard let path = options.runtimeLibrary, let handle = libraries[path],
+              let address = try tracee.dlsym(handle: handle, name: name, symbols: symbols) else {
+            throw TrampolineError.programNotFound(library: options.runtimeLibrary ?? "libhookit_rt.so", symbol: name)
+        }
+        return address
     }
 
     private func loadRuntime() throws {
@@ -344,7 +362,7 @@ public final class TrampolineTable {
     }
 
     /// Time stamp counter rate, measured once per hookit run.
-    static let tscHz: Double = hk_tsc_hz()
+    public static let tscHz: Double = hk_tsc_hz()
 
     /// More than any image of `t` can take: frame, register and vector saves, the stack-argument
     /// copy and ~200 bytes per program (a per-CPU count with its rseq section and descriptor).
@@ -370,7 +388,7 @@ public final class TrampolineTable {
     public func collectRetired() -> Int {
         precondition(tracee.held, "retirement checks need the world stopped")
         guard !retired.isEmpty else { return 0 }
-        let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, (try? counters.read($0, memory: tracee.memory)) ?? 1) } }
+        let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, counters.read($0)) } }
         let busy = Set(ImageRetirement.busyRanges(retired.map(\.range), inflight: inflight, tracee: tracee))
         let (keep, free) = (retired.filter { busy.contains($0.range) }, retired.filter { !busy.contains($0.range) })
         for image in free { release(image) }
@@ -417,20 +435,24 @@ public final class TrampolineTable {
 
     public func stats(_ link: Link) throws -> LinkStats {
         if let c = link.counter {
-            return LinkStats(calls: UInt64(max(0, try counters.read(c, memory: tracee.memory))), nsecs: 0, misses: 0)
+            return LinkStats(calls: UInt64(max(0, counters.read(c))), nsecs: 0, misses: 0)
         }
         // struct hookit_rt_stats cells, per CPU; time is kept in TSC ticks.
         let first = Int((link.statsAddress! - counters.cell(0, cpu: 0)) / 8)
-        func sum(_ i: Int) throws -> UInt64 { UInt64(max(0, try counters.read(first + i, memory: tracee.memory))) }
-        let ticks = try sum(1)
-        return LinkStats(calls: try sum(0), nsecs: ticks == 0 ? 0 : UInt64(Double(ticks) * 1e9 / Self.tscHz), misses: try sum(2))
+        func sum(_ i: Int) -> UInt64 { UInt64(max(0, counters.read(first + i))) }
+        let ticks = sum(1)
+        return LinkStats(calls: sum(0), nsecs: ticks == 0 ? 0 : UInt64(Double(ticks) * 1e9 / Self.tscHz), misses: sum(2))
     }
 
     // MARK: - detach
 
     /// Restores every patched entry exactly (unregister), then frees what no thread can still be
     /// in. What a thread may still return into stays mapped and is reported.
-    public func detach(waitSeconds: Double = 2) -> TableDetachReport {
+    ///
+    /// `keeping`: functions whose replace patch stays live after hookit leaves (a live patch):
+    /// their image, relocated prologue, code page, unwind information and module references stay;
+    /// a later hookit takes such a patch over like any patch of a dead hookit.
+    public func detach(waitSeconds: Double = 2, keeping: Set<UInt64> = []) -> TableDetachReport {
         var report = TableDetachReport()
         if tracee.execed {
             // A new program image: none of hookit's addresses mean anything in it any more.
@@ -438,7 +460,8 @@ public final class TrampolineTable {
             return report
         }
         if !tracee.held { do { try tracee.stopWorld() } catch { report.problems.append("\(error)"); return report } }
-        for address in order {
+        let kept = keeping.filter { a in trampolines[a].map { $0.image != nil && !($0.links[.replace] ?? []).isEmpty } ?? false }
+        for address in order where !kept.contains(address) {
             guard let t = trampolines[address], let image = t.image else { continue }
             do {
                 try TextPoke.poke(tracee, at: t.site.address, expected: t.patchBytes(for: image), new: t.site.original, function: t.label)
@@ -459,15 +482,16 @@ public final class TrampolineTable {
         // even after detach: point it at the (restored) function itself; a relocated prologue
         // it may already have loaded stays mapped for good.
         var keep: [Range<UInt64>] = []
-        for (slot, function, t) in originalSlots {
+        for (slot, function, t) in originalSlots where !kept.contains(function) {
             try? tracee.memory.write([UInt8].le(function), at: slot)
             if let b = t.relocatedBlock { keep.append(b) }
         }
         report.leftMapped += keep.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16)) (the original of a replaced function)" }
+        keep += kept.compactMap { trampolines[$0]?.relocatedBlock }
         let ranges = retired.map(\.range) + trampolines.values.compactMap(\.relocatedBlock).filter { !keep.contains($0) }
         let deadline = Clock.seconds() + waitSeconds
         while true {
-            let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, (try? counters.read($0, memory: tracee.memory)) ?? 1) } }
+            let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, counters.read($0)) } }
             let busy = ImageRetirement.busyRanges(ranges, inflight: inflight, tracee: tracee)
             if busy.isEmpty { break }
             if Clock.seconds() >= deadline {
@@ -487,26 +511,27 @@ public final class TrampolineTable {
         }
         for image in retired { release(image) }
         retired.removeAll()
-        for t in trampolines.values {
+        for t in trampolines.values where !kept.contains(t.site.address) {
             if let b = t.relocatedBlock, !keep.contains(b) { code.release(b.lowerBound, size: b.count) }
         }
-        trampolines.removeAll()
-        order.removeAll()
+        report.kept = kept.count
+        trampolines = trampolines.filter { kept.contains($0.key) }
+        order.removeAll { !kept.contains($0) }
         // A page whose unwind information could not be deregistered stays, and so does the
         // arena holding that information: the unwinder still points into both.
         var deregistered = true
-        perfMap.write([])
+        if kept.isEmpty { perfMap.write([]) } else { writePerfMap() }
         code.unmapEmptyPages(tracee: tracee) { page in
             let ok = deregisterUnwindInfo(page)
             deregistered = deregistered && ok
             return ok
         }
-        if deregistered { data.unmap(tracee: tracee) }
+        if deregistered && kept.isEmpty { data.unmap(tracee: tracee) }
         else { report.problems.append("the unwinder kept a trampoline page; it stays mapped") }
         counters.unmap(tracee: tracee)
         // Nothing of hookit's points into the modules any more (kept originals of replaced
         // functions excepted): give back the references (bpf_trampoline_module_put).
-        if keep.isEmpty {
+        if keep.isEmpty && kept.isEmpty {
             for (_, handle) in pinned { try? tracee.unpin(handle: handle, symbols: symbols) }
             pinned.removeAll()
         }
@@ -518,6 +543,8 @@ public final class TrampolineTable {
 
 public struct TableDetachReport: Sendable {
     public var restored = 0
+    /// Replace patches left live on purpose (`keeping`).
+    public var kept = 0
     public var unmapped = false
     public var leftMapped: [String] = []
     public var problems: [String] = []
@@ -528,6 +555,7 @@ extension ProgramCode {
         switch self {
         case .count: return .count
         case .user(let lib, let sym, _): return .user(library: lib, symbol: sym)
+        case .runtime(let sym, _): return .runtime(symbol: sym)
         }
     }
 }
@@ -537,6 +565,7 @@ extension ProgramSpec {
         switch self {
         case .count: return "count"
         case .user(let lib, let sym): return "\(lib):\(sym)"
+        case .runtime(let sym): return sym
         }
     }
 }

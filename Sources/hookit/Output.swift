@@ -5,6 +5,8 @@ import RemoteTramp
 /// Everything `hookit attach` prints: JSON lines with --json, a readable table otherwise.
 struct Output {
     let json: Bool
+    /// Trace lines show seconds since this moment (CLOCK_MONOTONIC ns).
+    let start = Clock.now()
 
     func attached(functions: Int, links: Int, refused: [(function: String, reason: String)], stop: StopStats,
                   codeUsed: Int, codeMapped: Int) {
@@ -40,13 +42,53 @@ struct Output {
         }
     }
 
-    func detached(restored: Int, leftMapped: [String], stop: StopStats) {
+    func detached(restored: Int, kept: Int = 0, leftMapped: [String], stop: StopStats, traced: (calls: UInt64, dropped: UInt64)? = nil) {
         if json {
             let left = leftMapped.map { JSON.string($0) }.joined(separator: ",")
-            line("{\"event\":\"detached\",\"restored\":\(restored),\"left_mapped\":[\(left)],\"stops\":\(stop.count),\"longest_stop_ns\":\(stop.longestNanos)}")
+            let trace = traced.map { ",\"traced\":\($0.calls),\"dropped\":\($0.dropped)" } ?? ""
+            line("{\"event\":\"detached\",\"restored\":\(restored),\"kept\":\(kept),\"left_mapped\":[\(left)],\"stops\":\(stop.count),\"longest_stop_ns\":\(stop.longestNanos)\(trace)}")
         } else {
+            if let t = traced { line("traced \(t.calls) call(s); \(t.dropped) dropped (the ring was full)") }
             line("detached: \(restored) function(s) restored; world stopped \(stop.count) time(s), longest \(ms(stop.longestNanos)) ms")
+            if kept > 0 { line("kept \(kept) replacement(s) live in the process (--keep)") }
             for l in leftMapped { line("left mapped (a thread may still return into it): \(l)") }
+        }
+    }
+
+    // MARK: - trace, counts, overrides
+
+    func call(_ c: TracedCall) {
+        line(json ? c.json : c.text(since: start))
+    }
+
+    /// The --count table (at each --interval and at detach).
+    func counts(_ rows: [CountTable.Row], histogram: Bool, elapsed: Double, final: Bool) {
+        if json {
+            for r in rows {
+                var s = "{\"event\":\"stats\",\"function\":\(JSON.string(r.label)),\"address\":\"0x\(String(r.function.address, radix: 16))\",\"kind\":\"count\",\"program\":\"count\",\"cookie\":0,\"calls\":\(r.calls),\"ns\":\(r.nsecs),\"mean_ns\":\(r.meanNanos),\"misses\":\(r.misses),\"timed\":\(r.timed),\"final\":\(final),\"elapsed_s\":\(fixed(elapsed, 3))"
+                if histogram && r.timed {
+                    let buckets = r.histogram.enumerated().filter { $0.element > 0 }.map { k, n in
+                        let (lo, hi) = CountTable.bounds(k)
+                        return "[\(lo),\(hi),\(n)]"
+                    }
+                    s += ",\"hist\":[\(buckets.joined(separator: ","))]"
+                }
+                line(s + "}")
+            }
+        } else {
+            line(final ? "" : "--- \(fixed(elapsed, 1)) s")
+            for l in CountTable.text(rows, histogram: histogram) { line(l) }
+        }
+    }
+
+    func override(_ o: OverrideEntry, calls: UInt64, injected: UInt64) {
+        let fn = "\(o.function.module):\(o.function.name)"
+        let value = Int64(bitPattern: o.settings.value)
+        if json {
+            line("{\"event\":\"override\",\"function\":\(JSON.string(fn)),\"value\":\(value),\"errno\":\(o.settings.errno),\"calls\":\(calls),\"injected\":\(injected)}")
+        } else {
+            let e = o.settings.errno == 0 ? "" : " (errno \(o.settings.errno))"
+            line("override \(fn): \(injected) of \(calls) call(s) returned \(value)\(e)")
         }
     }
 
@@ -92,7 +134,7 @@ struct Output {
     }
 
     func help() {
-        line("add --count PATTERN | add --prog KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N]   hook live; prints the hook id")
+        line("add --trace P | --count P | --override F=V [--errno E] | --replace F=/lib.so:SYM | --prog SPEC   hook live; prints the hook id")
         line("remove ID    unhook; prints its calls")
         line("list         hooks with their statistics")
         line("detach       restore everything and leave (end of input does the same)")

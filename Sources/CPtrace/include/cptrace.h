@@ -153,4 +153,11 @@ extern volatile sig_atomic_t hk_interrupt_signal;
 /// Installs a flag-setting handler (no SA_RESTART, so blocking calls return EINTR) for each
 /// signal in the zero-terminated list.
 void hk_catch_signals(const int *signals);
+/* Memory shared with the tracee's threads (trace ring, counters): loads and stores that Swift
+ * can neither tear nor reorder. */
+static inline uint64_t hk_load_acquire(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void hk_store_release(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+/* The time stamp counter: the clock of the runtime's timings and trace events. */
+static inline uint64_t hk_rdtsc(void) { return __builtin_ia32_rdtsc(); }
+
 #endif
