@@ -1,7 +1,8 @@
 // A program for `hookit run` (Tracee.spawn): shows what happened before main. Its constructor
 // writes "constructor" straight to stdout and, with SPAWNEE_RAISE set, raises SIGUSR1 at itself
 // (caught and counted); SPAWNEE_EXIT=N makes it _exit(N), SPAWNEE_EXEC=PATH makes it exec PATH
-// instead, so main is never reached. main reports the constructor flag, the SIGUSR1 count and its argv, one
+// instead, so main is never reached;
+// SPAWNEE_WAIT makes it wait for a line on stdin before main. main reports the constructor flag, the SIGUSR1 count and its argv, one
 // line each, then waits for a line on stdin and exits with status 42 (or the number on it).
 #include <signal.h>
 #include <stdio.h>
@@ -26,6 +27,10 @@ __attribute__((constructor)) static void early(void) {
     }
     static const char msg[] = "constructor\n";
     if (write(1, msg, sizeof msg - 1) < 0) _exit(3);
+    if (getenv("SPAWNEE_WAIT")) {   // blocks before main until a line (or end of input) arrives
+        char c;
+        while (read(0, &c, 1) == 1 && c != '\n') {}
+    }
 }
 
 int main(int argc, char **argv) {

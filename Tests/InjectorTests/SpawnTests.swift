@@ -134,6 +134,60 @@ final class SpawnTests: XCTestCase {
         io.write("3")
         XCTAssertEqual(io.waitExit(tracee).map { hk_wexitstatus($0) }, 3)
     }
+
+    // A hookit that dies: a stand-in for it — this test bundle run again, for the one test
+    // `testStandInForADyingHookit` — spawns spawnee on its own stdin and stdout (pipes to this
+    // test), then dies without detaching; the kernel detaches (or, with EXITKILL, kills) its
+    // tracees as for any dying tracer.
+
+    func testAHookitThatDiesHoldingTheProgramAtMainLeavesItRunning() throws {
+        let standIn = try startStandIn(environment: ["HOOKIT_SPAWN_STANDIN=exit-at-main"])
+        XCTAssertEqual(try Self.line(from: standIn, after: "constructor"), "main constructed=1 usr1=0 argc=1",
+                       "no stray SIGTRAP, no stopped thread: the program runs on from main")
+        XCTAssertEqual(try standIn.readLine(timeout: 5), "env[]")
+        XCTAssertEqual(standIn.waitExit(timeout: 5), 0, "the stand-in spawned the program, then died holding it")
+        try standIn.write("0")
+        XCTAssertThrowsError(try standIn.readLine(timeout: 5), "the program exited normally (its output closed)")
+    }
+
+    func testAHookitThatDiesBeforeMainTakesTheHalfStartedProgramWithIt() throws {
+        let standIn = try startStandIn(environment: ["HOOKIT_SPAWN_STANDIN=wait", "SPAWNEE_WAIT=1"])
+        XCTAssertNotNil(try Self.line(from: standIn, after: nil, matching: "constructor"), "held in its constructor, before main")
+        let program = try XCTUnwrap(children(of: standIn.pid).first)
+        standIn.kill()
+        XCTAssertThrowsError(try standIn.readLine(timeout: 2)) { e in
+            XCTAssertTrue("\(e)".contains("closed its output"), "PTRACE_O_EXITKILL: the program died with hookit, not \(e)")
+            if !"\(e)".contains("closed its output") { kill(program, SIGKILL) }
+        }
+    }
+
+    /// Not a test by itself: the stand-in for a dying hookit, when HOOKIT_SPAWN_STANDIN is set.
+    func testStandInForADyingHookit() throws {
+        guard let mode = getenv("HOOKIT_SPAWN_STANDIN").map({ String(cString: $0) }) else { return }
+        unsetenv("HOOKIT_SPAWN_STANDIN")
+        let tracee = try Tracee.spawn([Repo.target("spawnee")])
+        precondition(mode == "exit-at-main")
+        withExtendedLifetime(tracee) { _exit(0) }   // no detach: as if hookit were killed now
+    }
+
+    private func startStandIn(environment: [String]) throws -> TargetProcess {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        let bundle = String(decoding: buf[..<max(n, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        for e in environment { putenv(strdup(e)) }
+        defer { for e in environment { unsetenv(String(e.prefix { $0 != "=" })) } }
+        return try TargetProcess(path: bundle, arguments: ["InjectorTests.SpawnTests/testStandInForADyingHookit"])
+    }
+
+    /// The line after the line `after` (or the first line equal to `matching`), skipping the
+    /// stand-in's own XCTest chatter.
+    private static func line(from p: TargetProcess, after: String?, matching: String? = nil) throws -> String {
+        while true {
+            let l = try p.readLine(timeout: 5)
+            if let after, l == after { return try p.readLine(timeout: 5) }
+            if let matching, l == matching { return l }
+        }
+    }
 }
 
 /// A spawned program's stdin and stdout on pipes, read while the tracee is pumped.
@@ -208,17 +262,19 @@ private final class SpawnedIO {
 }
 
 /// PIDs whose parent is this process, zombies included (from /proc/PID/stat).
-private func childrenOfThisProcess() -> Set<pid_t> {
+private func childrenOfThisProcess() -> Set<pid_t> { children(of: getpid()) }
+
+/// PIDs whose parent is `parent`, zombies included (from /proc/PID/stat).
+private func children(of parent: pid_t) -> Set<pid_t> {
     var out = Set<pid_t>()
     guard let dir = opendir("/proc") else { return out }
     defer { closedir(dir) }
-    let me = getpid()
     while let ent = readdir(dir) {
         let name = withUnsafeBytes(of: ent.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
         guard let pid = pid_t(name), let stat = try? ProcFS.read("/proc/\(pid)/stat"),
               let close = stat.lastIndex(of: ")") else { continue }
         let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
-        if fields.count > 1, pid_t(fields[1]) == me { out.insert(pid) }
+        if fields.count > 1, pid_t(fields[1]) == parent { out.insert(pid) }
     }
     return out
 }
