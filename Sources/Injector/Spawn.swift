@@ -3,7 +3,7 @@ import Glibc
 
 /// Starting a program under hookit, held where its `main` begins (`hookit run`).
 ///
-/// Sequence, each step the undo of which is `killAndReap`:
+/// Steps (a failure at any of them is undone by `killAndReap`: no child is left behind):
 ///  1. fork; the child waits on a pipe before doing anything (hk_fork_exec: only
 ///     async-signal-safe calls in the child, every C array prepared before the fork).
 ///  2. PTRACE_SEIZE the waiting child, then let it go: it execs. Exec failure comes back as the
@@ -63,7 +63,7 @@ extension Tracee {
         do {
             let e = Ptrace.seizeKillingOnExit(child)
             if e == EPERM {
-                throw InjectorError.permissionDenied(pid: child, operation: "trace the program it started,", hint: Preflight.permissionHint(child))
+                throw InjectorError.permissionDenied(pid: child, operation: "trace its own child", hint: Preflight.permissionHint(child))
             }
             if e != 0 { throw InjectorError.ptraceFailed(request: "PTRACE_SEIZE", tid: child, errno: e) }
             t.threads[child] = TraceeThread(tid: child)
