@@ -40,7 +40,10 @@ struct ImageBuilder {
         var runtimeRun: UInt64?
         /// The image's in-flight counter; nil for a lean or replace image.
         var inflightCounter: Int?
+        /// In-flight counters live here...
         var counters: PerCPUCounters
+        /// ...built-in count links' counters here.
+        var cells: PerCPUCounters
     }
 
     struct Built {
@@ -241,7 +244,7 @@ struct ImageBuilder {
                                 _ sections: inout [PerCPUCounters.CriticalSection]) throws {
         switch link.code {
         case .count:
-            input.counters.emitIncrement(w, link.counter!, sections: &sections)
+            input.cells.emitIncrement(w, link.counter!, sections: &sections)
         case .user(_, _, let address), .runtime(_, let address):
             w.mov(.rax, imm: link.cookie)
             w.store(.rax, .rbp, ctx(ctxCookie))

@@ -28,9 +28,15 @@ final class PerCPUCounters {
     private var next = 0
     private var free: [Int] = []
 
-    init(cpus: Int, cpuIDOffset: Int32?) {
+    /// Shared with hookit (statistics, program data: readable in place and after the tracee
+    /// exits), or private to the tracee (in-flight counts: a child the tracee forks gets its
+    /// own copy, so its threads never hold the parent's images busy).
+    let sharedWithHookit: Bool
+
+    init(cpus: Int, cpuIDOffset: Int32?, sharedWithHookit: Bool) {
         self.cpus = cpuIDOffset == nil ? 1 : cpus
         self.cpuIDOffset = cpuIDOffset
+        self.sharedWithHookit = sharedWithHookit
     }
 
     /// The CPUs this machine can have (/sys/devices/system/cpu/possible, e.g. "0-63").
@@ -49,22 +55,31 @@ final class PerCPUCounters {
         return offset >= Int64(Int32.min) && offset <= Int64(Int32.max) ? Int32(offset) : nil
     }
 
-    /// The cells live in memory shared with hookit (SharedMemory): hookit reads them with plain
-    /// loads, and they stay readable after the tracee exits.
+    /// Shared cells: hookit reads them with plain loads (SharedMemory).
     private var shared: SharedMemory?
+    /// Private cells: read through the tracee's memory.
+    private var memory: RemoteMemory?
 
     private func mapIfNeeded(_ tracee: Tracee) throws {
-        if shared != nil { return }
-        let m = try SharedMemory(tracee: tracee, length: Int(Self.stride) * cpus, name: "hookit-counters")
-        shared = m
-        base = m.remote
+        if base != 0 { return }
+        if sharedWithHookit {
+            let m = try SharedMemory(tracee: tracee, length: Int(Self.stride) * cpus, name: "hookit-counters")
+            shared = m
+            base = m.remote
+        } else {
+            base = try tracee.mmap(length: Self.stride * UInt64(cpus), protection: PROT_READ | PROT_WRITE)
+            memory = tracee.memory
+        }
     }
 
     /// A zeroed counter.
     func allocate(tracee: Tracee) throws -> Int {
         try mapIfNeeded(tracee)
         if let i = free.popLast() {
-            for c in 0..<cpus { localCell(i, cpu: c).pointee = 0 }
+            for c in 0..<cpus {
+                if shared != nil { localCell(i, cpu: c).pointee = 0 }
+                else { try tracee.memory.write([UInt8](repeating: 0, count: 8), at: cell(i, cpu: c)) }
+            }
             return i
         }
         guard next < Int(Self.stride / 8) else { throw TrampolineError.counterSpace(limit: Int(Self.stride / 8)) }
@@ -93,10 +108,18 @@ final class PerCPUCounters {
     func cell(_ index: Int, cpu: Int) -> UInt64 { base + UInt64(cpu) * Self.stride + UInt64(index) * 8 }
 
     /// The counter's value: the sum of its cells.
-    func read(_ index: Int) -> Int64 {
-        guard shared != nil else { return 0 }
+    /// nil when private cells cannot be read (the tracee is gone).
+    func read(_ index: Int) -> Int64? {
         var sum: Int64 = 0
-        for c in 0..<cpus { sum &+= Int64(bitPattern: localCell(index, cpu: c).pointee) }
+        if shared != nil {
+            for c in 0..<cpus { sum &+= Int64(bitPattern: localCell(index, cpu: c).pointee) }
+        } else {
+            guard let memory, base != 0 else { return nil }
+            for c in 0..<cpus {
+                guard let v = try? memory.readU64(at: cell(index, cpu: c)) else { return nil }
+                sum &+= Int64(bitPattern: v)
+            }
+        }
         return sum
     }
 
@@ -159,6 +182,7 @@ final class PerCPUCounters {
     /// Unmaps the tracee's side; hookit can still read the last values.
     func unmap(tracee: Tracee) {
         // `base` stays: it still names the cells hookit reads (through its own mapping).
-        try? shared?.unmapRemote(tracee: tracee)
+        if let m = shared { try? m.unmapRemote(tracee: tracee) }
+        else if base != 0, memory != nil, (try? tracee.munmap(address: base, length: Self.stride * UInt64(cpus))) != nil { memory = nil }
     }
 }

@@ -7,22 +7,22 @@ extension TrampolineTable {
     /// `cells` zeroed 8-byte cells per CPU; returns CPU 0's address in the tracee (CPU c's is
     /// HOOKIT_RT_CPU_STRIDE bytes further). Never freed before detach.
     public func allocateProgramData(cells: Int) throws -> UInt64 {
-        counters.cell(try counters.allocateBlock(cells, tracee: tracee), cpu: 0)
+        self.cells.cell(try self.cells.allocateBlock(cells, tracee: tracee), cpu: 0)
     }
 
     /// Sets CPU 0's cells of a block (settings a program reads; written before it is linked).
     public func writeProgramData(_ address: UInt64, _ values: [UInt64]) {
         let first = index(of: address)
-        for (i, v) in values.enumerated() { counters.localCell(first + i, cpu: 0).pointee = v }
+        for (i, v) in values.enumerated() { self.cells.localCell(first + i, cpu: 0).pointee = v }
     }
 
     /// A block's cells, summed over the CPUs.
     public func readProgramData(_ address: UInt64, cells: Int) -> [UInt64] {
         let first = index(of: address)
-        return (0..<cells).map { UInt64(bitPattern: counters.read(first + $0)) }
+        return (0..<cells).map { UInt64(bitPattern: self.cells.read(first + $0) ?? 0) }
     }
 
-    private func index(of address: UInt64) -> Int { Int((address - counters.cell(0, cpu: 0)) / 8) }
+    private func index(of address: UInt64) -> Int { Int((address - cells.cell(0, cpu: 0)) / 8) }
 
     /// Tells the runtime what it needs for time and thread ids: nanoseconds per TSC tick, and
     /// where glibc keeps each thread's tid (so a trace event costs no gettid system call).

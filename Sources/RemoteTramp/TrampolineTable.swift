@@ -36,7 +36,10 @@ public final class TrampolineTable {
     let options: Options
     let code: CodeAllocator
     let data = DataArena()
+    /// In-flight counts of images (private to the tracee).
     let counters: PerCPUCounters
+    /// Built-in counts, program statistics and program data (shared with hookit).
+    let cells: PerCPUCounters
     private var trampolines: [UInt64: Trampoline] = [:]
     private var order: [UInt64] = []
     public private(set) var links: [Int: Link] = [:]
@@ -62,8 +65,9 @@ public final class TrampolineTable {
         self.options = options
         self.code = CodeAllocator(budget: options.memoryBudget)
         self.perfMap = PerfMap(pid: tracee.pid)
-        self.counters = PerCPUCounters(cpus: PerCPUCounters.possibleCPUs(),
-                                       cpuIDOffset: PerCPUCounters.rseqCPUIDOffset(symbols: symbols, memory: tracee.memory))
+        let cpuID = PerCPUCounters.rseqCPUIDOffset(symbols: symbols, memory: tracee.memory)
+        self.counters = PerCPUCounters(cpus: PerCPUCounters.possibleCPUs(), cpuIDOffset: cpuID, sharedWithHookit: false)
+        self.cells = PerCPUCounters(cpus: PerCPUCounters.possibleCPUs(), cpuIDOffset: cpuID, sharedWithHookit: true)
     }
 
     func trampoline(at address: UInt64) -> Trampoline? { trampolines[address] }
@@ -117,8 +121,8 @@ public final class TrampolineTable {
             try Self.checkLibraryExports(library, symbol, pid: tracee.pid)
         }
         let program = try resolve(spec, kind: kind, function: function)
-        let counter = program == .count ? try counters.allocate(tracee: tracee) : nil
-        let stats = program == .count ? nil : counters.cell(try counters.allocateTriple(tracee: tracee), cpu: 0)
+        let counter = program == .count ? try cells.allocate(tracee: tracee) : nil
+        let stats = program == .count ? nil : cells.cell(try cells.allocateTriple(tracee: tracee), cpu: 0)
         let link = Link(id: nextLinkID, kind: kind, code: program, cookie: cookie, function: function,
                         statsAddress: stats, counter: counter)
         nextLinkID += 1
@@ -338,7 +342,7 @@ public final class TrampolineTable {
     private func buildImage(_ t: Trampoline) throws -> Image {
         let counter = ImageBuilder.needsInflight(t.links) ? try counters.allocate(tracee: tracee) : nil
         let input = ImageBuilder.Input(site: t.site, links: t.links, originalEntry: t.originalEntry,
-                                       runtimeRun: runtimeRun, inflightCounter: counter, counters: counters)
+                                       runtimeRun: runtimeRun, inflightCounter: counter, counters: counters, cells: cells)
         // Code is assembled for the address it runs at, so the space comes first: an upper
         // bound, whose unused tail goes straight back to the allocator (and is the next
         // image's start, which keeps a page's images contiguous for flushCode).
@@ -388,7 +392,7 @@ public final class TrampolineTable {
     public func collectRetired() -> Int {
         precondition(tracee.held, "retirement checks need the world stopped")
         guard !retired.isEmpty else { return 0 }
-        let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, counters.read($0)) } }
+        let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, counters.read($0) ?? 1) } }
         let busy = Set(ImageRetirement.busyRanges(retired.map(\.range), inflight: inflight, tracee: tracee))
         let (keep, free) = (retired.filter { busy.contains($0.range) }, retired.filter { !busy.contains($0.range) })
         for image in free { release(image) }
@@ -435,11 +439,11 @@ public final class TrampolineTable {
 
     public func stats(_ link: Link) throws -> LinkStats {
         if let c = link.counter {
-            return LinkStats(calls: UInt64(max(0, counters.read(c))), nsecs: 0, misses: 0)
+            return LinkStats(calls: UInt64(max(0, cells.read(c) ?? 0)), nsecs: 0, misses: 0)
         }
         // struct hookit_rt_stats cells, per CPU; time is kept in TSC ticks.
-        let first = Int((link.statsAddress! - counters.cell(0, cpu: 0)) / 8)
-        func sum(_ i: Int) -> UInt64 { UInt64(max(0, counters.read(first + i))) }
+        let first = Int((link.statsAddress! - cells.cell(0, cpu: 0)) / 8)
+        func sum(_ i: Int) -> UInt64 { UInt64(max(0, cells.read(first + i) ?? 0)) }
         let ticks = sum(1)
         return LinkStats(calls: sum(0), nsecs: ticks == 0 ? 0 : UInt64(Double(ticks) * 1e9 / Self.tscHz), misses: sum(2))
     }
@@ -491,7 +495,7 @@ public final class TrampolineTable {
         let ranges = retired.map(\.range) + trampolines.values.compactMap(\.relocatedBlock).filter { !keep.contains($0) }
         let deadline = Clock.seconds() + waitSeconds
         while true {
-            let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, counters.read($0)) } }
+            let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, counters.read($0) ?? 1) } }
             let busy = ImageRetirement.busyRanges(ranges, inflight: inflight, tracee: tracee)
             if busy.isEmpty { break }
             if Clock.seconds() >= deadline {
@@ -529,6 +533,7 @@ public final class TrampolineTable {
         if deregistered && kept.isEmpty { data.unmap(tracee: tracee) }
         else { report.problems.append("the unwinder kept a trampoline page; it stays mapped") }
         counters.unmap(tracee: tracee)
+        cells.unmap(tracee: tracee)
         // Nothing of hookit's points into the modules any more (kept originals of replaced
         // functions excepted): give back the references (bpf_trampoline_module_put).
         if keep.isEmpty && kept.isEmpty {

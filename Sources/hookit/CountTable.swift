@@ -16,7 +16,9 @@ enum CountTable {
         let histogram: [UInt64]
 
         var label: String { "\(function.module):\(function.name)" }
-        var meanNanos: UInt64 { calls == 0 ? 0 : nsecs / calls }
+        /// Calls whose time was taken (a call in flight across a live change may have none).
+        var timedCalls: UInt64 { histogram.reduce(0, +) }
+        var meanNanos: UInt64 { timedCalls == 0 ? 0 : nsecs / timedCalls }
     }
 
     static func text(_ rows: [Row], histogram: Bool) -> [String] {

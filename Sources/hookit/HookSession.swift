@@ -56,6 +56,8 @@ final class HookSession {
     private var traceIndex: [UInt64: Int] = [:]
     private var traceFile: ChromeTrace?
     private(set) var tracedCalls: UInt64 = 0
+    /// Events reserved in the ring but never completed (their thread died or was stopped there).
+    private var unpublished: UInt64 = 0
     /// nil until decided: whether counts are timed (the runtime could be loaded).
     private var timedCounts: Bool?
     private var runtimeConfigured = false
@@ -151,9 +153,10 @@ final class HookSession {
         case .count:
             if try countsAreTimed() {
                 let block = try table.allocateProgramData(cells: CountTable.cells)
-                _ = try attach(.fentry, .runtime(symbol: "hookit_rt_time_enter"))
-                let exit = try attach(.fexit, .runtime(symbol: "hookit_rt_time_exit"), cookie: block)
-                hook.counts.append(CountEntry(function: f, block: block, link: exit))
+                // Calls and misses are the entry program's: a nested run it skipped is a call not counted.
+                let enter = try attach(.fentry, .runtime(symbol: "hookit_rt_time_enter"), cookie: block)
+                _ = try attach(.fexit, .runtime(symbol: "hookit_rt_time_exit"), cookie: block)
+                hook.counts.append(CountEntry(function: f, block: block, link: enter))
             } else {
                 hook.counts.append(CountEntry(function: f, block: nil, link: try attach(.fentry, .count)))
             }
@@ -296,7 +299,7 @@ final class HookSession {
     /// Prints the trace events that are complete.
     func drainTrace() {
         guard let ring else { return }
-        while true {
+        while !output.backlogged {
             let events = ring.drain(max: 4096)
             if events.isEmpty { return }
             tracedCalls += UInt64(events.count)
@@ -337,22 +340,37 @@ final class HookSession {
         self.report(programs: programStats, exited: false)
         for p in report.problems + injector.problems { output.problem(p) }
         output.detached(restored: report.restored, kept: report.kept, leftMapped: report.leftMapped, stop: injector.stopStats,
-                        traced: ring == nil ? nil : (tracedCalls, ring!.dropped))
+                        traced: ring.map { (tracedCalls, $0.dropped + unpublished) })
         traceFile?.close()
+        output.finish()
         return report.problems.isEmpty && injector.problems.isEmpty
     }
 
-    /// The last events: every writer has left its program once the table is detached, so
-    /// nothing stays pending (a slot still reserved after a short wait counts as dropped).
+    /// The last events: every writer has left its program once the table is detached, so a
+    /// slot still reserved but unpublished after a short wait never will be: it counts as
+    /// dropped.
     private func finishTrace(tableUnmapped: Bool) {
         guard let ring else { return }
-        let deadline = Clock.seconds() + 0.2
-        repeat { drainTrace() } while ring.pending > 0 && Clock.seconds() < deadline
+        drainAll(ring)
         if tableUnmapped { ring.close(tracee: tracee) }
     }
 
+    private func drainAll(_ ring: TraceRing) {
+        var deadline = Clock.seconds() + 0.2
+        while true {
+            output.finish()
+            let before = tracedCalls
+            drainTrace()
+            if ring.pending == 0 { break }
+            if tracedCalls != before { deadline = Clock.seconds() + 0.2; continue }
+            if Clock.seconds() >= deadline { unpublished = ring.pending; break }
+            usleep(1000)
+        }
+        output.finish()
+    }
+
     private func report(programs: [(Link, LinkStats?)], exited: Bool) {
-        if exited { drainTrace() }
+        if exited, let ring { drainAll(ring) }
         printCounts(final: true)
         for h in hooks {
             for o in h.overrides {

@@ -95,8 +95,7 @@ struct Output {
     // MARK: - interactive replies
 
     func prompt() {
-        print("hookit> ", terminator: "")
-        fflush(stdout)
+        StdoutSink.shared.append("hookit> ", newline: false)
     }
 
     func added(_ hook: Hook, refused: [(function: String, reason: String)], stop: StopStats) {
@@ -146,10 +145,55 @@ struct Output {
     }
 
     private func line(_ s: String) {
-        print(s)
-        fflush(stdout)
+        StdoutSink.shared.append(s)
     }
+
+    /// More output is waiting than stdout takes: stop reading the trace ring for now (the
+    /// tracee's writers then count drops; nothing waits on hookit's reader).
+    var backlogged: Bool { StdoutSink.shared.backlogged }
+
+    /// Everything still buffered, written out (waiting for stdout if need be).
+    func finish() { StdoutSink.shared.flush(blocking: true) }
 
     private func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
     private func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? " " + s : String(repeating: " ", count: n - s.count) + s }
+}
+
+/// stdout that never blocks the session: hookit must keep servicing the tracee (a thread the
+/// tracee creates waits in a ptrace stop until hookit handles it), even when whoever reads
+/// hookit's output (a pager, a pipe) pauses. Lines are buffered and written only as far as
+/// stdout takes them without blocking: poll reports a pipe writable when PIPE_BUF bytes fit,
+/// so each write is at most that. Only the final flush waits.
+final class StdoutSink {
+    nonisolated(unsafe) static let shared = StdoutSink()
+    private var buffer: [UInt8] = []
+    private var start = 0
+    /// Above this, the trace ring is left unread (its writers count the drops).
+    static let limit = 8 << 20
+
+    var backlogged: Bool { buffer.count - start > Self.limit }
+
+    func append(_ s: String, newline: Bool = true) {
+        buffer.append(contentsOf: s.utf8)
+        if newline { buffer.append(10) }
+        flush(blocking: false)
+    }
+
+    func flush(blocking: Bool) {
+        while start < buffer.count {
+            var pfd = pollfd(fd: 1, events: Int16(POLLOUT), revents: 0)
+            let ready = poll(&pfd, 1, blocking ? 1000 : 0)
+            if ready < 0 && errno == EINTR { continue }
+            if ready <= 0 { if blocking && ready == 0 { continue } else { break } }
+            if pfd.revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 { buffer.removeAll(); start = 0; return }
+            let n = buffer.withUnsafeBytes { Glibc.write(1, $0.baseAddress! + start, min(Int(PIPE_BUF), buffer.count - start)) }
+            if n < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                buffer.removeAll(); start = 0; return        // stdout is gone: nothing more to print
+            }
+            start += n
+        }
+        if start == buffer.count { buffer.removeAll(keepingCapacity: buffer.count < 1 << 20); start = 0 }
+        else if start > 1 << 20 { buffer.removeSubrange(0..<start); start = 0 }
+    }
 }

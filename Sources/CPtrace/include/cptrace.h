@@ -44,6 +44,7 @@ enum {
     HK_PTRACE_O_TRACESYSGOOD = 1,
     HK_PTRACE_O_TRACECLONE = 8,
     HK_PTRACE_O_TRACEEXEC = 0x10,
+    HK_PTRACE_O_EXITKILL = 0x100000,
 
     HK_PTRACE_EVENT_CLONE = 3,
     HK_PTRACE_EVENT_EXEC = 4,
@@ -144,6 +145,16 @@ int hk_elf_walk_mem(const void *image, size_t len, hk_sym_cb sym_cb, hk_rela_cb 
                     char *err, size_t errlen);
 
 
+
+// ---- starting a program -------------------------------------------------------
+
+/// fork(2), then in the child only async-signal-safe calls: close(go_w); wait for one byte on
+/// go_r (end of file instead: _exit(127) without exec, the parent is gone); dup2 stdin_fd and
+/// stdout_fd (each when >= 0) onto 0 and 1; empty the signal mask; execve(path, argv, envp).
+/// If execve fails, its errno is written to err_w and the child _exit(127)s.
+/// Returns fork's result in the parent (-1 with errno set on failure).
+pid_t hk_fork_exec(const char *path, char *const argv[], char *const envp[],
+                   int stdin_fd, int stdout_fd, int go_r, int go_w, int err_w);
 
 // ---- interruption --------------------------------------------------------------
 
