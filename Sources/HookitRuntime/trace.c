@@ -19,7 +19,8 @@ struct ring_header {
 // it back for the next lap with p + capacity. So a slow reader makes writers drop, never wait.
 struct event {
     uint64_t seq;
-    uint32_t tid, flags;        // flags: 1 = no entry time (the enter program did not run)
+    uint32_t tid, flags;        // 1: no entry time (the enter program did not run); 2 << n: string n
+                                // was a null pointer; 8 << n: string n could not be read
     uint64_t cookie;            // function index (low 32 bits) and string mask
     uint64_t ts, dur;           // TSC ticks: entry, and duration
     uint64_t args[6], ret;
@@ -35,10 +36,12 @@ uint64_t hookit_rt_trace_enter(struct hookit_ctx *ctx) {
 }
 
 // Copies a C string of this process without ever faulting: a traced argument may be any bad
-// pointer, so the bytes come through process_vm_readv (a failed read is an empty string).
-static void copy_string(char *dst, uint64_t src) {
+// pointer, so the bytes come through process_vm_readv. Returns 0, 2 (null) or 8 (unreadable),
+// shifted by the caller into the event's flags.
+static unsigned copy_string(char *dst, uint64_t src) {
     dst[0] = 0;
-    if (src < 4096) return;
+    if (src == 0) return 2;
+    if (src < 4096) return 8;
     long pid = rt_syscall3(39 /* getpid */, 0, 0, 0);
     // Split at the page boundary: a read stops at the first iovec it cannot complete, so the
     // bytes of a string ending just before an unmapped page still arrive.
@@ -48,8 +51,9 @@ static void copy_string(char *dst, uint64_t src) {
         remote[2] = { { (void *)src, first }, { (void *)(src + first), STR_BYTES - 1 - first } };
     long n = rt_syscall6(310 /* process_vm_readv */, pid, (long)&local, 1, (long)remote,
                          first == STR_BYTES - 1 ? 1 : 2, 0);
-    if (n < 0) n = 0;
+    if (n <= 0) return 8;
     dst[n] = 0;
+    return 0;
 }
 
 uint64_t hookit_rt_trace_exit(struct hookit_ctx *ctx) {
@@ -83,7 +87,10 @@ uint64_t hookit_rt_trace_exit(struct hookit_ctx *ctx) {
     // Bits 32-37: arguments that are strings; bit 38: the return value is one.
     unsigned strings = (unsigned)(ctx->cookie >> 32) & 0x7f, n = 0;
     for (int i = 0; i < 7 && n < 2; i++) {
-        if (strings & (1u << i)) copy_string(e->str[n++], i < 6 ? ctx->args[i] : ctx->ret);
+        if (strings & (1u << i)) {
+            e->flags |= copy_string(e->str[n], i < 6 ? ctx->args[i] : ctx->ret) << n;
+            n++;
+        }
     }
     __atomic_store_n(&e->seq, pos + 1, __ATOMIC_RELEASE);
     return 0;

@@ -120,17 +120,63 @@ extension Tracee {
     }
 
     /// Steps 3 to 5: breakpoint on main, run to it, undo the breakpoint, hold the world.
+    /// A program without a `main` symbol (stripped, as most installed programs are) is run to
+    /// its entry point (AT_ENTRY) first, then to glibc's __libc_start_main, whose first
+    /// argument is main.
     private func runToMain(command: String) throws {
         try Preflight.checkArchitecture(pid)
-        let symbols = try SymbolTable(pid: pid, memory: memory)
+        var symbols = try SymbolTable(pid: pid, memory: memory)
         let exe = symbols.executable
-        guard let exe, let main = symbols.functions(in: exe).first(where: { $0.name == "main" }) else {
-            throw InjectorError.noMain(command: command, path: exe?.path ?? executablePath())
+        var mainAddress = exe.flatMap { e in symbols.functions(in: e).first(where: { $0.name == "main" })?.address }
+        var lastTrap: pid_t?
+        if mainAddress == nil {
+            guard let entry = Self.auxvEntry(pid) else {
+                throw InjectorError.noMain(command: command, path: exe?.path ?? executablePath())
+            }
+            var tid = try runToBreakpoint(at: entry, command: command)
+            // At _start the loader has mapped every library: libc's entry to main is there.
+            symbols = try SymbolTable(pid: pid, memory: memory)
+            guard let start = symbols.modules.lazy.compactMap({ m in symbols.functions(in: m).first { $0.name == "__libc_start_main" } }).first else {
+                throw InjectorError.noMain(command: command, path: exe?.path ?? executablePath())
+            }
+            tid = try runToBreakpoint(at: start.address, command: command, resuming: tid)
+            mainAddress = try Ptrace.registers(tid).rdi
+            lastTrap = tid
         }
-        let original = try memory.read(at: main.address, count: 1)
-        try memory.writeForced([0xCC], at: main.address)
-        try release(threads[pid]!)
+        let main = mainAddress!
+        let tid = try runToBreakpoint(at: main, command: command, resuming: lastTrap)
+        // Trade the SIGTRAP signal-delivery-stop for the PTRACE_EVENT_STOP stopWorld gives: a
+        // trap requested while stopped is taken as soon as the current stop ends, inside the
+        // kernel, before any instruction at main runs. The SIGTRAP is not the program's:
+        // continuing with 0 drops it, so neither a later release nor hookit's death can hand it
+        // to the program.
+        let thread = adopt(tid)
+        held = true
+        heldSince = Clock.now()
+        var e = Ptrace.interrupt(tid)
+        if e == 0 { e = Ptrace.cont(tid, signal: 0) }
+        if e != 0 { throw InjectorError.ptraceFailed(request: "PTRACE_INTERRUPT/PTRACE_CONT", tid: tid, errno: e) }
+        thread.stopped = false
+        thread.interruptPending = true
+        thread.pendingSignal = 0
+        // That thread's trap, and every thread a constructor started; then no more killing
+        // with hookit.
+        try bringAllToStop()
+        for tid in threads.keys {
+            let e = Ptrace.resetOptions(tid)
+            if e != 0 && e != ESRCH { throw InjectorError.ptraceFailed(request: "PTRACE_SETOPTIONS", tid: tid, errno: e) }
+        }
+    }
 
+    /// Puts an int3 at `address`, lets the program run (signals handed back, threads followed)
+    /// until a thread traps on it, restores the byte and the thread's rip. Returns that thread,
+    /// held in its SIGTRAP stop. `resuming`: the thread held by the previous breakpoint — it
+    /// goes on only once this breakpoint is in place, or it could run past it.
+    private func runToBreakpoint(at address: UInt64, command: String, resuming trapped: pid_t? = nil) throws -> pid_t {
+        let original = try memory.read(at: address, count: 1)
+        try memory.writeForced([0xCC], at: address)
+        if let t = trapped { try continueTrapped(t) }
+        else { for t in threads.values where t.stopped { try release(t) } }
         while true {
             try checkInterrupted()
             guard let ev = try waitEvent(until: Clock.now() + 50_000_000) else { continue }
@@ -141,40 +187,38 @@ extension Tracee {
                 throw InjectorError.execedBeforeMain(command: command, path: executablePath())
             }
             if stopped && event == 0 && hk_wstopsig(ev.status) == SIGTRAP,
-               var regs = try? Ptrace.registers(ev.tid), regs.rip == main.address &+ 1 {
+               var regs = try? Ptrace.registers(ev.tid), regs.rip == address &+ 1 {
                 // Ours: int3 traps with rip past it. Undo it while the thread is stopped.
-                let thread = adopt(ev.tid)
-                thread.stopped = true
-                try memory.writeForced(original, at: main.address)
-                regs.rip = main.address
+                adopt(ev.tid).stopped = true
+                try memory.writeForced(original, at: address)
+                regs.rip = address
                 try Ptrace.setRegisters(ev.tid, regs)
-                // Trade the SIGTRAP signal-delivery-stop for the PTRACE_EVENT_STOP stopWorld
-                // gives: a trap requested while stopped is taken as soon as the current stop
-                // ends, inside the kernel, before any instruction at main runs. The SIGTRAP is
-                // not the program's: continuing with 0 drops it, so neither a later release nor
-                // hookit's death can hand it to the program.
-                held = true
-                heldSince = Clock.now()
-                var e = Ptrace.interrupt(ev.tid)
-                if e == 0 { e = Ptrace.cont(ev.tid, signal: 0) }
-                if e != 0 { throw InjectorError.ptraceFailed(request: "PTRACE_INTERRUPT/PTRACE_CONT", tid: ev.tid, errno: e) }
-                thread.stopped = false
-                thread.interruptPending = true
-                thread.pendingSignal = 0
-                break
+                return ev.tid
             }
             try dispatch(tid: ev.tid, status: ev.status)   // signals handed back, threads followed
             if ev.tid == pid && exitStatus != nil {
                 throw InjectorError.exitedBeforeMain(command: command, status: ev.status)
             }
         }
-        // That thread's trap, and every thread a constructor started; then no more killing
-        // with hookit.
-        try bringAllToStop()
-        for tid in threads.keys {
-            let e = Ptrace.resetOptions(tid)
-            if e != 0 && e != ESRCH { throw InjectorError.ptraceFailed(request: "PTRACE_SETOPTIONS", tid: tid, errno: e) }
-        }
+    }
+
+    /// Ends a breakpoint's SIGTRAP stop without delivering the trap (it was hookit's).
+    private func continueTrapped(_ tid: pid_t) throws {
+        let e = Ptrace.cont(tid, signal: 0)
+        if e != 0 { throw InjectorError.ptraceFailed(request: "PTRACE_CONT", tid: tid, errno: e) }
+        adopt(tid).stopped = false
+    }
+
+    /// The program's entry point, from the auxiliary vector the kernel gave it (AT_ENTRY).
+    static func auxvEntry(_ pid: pid_t) -> UInt64? {
+        let fd = open("/proc/\(pid)/auxv", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        var words = [UInt64](repeating: 0, count: 128)
+        let n = words.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return nil }
+        for i in stride(from: 0, to: n / 8 - 1, by: 2) where words[i] == 9 { return words[i + 1] }   // AT_ENTRY
+        return nil
     }
 
     /// pipe(2), both ends FD_CLOEXEC (set at once: hookit does not fork from other threads).

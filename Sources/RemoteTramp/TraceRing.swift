@@ -13,8 +13,9 @@ public struct TraceEvent: Sendable {
     public var timed: Bool
     public var args: [UInt64]
     public var ret: UInt64
-    /// Copies of the arguments (or return value) marked as strings, in order, at most two.
-    public var strings: [String]
+    /// Copies of the arguments (or return value) marked as strings, in order, at most two; nil
+    /// for a null or unreadable pointer.
+    public var strings: [String?]
 }
 
 /// The trace ring: a memfd shared by the tracee's threads (writers, hookit_rt_trace_exit, any
@@ -82,9 +83,10 @@ public final class TraceRing {
         let tid = raw.load(fromByteOffset: 8, as: UInt32.self)
         let flags = raw.load(fromByteOffset: 12, as: UInt32.self)
         let cookie = s[2]
-        var strings: [String] = []
+        var strings: [String?] = []
         let mask = (cookie >> 32) & 0x7f
         for i in 0..<min(2, mask.nonzeroBitCount) {
+            if flags & (UInt32(10) << UInt32(i)) != 0 { strings.append(nil); continue }
             let p = (raw + 96 + i * 80).assumingMemoryBound(to: UInt8.self)
             strings.append(String(decoding: UnsafeBufferPointer(start: p, count: strnlen(UnsafeRawPointer(p).assumingMemoryBound(to: CChar.self), 79)), as: UTF8.self))
         }

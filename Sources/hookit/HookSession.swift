@@ -29,6 +29,27 @@ struct OverrideEntry {
     let config: UInt64
 }
 
+/// What an add hooked and refused, per pattern: functions a pattern matched that cannot be
+/// hooked safely (too short, a branch back into the bytes to patch, patched by something else,
+/// ...) are left alone and reported; the others are hooked.
+struct AddReport {
+    struct Refusal { let function: String, pattern: String, request: String, reason: String }
+    struct Pattern { let request: String, hooked: Int, refused: Int }
+    var refused: [Refusal] = []
+    var patterns: [Pattern] = []
+}
+
+extension TrampolineError {
+    /// Why one function of a pattern is refused, when it is refused rather than failing the add.
+    var refusalReason: String? {
+        switch self {
+        case .cannotPatch(_, let reason): return reason
+        case .foreignPatch: return "\(self)"
+        default: return nil
+        }
+    }
+}
+
 /// Options of a session that are not hooks.
 struct SessionOptions {
     var table = TrampolineTable.Options()
@@ -80,12 +101,13 @@ final class HookSession {
         table = TrampolineTable(tracee: tracee, symbols: symbols, options: tableOptions)
         clock = TickClock()
         do {
-            if tracee.held { try tracee.resumeWorld() }
-            var refused: [(function: String, reason: String)] = []
+            // A spawned program waits at main until its hooks are in (add resumes it).
+            if tracee.held && requests.isEmpty { try tracee.resumeWorld() }
+            var report = AddReport()
             if !requests.isEmpty {
-                refused = try add(requests, text: requests.map(\.text).joined(separator: " ")).refused
+                report = try add(requests, text: requests.map(\.text).joined(separator: " ")).report
             }
-            output.attached(functions: table.hookedFunctions.count, links: table.links.count, refused: refused,
+            output.attached(functions: table.hookedFunctions.count, links: table.links.count, report: report,
                             stop: tracee.stopStats, codeUsed: table.codeBytesUsed, codeMapped: table.codeBytesMapped)
         } catch {
             // Cleaning up is not to be cut short by the signal that may have caused the failure.
@@ -102,29 +124,31 @@ final class HookSession {
     /// process runs, then one stop links and patches them all. A function that cannot be hooked
     /// safely does not sink a pattern (it is reported), but a pattern that hooks nothing is an
     /// error, and then nothing of this add stays. Called and returns with the tracee running.
-    func add(_ requests: [HookRequest], text: String) throws -> (hook: Hook, refused: [(function: String, reason: String)]) {
+    func add(_ requests: [HookRequest], text: String) throws -> (hook: Hook, report: AddReport) {
         // Aliases (memcpy and __memcpy, ...) are one function: hooked once, under its first name.
         let plan = try requests.map { r -> (HookRequest, [FunctionSymbol]) in
             var seen = Set<UInt64>()
             return (r, try resolve(r.pattern).filter { seen.insert($0.address).inserted })
         }
         _ = table.prepare(plan.flatMap { $0.1 })
-        try tracee.stopWorld()
+        if !tracee.held { try tracee.stopWorld() }
         var hook = Hook(id: nextHookID, text: text, links: [])
-        var refused: [(function: String, reason: String)] = []
+        var report = AddReport()
         do {
             for (request, functions) in plan {
-                var linked = 0
+                var linked = 0, refused = 0
                 for f in functions {
                     do {
                         try link(request.feature, to: f, into: &hook)
                         linked += 1
                     } catch let e as TrampolineError {
-                        guard functions.count > 1, case .cannotPatch = e else { throw e }
-                        refused.append(("\(f.module):\(f.name)", "\(e)"))
+                        guard functions.count > 1, let reason = e.refusalReason else { throw e }
+                        report.refused.append(.init(function: "\(f.module):\(f.name)", pattern: request.pattern.text, request: request.text, reason: reason))
+                        refused += 1
                     }
                 }
                 if linked == 0 { throw TrampolineError.cannotPatch(function: request.pattern.text, reason: "every matching function was refused") }
+                report.patterns.append(.init(request: request.text, hooked: linked, refused: refused))
             }
             try table.update()
         } catch {
@@ -136,7 +160,7 @@ final class HookSession {
         try tracee.resumeWorld()
         nextHookID += 1
         hooks.append(hook)
-        return (hook, refused)
+        return (hook, report)
     }
 
     /// The links one feature needs at one function. Data the runtime programs read (timing
@@ -321,15 +345,19 @@ final class HookSession {
     // MARK: - detach
 
     /// Restores the tracee and reports statistics. Returns false when something was left behind.
-    func detach() -> Bool {
+    /// A process that exited (expected by `hookit run`) is reported with its exit status.
+    func detach(exitExpected: Bool = false) -> Bool {
         // A termination signal asked for this detach; it must not also cut the detach short.
         // (Another one arriving from here on still interrupts it.)
         hk_interrupt_signal = 0
         if tracee.exited {
             // The counters and the ring are shared memory: still readable.
             report(programs: [], exited: true)
-            output.problem("the process exited")
-            return false
+            if !exitExpected { output.problem("the process exited") }
+            output.exited(status: tracee.exitStatus, traced: ring.map { (tracedCalls, $0.dropped + unpublished) })
+            traceFile?.close()
+            output.finish()
+            return exitExpected
         }
         do { try tracee.stopWorld() } catch { output.problem("\(error)") }
         let programStats = hooks.flatMap { h in h.links.filter { h.programLinks.contains($0.id) } }.map { ($0, try? table.stats($0)) }

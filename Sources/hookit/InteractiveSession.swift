@@ -51,8 +51,8 @@ struct InteractiveSession {
                 }
                 let requests = try specs.requests()
                 if requests.isEmpty { throw CommandError("add needs --trace, --count, --override, --replace or --prog") }
-                let (hook, refused) = try session.add(requests, text: requests.map(\.text).joined(separator: " "))
-                output.added(hook, refused: refused, stop: session.tracee.stopStats)
+                let (hook, report) = try session.add(requests, text: requests.map(\.text).joined(separator: " "))
+                output.added(hook, report: report, stop: session.tracee.stopStats)
             case "remove":
                 guard words.count == 2, let id = Int(words[1]) else { throw CommandError("usage: remove ID") }
                 let (hook, stats) = try session.remove(id)

@@ -1,3 +1,4 @@
+import CPtrace
 import Glibc
 import Injector
 import RemoteTramp
@@ -8,21 +9,42 @@ struct Output {
     /// Trace lines show seconds since this moment (CLOCK_MONOTONIC ns).
     let start = Clock.now()
 
-    func attached(functions: Int, links: Int, refused: [(function: String, reason: String)], stop: StopStats,
-                  codeUsed: Int, codeMapped: Int) {
-        refusals(refused)
+    func attached(functions: Int, links: Int, report: AddReport, stop: StopStats, codeUsed: Int, codeMapped: Int) {
+        refusals(report)
         if json {
-            line("{\"event\":\"attached\",\"functions\":\(functions),\"links\":\(links),\"refused\":\(refused.count),\"stopped_ns\":\(stop.totalNanos),\"longest_stop_ns\":\(stop.longestNanos),\"code_bytes_used\":\(codeUsed),\"code_bytes_mapped\":\(codeMapped)}")
+            line("{\"event\":\"attached\",\"functions\":\(functions),\"links\":\(links),\"refused\":\(report.refused.count),\"patterns\":\(patterns(report)),\"stopped_ns\":\(stop.totalNanos),\"longest_stop_ns\":\(stop.longestNanos),\"code_bytes_used\":\(codeUsed),\"code_bytes_mapped\":\(codeMapped)}")
         } else {
             line("attached \(links) program(s) to \(functions) function(s); world stopped \(ms(stop.totalNanos)) ms")
         }
     }
 
-    /// Functions a pattern matched that cannot be hooked safely, one line each.
-    private func refusals(_ refused: [(function: String, reason: String)]) {
-        for r in refused {
-            if json { line("{\"event\":\"refused\",\"function\":\(JSON.string(r.function)),\"reason\":\(JSON.string(r.reason))}") }
-            else { line("refused \(r.function): \(r.reason)") }
+    private func patterns(_ report: AddReport) -> String {
+        "[" + report.patterns.map { "{\"request\":\(JSON.string($0.request)),\"hooked\":\($0.hooked),\"refused\":\($0.refused)}" }.joined(separator: ",") + "]"
+    }
+
+    /// Functions a pattern matched that cannot be hooked safely: one JSON event each, or for
+    /// people a summary per pattern, grouped by reason.
+    private func refusals(_ report: AddReport) {
+        if json {
+            for r in report.refused {
+                line("{\"event\":\"refused\",\"function\":\(JSON.string(r.function)),\"pattern\":\(JSON.string(r.pattern)),\"reason\":\(JSON.string(r.reason))}")
+            }
+            return
+        }
+        for p in report.patterns {
+            line("\(p.request): \(p.hooked) function(s) hooked" + (p.refused > 0 ? ", \(p.refused) refused:" : ""))
+            let mine = report.refused.filter { $0.request == p.request }
+            var reasons: [String: [String]] = [:]
+            var order: [String] = []
+            for r in mine {
+                if reasons[r.reason] == nil { order.append(r.reason) }
+                reasons[r.reason, default: []].append(r.function.split(separator: ":").last.map(String.init) ?? r.function)
+            }
+            for reason in order {
+                let names = reasons[reason]!
+                let shown = names.prefix(8).joined(separator: ", ") + (names.count > 8 ? ", ... (\(names.count - 8) more)" : "")
+                line("  \(names.count) × \(reason): \(shown)")
+            }
         }
     }
 
@@ -52,6 +74,18 @@ struct Output {
             line("detached: \(restored) function(s) restored; world stopped \(stop.count) time(s), longest \(ms(stop.longestNanos)) ms")
             if kept > 0 { line("kept \(kept) replacement(s) live in the process (--keep)") }
             for l in leftMapped { line("left mapped (a thread may still return into it): \(l)") }
+        }
+    }
+
+    /// The process ended while hooked (`hookit run`: it ran to its end).
+    func exited(status: Int32?, traced: (calls: UInt64, dropped: UInt64)?) {
+        let code = status.map { hk_wifexited($0) != 0 ? Int(hk_wexitstatus($0)) : 128 + Int(hk_wtermsig($0)) }
+        if json {
+            let trace = traced.map { ",\"traced\":\($0.calls),\"dropped\":\($0.dropped)" } ?? ""
+            line("{\"event\":\"exited\",\"status\":\(code.map { "\($0)" } ?? "null")\(trace)}")
+        } else {
+            if let t = traced { line("traced \(t.calls) call(s); \(t.dropped) dropped (the ring was full)") }
+            line("the process exited" + (code.map { " with status \($0)" } ?? ""))
         }
     }
 
@@ -98,11 +132,11 @@ struct Output {
         StdoutSink.shared.append("hookit> ", newline: false)
     }
 
-    func added(_ hook: Hook, refused: [(function: String, reason: String)], stop: StopStats) {
+    func added(_ hook: Hook, report: AddReport, stop: StopStats) {
         let functions = Set(hook.links.map(\.function.address)).count
-        refusals(refused)
+        refusals(report)
         if json {
-            line("{\"event\":\"added\",\"id\":\(hook.id),\"functions\":\(functions),\"links\":\(hook.links.count),\"refused\":\(refused.count),\"stopped_ns\":\(stop.lastNanos)}")
+            line("{\"event\":\"added\",\"id\":\(hook.id),\"functions\":\(functions),\"links\":\(hook.links.count),\"refused\":\(report.refused.count),\"patterns\":\(patterns(report)),\"stopped_ns\":\(stop.lastNanos)}")
         } else {
             line("hook \(hook.id): \(hook.links.count) program(s) on \(functions) function(s) (\(hook.text))")
         }

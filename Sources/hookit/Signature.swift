@@ -119,7 +119,7 @@ struct SignatureError: Error, CustomStringConvertible {
 
 /// A traced value as printed: text for people, JSON for scripts.
 enum TracedValue {
-    case signed(Int64), unsigned(UInt64), hex(UInt64), octal(UInt64), string(String), char(UInt8), bool(Bool), none
+    case signed(Int64), unsigned(UInt64), hex(UInt64), octal(UInt64), string(String), char(UInt8), bool(Bool), null, none
 
     static func of(_ raw: UInt64, _ type: Signature.ValueType, string: String?) -> TracedValue {
         switch type {
@@ -129,7 +129,7 @@ enum TracedValue {
         case .ulong: return .unsigned(raw)
         case .hex: return .hex(raw)
         case .oct: return .octal(raw & 0xFFFF_FFFF)
-        case .str: return string.map { .string($0) } ?? .hex(raw)
+        case .str: return string.map { .string($0) } ?? (raw == 0 ? .null : .hex(raw))
         case .char: return .char(UInt8(truncatingIfNeeded: raw))
         case .bool: return .bool(raw & 0xFF != 0)
         case .void: return .none
@@ -145,6 +145,7 @@ enum TracedValue {
         case .string(let s): return JSON.string(s)
         case .char(let c): return c >= 32 && c < 127 ? "'\(Character(UnicodeScalar(c)))'" : "\(c)"
         case .bool(let b): return b ? "true" : "false"
+        case .null: return "NULL"
         case .none: return "void"
         }
     }
@@ -156,7 +157,7 @@ enum TracedValue {
         case .string(let s): return JSON.string(s)
         case .char(let c): return "\(c)"
         case .bool(let b): return b ? "true" : "false"
-        case .none: return "null"
+        case .null, .none: return "null"
         }
     }
 }

@@ -20,7 +20,7 @@ struct TracedCall {
         // The ring holds copies of the first two string values, in argument order, then ret.
         var strings = e.strings[...]
         func value(_ raw: UInt64, _ type: Signature.ValueType) -> TracedValue {
-            TracedValue.of(raw, type, string: type == .str ? strings.popFirst() : nil)
+            TracedValue.of(raw, type, string: type == .str ? (strings.popFirst() ?? nil) : nil)
         }
         if let sig = signature {
             args = sig.args.enumerated().map { value(e.args[$0.offset], $0.element) }
