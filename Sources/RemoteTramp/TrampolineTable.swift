@@ -46,6 +46,7 @@ public final class TrampolineTable {
     private var nextLinkID = 1
     private var libraries: [String: UInt64] = [:]       // path -> dlopen handle
     private var runtimeRun: UInt64?
+    private var runtimeSymbols: [String: UInt64] = [:]
     var retired: [Image] = []
     /// Code written to the tracee in batches: allocations in a page are contiguous, so one
     /// pwrite covers many images (thousands of functions cost a few writes, not thousands).
@@ -236,11 +237,13 @@ public final class TrampolineTable {
     /// The address of a symbol of libhookit_rt.so in the tracee (loading it if needed): its
     /// programs, and the variables through which hookit configures them.
     public func runtimeSymbol(_ name: String) throws -> UInt64 {
+        if let a = runtimeSymbols[name] { return a }      // dlsym is a remote call: once per name
         try loadRuntime()
         guard let path = options.runtimeLibrary, let handle = libraries[path],
               let address = try tracee.dlsym(handle: handle, name: name, symbols: symbols) else {
             throw TrampolineError.programNotFound(library: options.runtimeLibrary ?? "libhookit_rt.so", symbol: name)
         }
+        runtimeSymbols[name] = address
         return address
     }
 
@@ -530,8 +533,8 @@ public final class TrampolineTable {
             deregistered = deregistered && ok
             return ok
         }
-        if deregistered && kept.isEmpty { data.unmap(tracee: tracee) }
-        else { report.problems.append("the unwinder kept a trampoline page; it stays mapped") }
+        if !deregistered { report.problems.append("the unwinder kept a trampoline page; it stays mapped") }
+        else if kept.isEmpty { data.unmap(tracee: tracee) }     // kept pages' unwind information stays
         counters.unmap(tracee: tracee)
         cells.unmap(tracee: tracee)
         // Nothing of hookit's points into the modules any more (kept originals of replaced
