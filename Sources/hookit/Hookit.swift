@@ -25,7 +25,9 @@ struct StandardError: TextOutputStream {
 
 /// SIGINT, SIGTERM and SIGHUP only set a flag: Injector notices it at its next safe point,
 /// unwinds and detaches, so the tracee is never left stopped or half-changed.
+/// SIGPIPE is ignored: a closed stdout shows up as EPIPE, and the session detaches.
 func catchTerminationSignals() {
     let signals: [Int32] = [SIGINT, SIGTERM, SIGHUP, 0]
     signals.withUnsafeBufferPointer { hk_catch_signals($0.baseAddress) }
+    signal(SIGPIPE, SIG_IGN)
 }

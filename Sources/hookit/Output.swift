@@ -70,7 +70,7 @@ struct Output {
             let trace = traced.map { ",\"traced\":\($0.calls),\"dropped\":\($0.dropped)" } ?? ""
             line("{\"event\":\"detached\",\"restored\":\(restored),\"kept\":\(kept),\"left_mapped\":[\(left)],\"stops\":\(stop.count),\"longest_stop_ns\":\(stop.longestNanos)\(trace)}")
         } else {
-            if let t = traced { line("traced \(t.calls) call(s); \(t.dropped) dropped (the ring was full)") }
+            if let t = traced { line(tracedSummary(t)) }
             line("detached: \(restored) function(s) restored; world stopped \(stop.count) time(s), longest \(ms(stop.longestNanos)) ms")
             if kept > 0 { line("kept \(kept) replacement(s) live in the process (--keep)") }
             for l in leftMapped { line("left mapped (a thread may still return into it): \(l)") }
@@ -84,9 +84,13 @@ struct Output {
             let trace = traced.map { ",\"traced\":\($0.calls),\"dropped\":\($0.dropped)" } ?? ""
             line("{\"event\":\"exited\",\"status\":\(code.map { "\($0)" } ?? "null")\(trace)}")
         } else {
-            if let t = traced { line("traced \(t.calls) call(s); \(t.dropped) dropped (the ring was full)") }
+            if let t = traced { line(tracedSummary(t)) }
             line("the process exited" + (code.map { " with status \($0)" } ?? ""))
         }
+    }
+
+    private func tracedSummary(_ t: (calls: UInt64, dropped: UInt64)) -> String {
+        "traced \(t.calls) call(s)" + (t.dropped == 0 ? ", none dropped" : "; \(t.dropped) dropped: the trace ring was full (hookit read too slowly)")
     }
 
     // MARK: - trace, counts, overrides
@@ -223,7 +227,10 @@ final class StdoutSink {
             let n = buffer.withUnsafeBytes { Glibc.write(1, $0.baseAddress! + start, min(Int(PIPE_BUF), buffer.count - start)) }
             if n < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
-                buffer.removeAll(); start = 0; return        // stdout is gone: nothing more to print
+                // stdout is gone (`hookit ... | head`): nothing more to print, and the session
+                // ends as if interrupted — it detaches cleanly (SIGPIPE itself is ignored).
+                if errno == EPIPE && hk_interrupt_signal == 0 { hk_interrupt_signal = SIGPIPE }
+                buffer.removeAll(); start = 0; return
             }
             start += n
         }

@@ -105,7 +105,6 @@ final class SpawnTests: XCTestCase {
             (["hookit-no-such-command"], nil, { $0 == .execFailed(command: "hookit-no-such-command", errno: ENOENT) }, "hookit-no-such-command"),
             ([source, "a"], nil, { $0 == .execFailed(command: source, errno: EACCES) }, "Permission denied"),
             (["\(Repo.root)/testtargets/build"], nil, { $0 == .execFailed(command: "\(Repo.root)/testtargets/build", errno: EACCES) }, "Permission denied"),
-            ([Repo.target("spawnee-nomain")], nil, { if case .noMain = $0 { return true }; return false }, "hookit attach"),
             ([Repo.target("spawnee-static-nomain")], nil, { if case .noMain = $0 { return true }; return false }, "hookit attach"),
             ([Repo.target("x86_32")], nil, { if case .notX86_64 = $0 { return true }; return false }, "x86-64"),
             ([Repo.target("spawnee")], ["SPAWNEE_EXIT=9"], { if case .exitedBeforeMain(_, let s) = $0 { return hk_wexitstatus(s) == 9 }; return false }, "exited with status 9 before reaching main"),
@@ -121,6 +120,25 @@ final class SpawnTests: XCTestCase {
             XCTAssertEqual(childrenOfThisProcess(), before, "\(argv): no child left behind, not even a zombie")
             XCTAssertLessThan(now() - started, 2, "\(argv)")
         }
+    }
+
+    /// Without a main symbol (stripped, like most installed programs), main is found as the
+    /// first argument of __libc_start_main: held after the constructor, before main's output.
+    func testStrippedProgramIsHeldAtMainFoundThroughLibcStartMain() throws {
+        let io = try SpawnedIO()
+        let tracee = try io.spawn([Repo.target("spawnee-nomain"), "x"])
+        XCTAssertTrue(tracee.held)
+        let rip = try tracee.registers(of: tracee.pid).rip
+        let exe = try XCTUnwrap(try SymbolTable(pid: tracee.pid, memory: tracee.memory).executable)
+        XCTAssertTrue(exe.contains(rip), "held inside the program itself")
+        let nm = runProgram(["/usr/bin/nm", Repo.target("spawnee")]).output.split(separator: "\n")
+        let full = try XCTUnwrap(nm.first { $0.hasSuffix(" T main") }.flatMap { UInt64($0.prefix(16), radix: 16) })
+        XCTAssertEqual(rip, exe.bias + full, "at main (its address from the unstripped twin)")
+        try tracee.resumeWorld()
+        XCTAssertEqual(io.readLine(pumping: tracee), "constructor")
+        XCTAssertEqual(io.readLine(pumping: tracee), "main constructed=1 usr1=0 argc=2")
+        io.write("0")
+        XCTAssertEqual(io.waitExit(tracee).map { hk_wexitstatus($0) }, 0)
     }
 
     func testASignalSentWhileHeldAtMainIsDeliveredBeforeMainRuns() throws {
