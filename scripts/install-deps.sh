@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   libelf-dev      # ELF symbols (CPtrace's libelf shim)
+  libdw-dev       # .eh_frame function extents (functions without symbol sizes)
   libunwind-dev   # remote stack unwinding (libunwind-ptrace)
   libzydis-dev    # x86-64 decoding for the prologue relocator
   liblzma-dev     # libunwind's static dependency

@@ -74,3 +74,25 @@ int hk_decode_insn(const uint8_t *code, size_t len, uint64_t address, hk_insn *o
     }
     return 0;
 }
+
+size_t hk_branch_targets(const uint8_t *code, size_t len, uint64_t address,
+                         uint64_t *targets, uint64_t *sources, size_t max) {
+    ZydisDecoder dec;
+    if (ZYAN_FAILED(ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64))) return 0;
+    size_t n = 0, off = 0;
+    while (off < len && n < max) {
+        ZydisDecodedInstruction in;
+        if (ZYAN_FAILED(ZydisDecoderDecodeInstruction(&dec, NULL, code + off, len - off, &in))) { off++; continue; }
+        if (in.meta.branch_type != ZYDIS_BRANCH_TYPE_NONE && (in.attributes & ZYDIS_ATTRIB_IS_RELATIVE) &&
+            in.raw.imm[0].is_relative) {
+            uint64_t target = address + off + in.length + (uint64_t)in.raw.imm[0].value.s;
+            if (target >= address && target < address + len) {
+                targets[n] = target;
+                sources[n] = address + off;
+                n++;
+            }
+        }
+        off += in.length;
+    }
+    return n;
+}

@@ -1,4 +1,5 @@
 import Glibc
+import CPtrace
 
 /// The functions of a tracee, module by module, with IFUNCs resolved to the implementation the
 /// tracee actually runs. Reading needs no ptrace stop: /proc/PID/maps, the ELF files and the
@@ -86,9 +87,19 @@ public final class SymbolTable {
         return nil
     }
 
+    /// The symbol's size, or else the extent of the .eh_frame FDE that starts exactly there
+    /// (an IFUNC implementation of a stripped library has no symbol, but has its FDE). 0:
+    /// unknown.
     private func sizeOfFunction(at address: UInt64, in module: Module, symbols t: ElfTables) -> UInt64 {
         let value = address &- module.bias
-        return t.symbols.first { $0.type == ElfTables.sttFunc && $0.value == value }?.size ?? 0
+        if let s = t.symbols.first(where: { $0.type == ElfTables.sttFunc && $0.value == value }), s.size > 0 { return s.size }
+        guard let owner = modules.first(where: { $0.contains(address) }), case .file(let path) = owner.source,
+              let index = hk_fde_open(path) else { return 0 }
+        defer { hk_fde_close(index) }
+        var start: UInt64 = 0, end: UInt64 = 0
+        let vaddr = address &- owner.bias
+        guard hk_fde_range(index, vaddr, &start, &end) == 0, start == vaddr, end > start else { return 0 }
+        return end - start
     }
 
     /// The functions matching each pattern, in pattern order, without duplicates. A pattern

@@ -104,6 +104,10 @@ struct PatchSite {
             throw TrampolineError.cannotPatch(function: label, reason: "\(error)")
         }
         let at = f.address + UInt64(probe.patchOffset)
+        if let b = IncomingBranches.into(at..<at + UInt64(probe.displacedLength), of: f.address..<f.address + f.size, module: module) {
+            throw TrampolineError.cannotPatch(function: label,
+                reason: "code at 0x\(String(b.source, radix: 16)), outside the function, branches to 0x\(String(b.target, radix: 16)), inside the bytes to patch")
+        }
         let bytes = Array((body + trailing)[probe.patchOffset..<probe.patchOffset + patchLength])
         return PatchSite(function: f, module: module, address: at, original: bytes,
                          style: .relocated(probe, body: body, trailing: trailing), found: bytes)

@@ -117,6 +117,23 @@ final class AttachCLITests: XCTestCase {
         XCTAssertEqual(attached["links"] as? Int, 2, "a timed count: one entry and one exit program")
     }
 
+    /// IFUNC implementations (strlen is __strlen_avx2 or the like, with no symbol in the
+    /// stripped libc) get their extent from .eh_frame and are hooked; an implementation that
+    /// another function jumps into (memmove: __mempcpy_*_unaligned_erms jumps 3 bytes into it)
+    /// is refused with the place of that jump.
+    func testIFuncImplementationsHookedAndJumpsFromOtherFunctionsRefused() throws {
+        let target = try TargetProcess("hooktarget")
+        let out = try attach(target, ["--count", "libc.so.6:strlen", "--count", "libc.so.6:mem*"]) {
+            XCTAssertEqual(try target.send("greet alice"), "5")
+        }
+        let events = out.split(separator: "\n").compactMap(json)
+        let stats = events.filter { $0["event"] as? String == "stats" }
+        XCTAssertGreaterThanOrEqual(stats.first { $0["function"] as? String == "libc.so.6:strlen" }?["calls"] as? Int ?? 0, 1, out)
+        let refused = events.filter { $0["event"] as? String == "refused" && $0["function"] as? String == "libc.so.6:memcpy" }
+        XCTAssertTrue(refused.contains { ($0["reason"] as? String ?? "").contains("outside the function, branches to") }, out)
+        XCTAssertEqual(try target.send("greet bob"), "3")
+    }
+
     func testBadProgSpecAndUnknownFunctionAreClearErrors() throws {
         let target = try TargetProcess("hooktarget")
         let r1 = runProgram([Repo.hookit, "attach", "\(target.pid)", "--prog", "sideways:patch5=/x.so:f"])

@@ -40,4 +40,10 @@ typedef struct {
 /// Returns 0, or -1 when the bytes are not a valid instruction (or it is cut off by `len`).
 int hk_decode_insn(const uint8_t *code, size_t len, uint64_t address, hk_insn *out);
 
+/// Sweeps `len` bytes of code running at `address` linearly (an undecodable byte is skipped)
+/// and collects every relative jmp/jcc/call/loop whose target lies inside them: target and the
+/// branch's own address, at most `max`. Returns how many.
+size_t hk_branch_targets(const uint8_t *code, size_t len, uint64_t address,
+                         uint64_t *targets, uint64_t *sources, size_t max);
+
 #endif

@@ -1,0 +1,49 @@
+#include "hk_fde.h"
+#include <elfutils/libdw.h>
+#include <fcntl.h>
+#include <libelf.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+struct hk_fde_index {
+    int fd;
+    Elf *elf;
+    Dwarf_CFI *cfi;
+};
+
+hk_fde_index *hk_fde_open(const char *path) {
+    if (elf_version(EV_CURRENT) == EV_NONE) return NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    Elf *elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+    Dwarf_CFI *cfi = elf ? dwarf_getcfi_elf(elf) : NULL;
+    if (!cfi) {
+        if (elf) elf_end(elf);
+        close(fd);
+        return NULL;
+    }
+    hk_fde_index *index = malloc(sizeof *index);
+    if (!index) { dwarf_cfi_end(cfi); elf_end(elf); close(fd); return NULL; }
+    index->fd = fd;
+    index->elf = elf;
+    index->cfi = cfi;
+    return index;
+}
+
+int hk_fde_range(hk_fde_index *index, uint64_t vaddr, uint64_t *start, uint64_t *end) {
+    Dwarf_Frame *frame = NULL;
+    if (dwarf_cfi_addrframe(index->cfi, vaddr, &frame) != 0) return -1;
+    Dwarf_Addr s = 0, e = 0;
+    int rc = dwarf_frame_info(frame, &s, &e, NULL) < 0 ? -1 : 0;
+    free(frame);
+    if (rc == 0) { *start = s; *end = e; }
+    return rc;
+}
+
+void hk_fde_close(hk_fde_index *index) {
+    if (!index) return;
+    dwarf_cfi_end(index->cfi);
+    elf_end(index->elf);
+    close(index->fd);
+    free(index);
+}
