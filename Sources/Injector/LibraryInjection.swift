@@ -16,11 +16,47 @@ extension Tracee {
     /// The path is checked first, as the tracee sees it (/proc/PID/root), so a missing or
     /// foreign file is refused without touching the tracee; a dlopen failure reports the
     /// tracee's own dlerror() text.
+    ///
+    /// A library hookit can read but the tracee cannot see at that path (a container, another
+    /// mount namespace: hookit's own runtime library, typically) is copied into a memfd the
+    /// tracee creates and loaded from /proc/self/fd/N.
     public func inject(library path: String, symbols: SymbolTable, timeout: Double = 10) throws -> InjectedLibrary {
+        var st = stat()
+        if path.hasPrefix("/"), stat("/proc/\(pid)/root\(path)", &st) != 0, errno == ENOENT, access(path, R_OK) == 0 {
+            return try injectCopy(library: path, symbols: symbols, timeout: timeout)
+        }
         try Self.checkLibrary(path, pid: pid)
+        return try dlopen(path, reportedAs: path, symbols: symbols, timeout: timeout)
+    }
+
+    /// The memfd route of `inject`: hookit writes its copy of the file through
+    /// /proc/PID/fd/N; the tracee's descriptor is closed after dlopen (the mapping stays).
+    private func injectCopy(library path: String, symbols: SymbolTable, timeout: Double) throws -> InjectedLibrary {
+        try Self.checkFile(path, as: path, display: "as seen by hookit")
+        let name = path.split(separator: "/").last.map(String.init) ?? "library"
+        let fd = try memfdCreate(name: name)
+        defer { try? close(fd: fd) }
+        let target = "/proc/\(pid)/fd/\(fd)"
+        let out = open(target, O_WRONLY | O_CLOEXEC), input = open(path, O_RDONLY | O_CLOEXEC)
+        defer { if out >= 0 { Glibc.close(out) }; if input >= 0 { Glibc.close(input) } }
+        guard out >= 0, input >= 0 else { throw InjectorError.libraryPath(path: path, detail: "cannot copy it into the tracee: \(errnoText(errno))") }
+        var buf = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = buf.withUnsafeMutableBytes { Glibc.read(input, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw InjectorError.libraryPath(path: path, detail: errnoText(errno)) }
+            if n == 0 { break }
+            guard buf.withUnsafeBytes({ Glibc.write(out, $0.baseAddress, n) }) == n else {
+                throw InjectorError.libraryPath(path: path, detail: "cannot copy it into the tracee: \(errnoText(errno))")
+            }
+        }
+        return try dlopen("/proc/self/fd/\(fd)", reportedAs: path, symbols: symbols, timeout: timeout)
+    }
+
+    private func dlopen(_ pathInTracee: String, reportedAs path: String, symbols: SymbolTable, timeout: Double) throws -> InjectedLibrary {
         let dlopen = try libcFunction("dlopen", symbols)
         let dlerror = try libcFunction("dlerror", symbols)
-        let handle = try withScratch(bytes: Array(path.utf8) + [0]) { addr in
+        let handle = try withScratch(bytes: Array(pathInTracee.utf8) + [0]) { addr in
             try call(dlopen.address, [addr, UInt64(RTLD_NOW | RTLD_GLOBAL)], name: "dlopen", timeout: timeout)
         }
         if handle == 0 {
@@ -48,10 +84,14 @@ extension Tracee {
         guard path.hasPrefix("/") else {
             throw InjectorError.libraryPath(path: path, detail: "the path must be absolute (the tracee resolves it from its own working directory)")
         }
-        let seen = "/proc/\(pid)/root\(path)"
+        try checkFile("/proc/\(pid)/root\(path)", as: path, display: "as seen from the tracee")
+    }
+
+    /// An x86-64 shared object at `seen` (reported as `path`).
+    static func checkFile(_ seen: String, as path: String, display: String) throws {
         var st = stat()
         if stat(seen, &st) != 0 {
-            throw InjectorError.libraryPath(path: path, detail: "\(errnoText(errno)) as seen from the tracee")
+            throw InjectorError.libraryPath(path: path, detail: "\(errnoText(errno)) \(display)")
         }
         if (st.st_mode & S_IFMT) != S_IFREG {
             throw InjectorError.libraryPath(path: path, detail: "not a regular file")

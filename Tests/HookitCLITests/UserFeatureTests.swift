@@ -262,6 +262,32 @@ final class UserFeatureTests: XCTestCase {
         XCTAssertFalse(unknown.output.contains("main constructed"), "a program whose hooks fail does not run on without them")
     }
 
+    // MARK: - another mount namespace
+
+    /// A process in its own mount namespace (as in a container) where hookit's build directory
+    /// — and so libhookit_rt.so — does not exist: the runtime goes in through a memfd, and
+    /// counts, traces and the ring work as anywhere.
+    func testProcessInAnotherMountNamespaceWhereHookitsFilesAreHidden() throws {
+        Repo.buildTargets()
+        let hidden = "\(Repo.root)/.build"
+        let target = try TargetProcess(path: "/usr/bin/unshare", arguments: ["--mount", "--propagation", "private", "sh", "-c",
+                                       "mount -t tmpfs none \(hidden) && exec \(Repo.target("hooktarget"))"], waitForReady: true)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/proc/\(target.pid)/root\(hidden)/debug/libhookit_rt.so"),
+                       "the runtime library is invisible to the process")
+        let h = Background(["attach", "\(target.pid)", "--json", "--count", "hooktarget:add", "--trace", "hooktarget:greet",
+                            "--sig", "greet(str) -> long"])
+        try attached(h, target)
+        XCTAssertEqual(try target.send("add 2 3"), "5")
+        XCTAssertEqual(try target.send("greet container"), "9")
+        let (status, out) = h.finish()
+        XCTAssertEqual(status, 0, out)
+        let all = events(out)
+        XCTAssertEqual(all.first { $0["event"] as? String == "stats" }?["calls"] as? Int, 1, out)
+        XCTAssertEqual(all.first { $0["event"] as? String == "call" }?["args"] as? [String], ["container"], out)
+        XCTAssertTrue(try codeEqualsFile(target, "add"))
+        XCTAssertEqual(try target.send("add 2 3"), "5")
+    }
+
     // MARK: - patterns
 
     /// A pattern of 2,000 functions: attached in one go, every call counted, all restored.
