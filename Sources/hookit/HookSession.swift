@@ -3,63 +3,6 @@ import Glibc
 import Injector
 import RemoteTramp
 
-/// One hook request group as the user added it: a hook id for the session, with the links it
-/// made (one or two per matching function) and what its features report.
-struct Hook {
-    let id: Int
-    let text: String
-    var links: [Link]
-    var counts: [CountEntry] = []
-    var overrides: [OverrideEntry] = []
-    /// Link ids of the user's own programs (--prog, --replace): reported per link.
-    var programLinks: Set<Int> = []
-}
-
-/// A counted function: a timing block of the runtime (calls, ns, histogram), or the built-in
-/// counter's link when time is off or the runtime cannot run in the process.
-struct CountEntry {
-    let function: FunctionSymbol
-    let block: UInt64?
-    let link: Link
-}
-
-struct OverrideEntry {
-    let function: FunctionSymbol
-    let settings: OverrideSettings
-    let config: UInt64
-}
-
-/// What an add hooked and refused, per pattern: functions a pattern matched that cannot be
-/// hooked safely (too short, a branch back into the bytes to patch, patched by something else,
-/// ...) are left alone and reported; the others are hooked.
-struct AddReport {
-    struct Refusal { let function: String, pattern: String, request: String, reason: String }
-    struct Pattern { let request: String, hooked: Int, refused: Int }
-    var refused: [Refusal] = []
-    var patterns: [Pattern] = []
-}
-
-extension TrampolineError {
-    /// Why one function of a pattern is refused, when it is refused rather than failing the add.
-    var refusalReason: String? {
-        switch self {
-        case .cannotPatch(_, let reason): return reason
-        case .foreignPatch: return "\(self)"
-        default: return nil
-        }
-    }
-}
-
-/// Options of a session that are not hooks.
-struct SessionOptions {
-    var table = TrampolineTable.Options()
-    var signatures: [Signature] = []
-    var interval: Double?
-    var histogram = false
-    var keepReplacements = false
-    var chromeTrace: String?
-}
-
 /// The attach → hook → wait → detach life cycle of `hookit attach` / `hookit run`, and the live
 /// add/remove of hooks of an interactive session. All hooking logic lives in RemoteTramp; this
 /// only drives it and reports.
@@ -72,16 +15,16 @@ final class HookSession {
     private(set) var hooks: [Hook] = []
     private var nextHookID = 1
     /// The trace ring, made at the first --trace; traced functions by index (the cookie).
-    private var ring: TraceRing?
-    private var traced: [(label: String, signature: Signature?)] = []
-    private var traceIndex: [UInt64: Int] = [:]
+    var ring: TraceRing?
+    var traced: [(label: String, signature: Signature?)] = []
+    var traceIndex: [UInt64: Int] = [:]
     private var traceFile: ChromeTrace?
     private(set) var tracedCalls: UInt64 = 0
     /// Events reserved in the ring but never completed (their thread died or was stopped there).
     private var unpublished: UInt64 = 0
     /// nil until decided: whether counts are timed (the runtime could be loaded).
-    private var timedCounts: Bool?
-    private var runtimeConfigured = false
+    var timedCounts: Bool?
+    var runtimeConfigured = false
     private let clock: TickClock
     private var nextInterval: Double?
 
@@ -163,73 +106,6 @@ final class HookSession {
         return (hook, report)
     }
 
-    /// The links one feature needs at one function. Data the runtime programs read (timing
-    /// blocks, override settings, trace ring) is in place before the links go live.
-    private func link(_ feature: Feature, to f: FunctionSymbol, into hook: inout Hook) throws {
-        func attach(_ kind: ProgramKind, _ spec: ProgramSpec, cookie: UInt64 = 0) throws -> Link {
-            let l = try table.link(kind, spec, to: f, cookie: cookie)
-            hook.links.append(l)
-            return l
-        }
-        switch feature {
-        case .program(let kind, let spec, let cookie):
-            hook.programLinks.insert(try attach(kind, spec, cookie: cookie).id)
-        case .count:
-            if try countsAreTimed() {
-                let block = try table.allocateProgramData(cells: CountTable.cells)
-                // Calls and misses are the entry program's: a nested run it skipped is a call not counted.
-                let enter = try attach(.fentry, .runtime(symbol: "hookit_rt_time_enter"), cookie: block)
-                _ = try attach(.fexit, .runtime(symbol: "hookit_rt_time_exit"), cookie: block)
-                hook.counts.append(CountEntry(function: f, block: block, link: enter))
-            } else {
-                hook.counts.append(CountEntry(function: f, block: nil, link: try attach(.fentry, .count)))
-            }
-        case .trace:
-            try makeRing()
-            let index = traceIndex[f.address] ?? traced.count
-            if index == traced.count {
-                traced.append(("\(f.module):\(f.name)", Signature.lookup(f.name, given: options.signatures)))
-                traceIndex[f.address] = index
-            }
-            let mask = traced[index].signature?.stringMask ?? 0
-            _ = try attach(.fentry, .runtime(symbol: "hookit_rt_trace_enter"))
-            _ = try attach(.fexit, .runtime(symbol: "hookit_rt_trace_exit"), cookie: UInt64(index) | mask << 32)
-        case .override(let settings):
-            try configureRuntime()
-            let config = try table.allocateProgramData(cells: settings.cells.count)
-            table.writeProgramData(config, settings.cells)
-            _ = try attach(.fmodRet, .runtime(symbol: "hookit_rt_override"), cookie: config)
-            hook.overrides.append(OverrideEntry(function: f, settings: settings, config: config))
-        }
-    }
-
-    /// Counts take time when time is on and the runtime loads (not in a static process: then
-    /// the built-in counter counts calls alone, and says so once).
-    private func countsAreTimed() throws -> Bool {
-        if let t = timedCounts { return t }
-        var timed = options.table.collectTime
-        if timed {
-            do { try configureRuntime() } catch {
-                output.problem("counting calls without time: \(error)")
-                timed = false
-            }
-        }
-        timedCounts = timed
-        return timed
-    }
-
-    private func configureRuntime() throws {
-        if runtimeConfigured { return }
-        try table.configureRuntime()
-        runtimeConfigured = true
-    }
-
-    private func makeRing() throws {
-        if ring != nil { return }
-        try configureRuntime()
-        ring = try TraceRing(table: table)
-    }
-
     /// Unlinks every program of a hook, live; returns its statistics summed over its links.
     func remove(_ id: Int) throws -> (hook: Hook, stats: LinkStats) {
         guard let i = hooks.firstIndex(where: { $0.id == id }) else { throw TrampolineError.unknownLink(id: id) }
@@ -257,16 +133,6 @@ final class HookSession {
             if let s = try? table.stats(l) { sum.calls += s.calls; sum.nsecs += s.nsecs; sum.misses += s.misses }
         }
         return sum
-    }
-
-    func countStats(_ c: CountEntry) -> CountTable.Row {
-        let linkStats = (try? table.stats(c.link)) ?? LinkStats(calls: 0, nsecs: 0, misses: 0)
-        guard let block = c.block else {
-            return CountTable.Row(function: c.function, calls: linkStats.calls, nsecs: 0, misses: 0, timed: false, histogram: [])
-        }
-        let cells = table.readProgramData(block, cells: CountTable.cells)
-        return CountTable.Row(function: c.function, calls: cells[0], nsecs: cells[1], misses: linkStats.misses, timed: true,
-                              histogram: Array(cells[2...]))
     }
 
     /// Functions of a pattern; a module the process loaded after attach is found by reading
@@ -408,23 +274,4 @@ final class HookSession {
         }
         if !programs.isEmpty { output.stats(programs) }
     }
-}
-
-/// TSC ticks (the runtime's clock) to CLOCK_MONOTONIC nanoseconds, from one reading of both.
-struct TickClock {
-    let ticks0: UInt64
-    let nanos0: UInt64
-
-    init() {
-        ticks0 = hk_rdtsc()
-        nanos0 = Clock.now()
-    }
-
-    func nanoseconds(ticks: UInt64) -> UInt64 {
-        let delta = Int64(bitPattern: ticks &- ticks0)
-        let ns = Double(delta) * 1e9 / TrampolineTable.tscHz
-        return UInt64(max(0, Int64(nanos0) + Int64(ns)))
-    }
-
-    var elapsedSeconds: Double { Double(Clock.now() - nanos0) / 1e9 }
 }

@@ -1,3 +1,4 @@
+import CPtrace
 import Glibc
 import Injector
 import RemoteTramp
@@ -98,4 +99,23 @@ func fixed(_ v: Double, _ digits: Int) -> String {
     let whole = n / Int64(scale), frac = n % Int64(scale)
     let f = String(frac)
     return (v < 0 && n != 0 ? "-" : "") + "\(whole)" + (digits > 0 ? "." + String(repeating: "0", count: digits - f.count) + f : "")
+}
+
+/// TSC ticks (the runtime's clock) to CLOCK_MONOTONIC nanoseconds, from one reading of both.
+struct TickClock {
+    let ticks0: UInt64
+    let nanos0: UInt64
+
+    init() {
+        ticks0 = hk_rdtsc()
+        nanos0 = Clock.now()
+    }
+
+    func nanoseconds(ticks: UInt64) -> UInt64 {
+        let delta = Int64(bitPattern: ticks &- ticks0)
+        let ns = Double(delta) * 1e9 / TrampolineTable.tscHz
+        return UInt64(max(0, Int64(nanos0) + Int64(ns)))
+    }
+
+    var elapsedSeconds: Double { Double(Clock.now() - nanos0) / 1e9 }
 }

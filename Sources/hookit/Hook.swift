@@ -1,0 +1,59 @@
+import Injector
+import RemoteTramp
+
+/// One hook request group as the user added it: a hook id for the session, with the links it
+/// made (one or two per matching function) and what its features report.
+struct Hook {
+    let id: Int
+    let text: String
+    var links: [Link]
+    var counts: [CountEntry] = []
+    var overrides: [OverrideEntry] = []
+    /// Link ids of the user's own programs (--prog, --replace): reported per link.
+    var programLinks: Set<Int> = []
+}
+
+/// A counted function: a timing block of the runtime (calls, ns, histogram), or the built-in
+/// counter's link when time is off or the runtime cannot run in the process.
+struct CountEntry {
+    let function: FunctionSymbol
+    let block: UInt64?
+    let link: Link
+}
+
+struct OverrideEntry {
+    let function: FunctionSymbol
+    let settings: OverrideSettings
+    let config: UInt64
+}
+
+/// What an add hooked and refused, per pattern: functions a pattern matched that cannot be
+/// hooked safely (too short, a branch back into the bytes to patch, patched by something else,
+/// ...) are left alone and reported; the others are hooked.
+struct AddReport {
+    struct Refusal { let function: String, pattern: String, request: String, reason: String }
+    struct Pattern { let request: String, hooked: Int, refused: Int }
+    var refused: [Refusal] = []
+    var patterns: [Pattern] = []
+}
+
+extension TrampolineError {
+    /// Why one function of a pattern is refused, when it is refused rather than failing the add.
+    var refusalReason: String? {
+        switch self {
+        case .cannotPatch(_, let reason): return reason
+        case .foreignPatch: return "\(self)"
+        default: return nil
+        }
+    }
+}
+
+/// Options of a session that are not hooks.
+struct SessionOptions {
+    var table = TrampolineTable.Options()
+    var signatures: [Signature] = []
+    var interval: Double?
+    var histogram = false
+    var keepReplacements = false
+    var chromeTrace: String?
+}
