@@ -33,6 +33,8 @@ struct RawSymbol {
 struct ElfTables {
     var symbols: [RawSymbol] = []
     var relocations: [Relocation] = []
+    /// The separate debug file the symbols were completed from, if any (see DebugFile).
+    var debugFile: String?
 
     static let sttFunc: Int32 = 2
     static let sttGnuIfunc: Int32 = 10
@@ -47,6 +49,7 @@ struct ElfTables {
         let symCB: hk_sym_cb = { sym, ctx in
             let s = sym!.pointee
             let box = Unmanaged<Box>.fromOpaque(ctx!).takeUnretainedValue()
+            if s.dynamic == 0 { box.hasSymtab = true }
             box.tables.symbols.append(RawSymbol(name: String(cString: s.name), value: s.value, size: s.size,
                                                 type: s.type, shndx: s.shndx))
         }
@@ -67,10 +70,23 @@ struct ElfTables {
             rc = bytes.withUnsafeBytes { hk_elf_walk_mem($0.baseAddress, $0.count, symCB, relaCB, ctx, &err, err.count) }
         }
         if rc != 0 { throw InjectorError.elf(path: module.path, detail: String(cString: err)) }
+        // A stripped module (no .symtab) takes its full symbol table from its debug file.
+        if !box.hasSymtab, let debug = DebugFile.find(for: module) {
+            let fd = open(debug, O_RDONLY | O_CLOEXEC)
+            if fd >= 0 {
+                defer { close(fd) }
+                var debugErr = [CChar](repeating: 0, count: 256)
+                _ = hk_elf_walk_fd(fd, symCB, nil, ctx, &debugErr, debugErr.count)
+                box.tables.debugFile = debug
+            }
+        }
         return box.tables
     }
 
-    private final class Box { var tables = ElfTables() }
+    private final class Box {
+        var tables = ElfTables()
+        var hasSymtab = false
+    }
 }
 
 extension String {
