@@ -27,6 +27,8 @@ struct RawSymbol {
     var size: UInt64
     var type: Int32
     var shndx: Int32
+    /// From .dynsym: an exported name (`malloc`), not a local or internal one (`__GI___libc_malloc`).
+    var dynamic: Bool = false
 }
 
 /// The symbol and relocation tables of one module, read with libelf.
@@ -51,7 +53,7 @@ struct ElfTables {
             let box = Unmanaged<Box>.fromOpaque(ctx!).takeUnretainedValue()
             if s.dynamic == 0 { box.hasSymtab = true }
             box.tables.symbols.append(RawSymbol(name: String(cString: s.name), value: s.value, size: s.size,
-                                                type: s.type, shndx: s.shndx))
+                                                type: s.type, shndx: s.shndx, dynamic: s.dynamic != 0))
         }
         let relaCB: hk_rela_cb = { r, ctx in
             let rel = r!.pointee

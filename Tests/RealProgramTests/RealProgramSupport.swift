@@ -177,7 +177,9 @@ func moduleCodeEqualsFile(pid: pid_t, module name: String, file: String? = nil) 
     var compared = 0
     for line in maps.split(separator: "\n") {
         let f = line.split(separator: " ", omittingEmptySubsequences: true)
-        guard f.count >= 6, f[1].hasPrefix("r-x"), f[5].hasSuffix("/" + name) else { continue }
+        // `libz.so.1` names the file libz.so.1.2.13 too, as hookit's module patterns do.
+        guard f.count >= 6, f[1].hasPrefix("r-x"), let base = f[5].split(separator: "/").last,
+              base == name || base.hasPrefix(name + ".") else { continue }
         let range = f[0].split(separator: "-").map { UInt64($0, radix: 16)! }
         let offset = Int(f[2], radix: 16)!, size = Int(range[1] - range[0])
         var live = [UInt8](repeating: 0, count: size)
