@@ -2,7 +2,7 @@
 // stop-the-world of every thread. Same protocol as target.c: "ready PID", then one command
 // per line, one answer line each.
 //
-//   spawn N    starts N threads; each loops calling tick() (napping 100 us every 64 calls)
+//   spawn N    starts N threads; each loops calling tick() (napping 2 ms every 32 calls)
 //   burst K    every thread calls work() exactly K times; answers "burst N*K" once all did
 //   ticks      calls of tick() so far (the target's own count)
 //   threads    tasks in /proc/self/task
@@ -38,10 +38,10 @@ static void *thread_main(void *arg) {
     (void)arg;
     int seen = atomic_load(&generation);
     long i = 0, sink = 0;
-    struct timespec nap = {0, 100000};
+    struct timespec nap = {0, 2000000};
     while (!atomic_load(&quit)) {
         sink += tick(i++);
-        if ((i & 63) == 0) nanosleep(&nap, NULL);
+        if ((i & 31) == 0) nanosleep(&nap, NULL);
         int g = atomic_load(&generation);
         if (g != seen) {
             for (int k = 0; k < burst_len; k++) sink += work(k);
