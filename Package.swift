@@ -21,7 +21,10 @@ let package = Package(
             linkerSettings: [.linkedLibrary("elf"), .linkedLibrary("Zydis")]
         ),
         .target(name: "Injector", dependencies: ["CPtrace"]),
-        .target(name: "HookitRuntime"),
+        // General registers only: images whose programs are all hookit's own skip the XSAVE of
+        // the vector state (the runtime must never touch a vector or x87 register).
+        .target(name: "HookitRuntime",
+                cSettings: [.headerSearchPath("../../include"), .unsafeFlags(["-mgeneral-regs-only", "-O2"])]),
         .target(name: "RemoteTramp", dependencies: ["Injector"]),
         .executableTarget(
             name: "hookit",

@@ -28,8 +28,8 @@ def per_call(hookit, threads_list):
     """Rows: (config, threads, ns per call, ns above baseline, ratio)."""
     configs = [
         ("unhooked", None, []),
-        ("fentry count", "bench_fn", ["--count", "benchtarget:bench_fn"]),
-        ("fentry count (patchable entry)", "bench_fn_patchable", ["--count", "benchtarget:bench_fn_patchable"]),
+        ("fentry count", "bench_fn", ["--prog", "fentry:benchtarget:bench_fn=count"]),
+        ("fentry count (patchable entry)", "bench_fn_patchable", ["--prog", "fentry:benchtarget:bench_fn_patchable=count"]),
         ("fexit count", "bench_fn", ["--prog", "fexit:benchtarget:bench_fn=count"]),
         ("fmod_ret C program, original runs", "bench_fn", ["--prog", f"fmod_ret:benchtarget:bench_fn={PROGS}:bench_noop"]),
         ("fentry C program", "bench_fn", ["--prog", f"fentry:benchtarget:bench_fn={PROGS}:bench_noop"]),
@@ -85,7 +85,7 @@ def attach_times(hookit, counts, thread_counts):
                 rss0 = target.rss_kib()
                 args = []
                 for p in patterns[n]:
-                    args += ["--count", f"benchtarget:{p}"]
+                    args += ["--prog", f"fentry:benchtarget:{p}=count"]
                 s = HookitSession(hookit, target.pid, args)
                 rss1 = target.rss_kib()
                 assert s.attached["functions"] == n, s.attached

@@ -44,6 +44,8 @@ struct hookit_ctx {
     uint64_t nvec;      /* al at entry: vector registers used by a variadic call */
     union hookit_xmm xmm_args[8];   /* xmm0-7 at entry (float and double arguments) */
     union hookit_xmm xmm_ret[2];    /* xmm0, xmm1 after return: float/double return values */
+    uint64_t scratch[2];  /* zero at entry; one call's fentry programs may leave values here for
+                             its fexit programs (hookit's own trace and timing use them) */
 };
 
 /* The i-th argument passed on the stack (the 7th integer argument is hookit_stack_arg(ctx, 0)). */

@@ -2,6 +2,7 @@
 //   run N T   T threads each call bench_fn N times through a volatile pointer, timed inside the
 //             process; answers "ns_per_call TOTAL_CALLS CHECKSUM" (wall time of the slowest
 //             thread divided by N: the per-call cost as each thread sees it).
+//   many A B  calls many_A .. many_(B-1) once each; answers the sum of their results.
 //   idle T    starts T threads that sleep (for attach-time rows with many threads); "idle T".
 //   quit
 // bench_fn and bench_fn_nop are ordinary functions (relocated entries); bench_fn_patchable has a
@@ -42,6 +43,8 @@ static void *work(void *arg) {
 
 static void *sleeper(void *arg) { (void)arg; for (;;) pause(); return NULL; }
 
+extern long (*const many_table[10000])(long);
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("ready %d\n", getpid());
@@ -65,6 +68,10 @@ int main(void) {
         } else if (!strcmp(cmd, "use")) {
             fn_ptr = a ? bench_fn_patchable : bench_fn;
             printf("using %s\n", a ? "bench_fn_patchable" : "bench_fn");
+        } else if (!strcmp(cmd, "many")) {
+            long sum = 0;
+            for (long i = a; i < b && i < 10000; i++) sum += many_table[i](1);
+            printf("%ld\n", sum);
         } else if (!strcmp(cmd, "idle")) {
             for (long i = 0; i < a; i++) { pthread_t t; pthread_create(&t, NULL, sleeper, NULL); }
             printf("idle %ld\n", a);

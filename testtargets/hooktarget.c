@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,16 @@ atomic_long add_calls;  // exported: how many times add ran
 HOOKABLE long add(long a, long b) {
     atomic_fetch_add(&add_calls, 1);
     return a + b;
+}
+
+// For fault injection: succeeds (returns 2·x, errno untouched) unless hookit overrides it.
+HOOKABLE long fallible(long x) {
+    return 2 * x;
+}
+
+// For string traces: the length of its argument.
+HOOKABLE long greet(const char *name) {
+    return (long)strlen(name);
 }
 
 // Eight integer arguments: the 7th and 8th are on the stack.
@@ -490,6 +501,21 @@ int main(void) {
             printf("%d\n", getpid());
         } else if (!strcmp(cmd, "add")) {
             printf("%ld\n", add(a, b));
+        } else if (!strcmp(cmd, "fallible")) {
+            // "fallible X [N]": N calls (default 1); prints the last result with its errno and
+            // how many calls failed (returned < 0).
+            long n = b > 0 ? b : 1, r = 0, failed = 0;
+            int e = 0;
+            for (long i = 0; i < n; i++) {
+                errno = 0;
+                r = fallible(a);
+                e = errno;
+                if (r < 0) failed++;
+            }
+            printf("%ld %d %ld\n", r, e, failed);
+        } else if (!strcmp(cmd, "greet")) {
+            char name[64];
+            printf("%ld\n", word(line, 1, name, sizeof name) ? greet(name) : greet(""));
         } else if (!strcmp(cmd, "calls")) {
             printf("%ld\n", atomic_load(&add_calls));
         } else if (!strcmp(cmd, "sum8")) {

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "cptrace.h"
 #include <errno.h>
+#include <unistd.h>
 #include <cpuid.h>
 #include <time.h>
 
@@ -90,4 +91,24 @@ void hk_catch_signals(const int *signals) {
     sa.sa_handler = hk_on_signal;
     sigemptyset(&sa.sa_mask);
     for (; *signals; signals++) sigaction(*signals, &sa, NULL);
+}
+
+pid_t hk_fork_exec(const char *path, char *const argv[], char *const envp[],
+                   int stdin_fd, int stdout_fd, int go_r, int go_w, int err_w) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    close(go_w);
+    char go;
+    ssize_t n;
+    do { n = read(go_r, &go, 1); } while (n < 0 && errno == EINTR);
+    if (n != 1) _exit(127);
+    if (stdin_fd >= 0 && stdin_fd != 0) dup2(stdin_fd, 0);
+    if (stdout_fd >= 0 && stdout_fd != 1) dup2(stdout_fd, 1);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execve(path, argv, envp);
+    int e = errno;
+    while (write(err_w, &e, sizeof e) < 0 && errno == EINTR) {}
+    _exit(127);
 }

@@ -1,3 +1,4 @@
+import CPtrace
 import Glibc
 
 /// Every way Injector can fail, each naming what failed, where, and what the user can do.
@@ -27,6 +28,11 @@ public enum InjectorError: Error, Equatable, CustomStringConvertible {
     case libraryPath(path: String, detail: String)
     case dlopenFailed(path: String, dlerror: String)
     case interrupted(signal: Int32)
+    case sharedMemory(path: String, errno: Int32)
+    case execFailed(command: String, errno: Int32)
+    case noMain(command: String, path: String)
+    case exitedBeforeMain(command: String, status: Int32)
+    case execedBeforeMain(command: String, path: String)
 
     public var description: String {
         switch self {
@@ -79,6 +85,17 @@ public enum InjectorError: Error, Equatable, CustomStringConvertible {
             return "dlopen(\(path)) failed in the tracee: \(msg)"
         case .interrupted(let sig):
             return "interrupted by signal \(sig); detached"
+        case .sharedMemory(let path, let e):
+            return "cannot map the tracee's shared memory \(path) into hookit: \(errnoText(e))"
+        case .execFailed(let command, let e):
+            return "cannot execute \(command): \(errnoText(e))"
+        case .noMain(let command, let path):
+            return "\(command): \(path) has no 'main' symbol (stripped, or not a C-style program), so hookit cannot tell when it reaches main; start it on its own and use 'hookit attach PID'"
+        case .exitedBeforeMain(let command, let status):
+            let how = hk_wifsignaled(status) != 0 ? "was killed by signal \(hk_wtermsig(status))" : "exited with status \(hk_wexitstatus(status))"
+            return "\(command) \(how) before reaching main"
+        case .execedBeforeMain(let command, let path):
+            return "\(command) executed another program (\(path)) before reaching main; start that program with hookit instead"
         }
     }
 }

@@ -12,6 +12,17 @@ enum Ptrace {
         hk_ptrace(Int32(HK_PTRACE_SEIZE), tid, 0, seizeOptions) == -1 ? errno : 0
     }
 
+    /// The ptrace request is PTRACE_SEIZE with `seizeOptions` plus PTRACE_O_EXITKILL: for a program
+    /// hookit starts itself, killed with hookit until it reaches main (see Spawn.swift).
+    static func seizeKillingOnExit(_ tid: pid_t) -> Int32 {
+        hk_ptrace(Int32(HK_PTRACE_SEIZE), tid, 0, seizeOptions | UInt64(HK_PTRACE_O_EXITKILL)) == -1 ? errno : 0
+    }
+
+    /// The ptrace request is PTRACE_SETOPTIONS, back to `seizeOptions` (drops PTRACE_O_EXITKILL).
+    static func resetOptions(_ tid: pid_t) -> Int32 {
+        hk_ptrace(Int32(HK_PTRACE_SETOPTIONS), tid, 0, seizeOptions) == -1 ? errno : 0
+    }
+
     /// The ptrace request is PTRACE_INTERRUPT.
     static func interrupt(_ tid: pid_t) -> Int32 {
         hk_ptrace(Int32(HK_PTRACE_INTERRUPT), tid, 0, 0) == -1 ? errno : 0

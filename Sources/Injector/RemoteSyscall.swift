@@ -79,5 +79,6 @@ public enum SyscallNumber {
     public static let mprotect = 10
     public static let munmap = 11
     public static let getpid = 39
+    public static let ftruncate = 77
     public static let memfd_create = 319
 }

@@ -22,6 +22,8 @@ public final class Tracee {
     public internal(set) var exited = false
     /// The tracee called execve while attached: its modules and symbols are no longer valid.
     public internal(set) var execed = false
+    /// The leader's waitpid status once it exited while traced (the process's exit status).
+    public internal(set) var exitStatus: Int32?
     public internal(set) var stopStats = StopStats()
     var heldSince: UInt64 = 0
     /// Threads that turned zombie (a leader that called pthread_exit): they never stop again.
@@ -137,6 +139,7 @@ public final class Tracee {
     /// unless the world is held or the thread is borrowed.
     func dispatch(tid: pid_t, status: Int32) throws {
         if hk_wifexited(status) != 0 || hk_wifsignaled(status) != 0 {
+            if tid == pid { exitStatus = status }
             threads[tid] = nil
             if threads.isEmpty { exited = true }
             return

@@ -16,9 +16,10 @@ import Injector
 ///     rbp + 16 ...   stack arguments of the call (copied below before calling the original)
 ///     rbp + 8        caller's return address        <- ctx.entry_sp
 ///     rbp            saved rbp
-///     rbp - 256      struct hookit_ctx (256 bytes)
-///     rbp - 336      saved rax rcx rdx rsi rdi r8 r9 r10 r11 (entry values, later the original's)
-///     below          64-byte aligned XSAVE area (C programs only)  <- rsp, 16-byte aligned
+///     rbp - 272      struct hookit_ctx (272 bytes)
+///     rbp - 352      saved rax rcx rdx rsi rdi r8 r9 r10 r11 (entry values, later the original's),
+///                    8 bytes of padding: rsp stays 16-byte aligned
+///     below          64-byte aligned XSAVE area (user C programs only)  <- rsp, 16-byte aligned
 ///
 /// Lean image (only built-in counts on fentry): save rax, r11 -> counts -> restore -> jmp original.
 /// Call-original image (fexit or fmod_ret present; the seed's BPF_TRAMP_F_CALL_ORIG):
@@ -39,7 +40,10 @@ struct ImageBuilder {
         var runtimeRun: UInt64?
         /// The image's in-flight counter; nil for a lean or replace image.
         var inflightCounter: Int?
+        /// In-flight counters live here...
         var counters: PerCPUCounters
+        /// ...built-in count links' counters here.
+        var cells: PerCPUCounters
     }
 
     struct Built {
@@ -48,9 +52,9 @@ struct ImageBuilder {
         var epilogueOffset: Int?
     }
 
-    static let ctxBase: Int32 = -256
-    static let gprBase: Int32 = -336
-    static let frameSize: Int32 = 336
+    static let ctxBase: Int32 = -272
+    static let gprBase: Int32 = -352
+    static let frameSize: Int32 = 352
     /// Saved in this order at gprBase; rax first so it can be reloaded last.
     static let savedRegs: [Reg] = [.rax, .rcx, .rdx, .rsi, .rdi, .r8, .r9, .r10, .r11]
     /// Bytes of the caller's frame copied as stack arguments for the original: 8 integer
@@ -60,6 +64,7 @@ struct ImageBuilder {
     // struct hookit_ctx offsets (include/hookit.h)
     static let ctxRet: Int32 = 48, ctxFuncIP: Int32 = 56, ctxCookie: Int32 = 64, ctxRetHi: Int32 = 72
     static let ctxEntrySP: Int32 = 80, ctxNvec: Int32 = 88, ctxXmmArgs: Int32 = 96, ctxXmmRet: Int32 = 224
+    static let ctxScratch: Int32 = 256
     static let argRegs: [Reg] = [.rdi, .rsi, .rdx, .rcx, .r8, .r9]
 
     /// XSAVE components: everything the OS enabled except AMX tiles (bits 17, 18), which hookit
@@ -87,9 +92,15 @@ struct ImageBuilder {
         !isLean(links) && (links[.replace] ?? []).isEmpty
     }
 
-    /// C programs may use any vector register (and x87); the built-in count uses none.
-    static func runsUserCode(_ links: [ProgramKind: [Link]]) -> Bool {
+    /// Programs that are called (all but the built-in count) need the ctx filled in.
+    static func callsPrograms(_ links: [ProgramKind: [Link]]) -> Bool {
         links.values.contains { $0.contains { $0.code != .count } }
+    }
+
+    /// User C programs may use any vector register (and x87); hookit's runtime programs and the
+    /// built-in count use none, so images with only those skip the XSAVE.
+    static func runsUserCode(_ links: [ProgramKind: [Link]]) -> Bool {
+        links.values.contains { $0.contains { if case .user = $0.code { return true } else { return false } } }
     }
 
     static func build(_ input: Input, at address: UInt64) throws -> Built {
@@ -122,10 +133,8 @@ struct ImageBuilder {
         w.mov(.rbp, .rsp)
         w.lea(.rsp, .rsp, -frameSize)
         saveRegisters(w)
-        if vectors {
-            fillContext(w, input)                      // before XSAVE, which clobbers rax and rdx
-            saveVectorState(w)
-        }
+        if callsPrograms(input.links) { fillContext(w, input) }   // before XSAVE, which clobbers rax and rdx
+        if vectors { saveVectorState(w) }
         if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, sections: &sections) }
         for link in input.links[.fentry] ?? [] { try emitRun(w, link, input, &sections) }
 
@@ -223,7 +232,7 @@ struct ImageBuilder {
         w.store(.rax, .rbp, ctx(ctxEntrySP))
         w.mov(.rax, imm: input.site.function.address)
         w.store(.rax, .rbp, ctx(ctxFuncIP))
-        for off in [ctxRet, ctxRetHi, ctxXmmRet, ctxXmmRet + 8, ctxXmmRet + 16, ctxXmmRet + 24] {
+        for off in [ctxRet, ctxRetHi, ctxXmmRet, ctxXmmRet + 8, ctxXmmRet + 16, ctxXmmRet + 24, ctxScratch, ctxScratch + 8] {
             w.storeImm(0, .rbp, ctx(off))
         }
     }
@@ -235,8 +244,8 @@ struct ImageBuilder {
                                 _ sections: inout [PerCPUCounters.CriticalSection]) throws {
         switch link.code {
         case .count:
-            input.counters.emitIncrement(w, link.counter!, sections: &sections)
-        case .user(_, _, let address):
+            input.cells.emitIncrement(w, link.counter!, sections: &sections)
+        case .user(_, _, let address), .runtime(_, let address):
             w.mov(.rax, imm: link.cookie)
             w.store(.rax, .rbp, ctx(ctxCookie))
             w.mov(.rdi, imm: address)

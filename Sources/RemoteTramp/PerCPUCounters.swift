@@ -15,11 +15,12 @@ import Injector
 /// Without rseq (or for a thread that has not registered it, cpu_id = -1 or -2), the increment
 /// is a `lock inc` on CPU 0's cell.
 final class PerCPUCounters {
-    /// Bytes between one CPU's cells and the next: 131072 counters per CPU, each CPU's in its
-    /// own pages, so cells of different CPUs never share a cache line. Only touched pages take
-    /// memory. Must equal HOOKIT_RT_CPU_STRIDE (hookit_rt.h).
-    static let stride: UInt64 = 1 << 20
-    static let strideShift: UInt8 = 20
+    /// Bytes between one CPU's cells and the next: 2M counters per CPU (a timed count takes 67:
+    /// 10,000 counted functions fit), each CPU's in its own pages, so cells of different CPUs
+    /// never share a cache line. Only touched pages take memory. Must equal
+    /// HOOKIT_RT_CPU_STRIDE (hookit_rt.h).
+    static let stride: UInt64 = 1 << 24
+    static let strideShift: UInt8 = 24
 
     let cpus: Int
     /// fs-relative offset of the thread's rseq cpu_id; nil when the tracee has no rseq.
@@ -28,9 +29,15 @@ final class PerCPUCounters {
     private var next = 0
     private var free: [Int] = []
 
-    init(cpus: Int, cpuIDOffset: Int32?) {
+    /// Shared with hookit (statistics, program data: readable in place and after the tracee
+    /// exits), or private to the tracee (in-flight counts: a child the tracee forks gets its
+    /// own copy, so its threads never hold the parent's images busy).
+    let sharedWithHookit: Bool
+
+    init(cpus: Int, cpuIDOffset: Int32?, sharedWithHookit: Bool) {
         self.cpus = cpuIDOffset == nil ? 1 : cpus
         self.cpuIDOffset = cpuIDOffset
+        self.sharedWithHookit = sharedWithHookit
     }
 
     /// The CPUs this machine can have (/sys/devices/system/cpu/possible, e.g. "0-63").
@@ -49,13 +56,31 @@ final class PerCPUCounters {
         return offset >= Int64(Int32.min) && offset <= Int64(Int32.max) ? Int32(offset) : nil
     }
 
+    /// Shared cells: hookit reads them with plain loads (SharedMemory).
+    private var shared: SharedMemory?
+    /// Private cells: read through the tracee's memory.
+    private var memory: RemoteMemory?
+
+    private func mapIfNeeded(_ tracee: Tracee) throws {
+        if base != 0 { return }
+        if sharedWithHookit {
+            let m = try SharedMemory(tracee: tracee, length: Int(Self.stride) * cpus, name: "hookit-counters")
+            shared = m
+            base = m.remote
+        } else {
+            base = try tracee.mmap(length: Self.stride * UInt64(cpus), protection: PROT_READ | PROT_WRITE)
+            memory = tracee.memory
+        }
+    }
+
     /// A zeroed counter.
     func allocate(tracee: Tracee) throws -> Int {
-        if base == 0 {
-            base = try tracee.mmap(length: Self.stride * UInt64(cpus), protection: PROT_READ | PROT_WRITE)
-        }
+        try mapIfNeeded(tracee)
         if let i = free.popLast() {
-            for c in 0..<cpus { try tracee.memory.write([UInt8](repeating: 0, count: 8), at: cell(i, cpu: c)) }
+            for c in 0..<cpus {
+                if shared != nil { localCell(i, cpu: c).pointee = 0 }
+                else { try tracee.memory.write([UInt8](repeating: 0, count: 8), at: cell(i, cpu: c)) }
+            }
             return i
         }
         guard next < Int(Self.stride / 8) else { throw TrampolineError.counterSpace(limit: Int(Self.stride / 8)) }
@@ -65,23 +90,37 @@ final class PerCPUCounters {
 
     func release(_ index: Int) { free.append(index) }
 
-    /// Three consecutive counters (struct hookit_rt_stats: calls, nsecs, misses); the index of
-    /// the first. Never reused: a small, per-link cost.
-    func allocateTriple(tracee: Tracee) throws -> Int {
-        if base == 0 {
-            base = try tracee.mmap(length: Self.stride * UInt64(cpus), protection: PROT_READ | PROT_WRITE)
-        }
-        guard next + 3 <= Int(Self.stride / 8) else { throw TrampolineError.counterSpace(limit: Int(Self.stride / 8)) }
-        defer { next += 3 }
+    /// `count` consecutive counters (struct hookit_rt_stats, a timing block, override settings);
+    /// the index of the first. Never reused: a small, per-link cost.
+    func allocateBlock(_ count: Int, tracee: Tracee) throws -> Int {
+        try mapIfNeeded(tracee)
+        guard next + count <= Int(Self.stride / 8) else { throw TrampolineError.counterSpace(limit: Int(Self.stride / 8)) }
+        defer { next += count }
         return next
+    }
+
+    func allocateTriple(tracee: Tracee) throws -> Int { try allocateBlock(3, tracee: tracee) }
+
+    /// hookit's view of a cell.
+    func localCell(_ index: Int, cpu: Int) -> UnsafeMutablePointer<UInt64> {
+        (shared!.local + cpu * Int(Self.stride) + index * 8).assumingMemoryBound(to: UInt64.self)
     }
 
     func cell(_ index: Int, cpu: Int) -> UInt64 { base + UInt64(cpu) * Self.stride + UInt64(index) * 8 }
 
     /// The counter's value: the sum of its cells.
-    func read(_ index: Int, memory: RemoteMemory) throws -> Int64 {
+    /// nil when private cells cannot be read (the tracee is gone).
+    func read(_ index: Int) -> Int64? {
         var sum: Int64 = 0
-        for c in 0..<cpus { sum &+= Int64(bitPattern: try memory.readU64(at: cell(index, cpu: c))) }
+        if shared != nil {
+            for c in 0..<cpus { sum &+= Int64(bitPattern: localCell(index, cpu: c).pointee) }
+        } else {
+            guard let memory, base != 0 else { return nil }
+            for c in 0..<cpus {
+                guard let v = try? memory.readU64(at: cell(index, cpu: c)) else { return nil }
+                sum &+= Int64(bitPattern: v)
+            }
+        }
         return sum
     }
 
@@ -141,7 +180,10 @@ final class PerCPUCounters {
         }
     }
 
+    /// Unmaps the tracee's side; hookit can still read the last values.
     func unmap(tracee: Tracee) {
-        if base != 0, (try? tracee.munmap(address: base, length: Self.stride * UInt64(cpus))) != nil { base = 0 }
+        // `base` stays: it still names the cells hookit reads (through its own mapping).
+        if let m = shared { try? m.unmapRemote(tracee: tracee) }
+        else if base != 0, memory != nil, (try? tracee.munmap(address: base, length: Self.stride * UInt64(cpus))) != nil { memory = nil }
     }
 }

@@ -15,11 +15,15 @@ public enum ProgramCode: Equatable, Sendable {
     /// A C function `uint64_t NAME(struct hookit_ctx *)` in a library loaded into the tracee.
     /// For `replace`, a function with the hooked function's signature.
     case user(library: String, symbol: String, address: UInt64)
+    /// One of hookit's own programs in libhookit_rt.so (trace, timing, fault injection). They
+    /// are built to use general registers only, so their images need no XSAVE.
+    case runtime(symbol: String, address: UInt64)
 
     public var name: String {
         switch self {
         case .count: return "count"
         case .user(let lib, let sym, _): return "\(lib):\(sym)"
+        case .runtime(let sym, _): return sym
         }
     }
 }

@@ -6,6 +6,8 @@ import Injector
 public enum ProgramSpec: Equatable, Sendable {
     case count
     case user(library: String, symbol: String)
+    /// A program of libhookit_rt.so (hookit_rt_trace_exit, ...), given its data by the cookie.
+    case runtime(symbol: String)
 }
 
 /// The trampolines of one tracee, keyed by function address (the seed's trampoline_table),
@@ -34,13 +36,17 @@ public final class TrampolineTable {
     let options: Options
     let code: CodeAllocator
     let data = DataArena()
+    /// In-flight counts of images (private to the tracee).
     let counters: PerCPUCounters
+    /// Built-in counts, program statistics and program data (shared with hookit).
+    let cells: PerCPUCounters
     private var trampolines: [UInt64: Trampoline] = [:]
     private var order: [UInt64] = []
     public private(set) var links: [Int: Link] = [:]
     private var nextLinkID = 1
     private var libraries: [String: UInt64] = [:]       // path -> dlopen handle
     private var runtimeRun: UInt64?
+    private var runtimeSymbols: [String: UInt64] = [:]
     var retired: [Image] = []
     /// Code written to the tracee in batches: allocations in a page are contiguous, so one
     /// pwrite covers many images (thousands of functions cost a few writes, not thousands).
@@ -60,8 +66,9 @@ public final class TrampolineTable {
         self.options = options
         self.code = CodeAllocator(budget: options.memoryBudget)
         self.perfMap = PerfMap(pid: tracee.pid)
-        self.counters = PerCPUCounters(cpus: PerCPUCounters.possibleCPUs(),
-                                       cpuIDOffset: PerCPUCounters.rseqCPUIDOffset(symbols: symbols, memory: tracee.memory))
+        let cpuID = PerCPUCounters.rseqCPUIDOffset(symbols: symbols, memory: tracee.memory)
+        self.counters = PerCPUCounters(cpus: PerCPUCounters.possibleCPUs(), cpuIDOffset: cpuID, sharedWithHookit: false)
+        self.cells = PerCPUCounters(cpus: PerCPUCounters.possibleCPUs(), cpuIDOffset: cpuID, sharedWithHookit: true)
     }
 
     func trampoline(at address: UInt64) -> Trampoline? { trampolines[address] }
@@ -115,8 +122,8 @@ public final class TrampolineTable {
             try Self.checkLibraryExports(library, symbol, pid: tracee.pid)
         }
         let program = try resolve(spec, kind: kind, function: function)
-        let counter = program == .count ? try counters.allocate(tracee: tracee) : nil
-        let stats = program == .count ? nil : counters.cell(try counters.allocateTriple(tracee: tracee), cpu: 0)
+        let counter = program == .count ? try cells.allocate(tracee: tracee) : nil
+        let stats = program == .count ? nil : cells.cell(try cells.allocateTriple(tracee: tracee), cpu: 0)
         let link = Link(id: nextLinkID, kind: kind, code: program, cookie: cookie, function: function,
                         statsAddress: stats, counter: counter)
         nextLinkID += 1
@@ -212,6 +219,11 @@ public final class TrampolineTable {
                 throw TrampolineError.programNotFound(library: library, symbol: symbol)
             }
             return .user(library: library, symbol: symbol, address: address)
+        case .runtime(let symbol):
+            guard kind != .replace else {
+                throw TrampolineError.unsupported(kind: kind.rawValue, program: symbol, reason: "hookit's own programs run as fentry, fexit or fmod_ret")
+            }
+            return .runtime(symbol: symbol, address: try runtimeSymbol(symbol))
         }
     }
 
@@ -220,6 +232,19 @@ public final class TrampolineTable {
         let lib = try tracee.inject(library: library, symbols: symbols)
         libraries[library] = lib.handle
         return lib.handle
+    }
+
+    /// The address of a symbol of libhookit_rt.so in the tracee (loading it if needed): its
+    /// programs, and the variables through which hookit configures them.
+    public func runtimeSymbol(_ name: String) throws -> UInt64 {
+        if let a = runtimeSymbols[name] { return a }      // dlsym is a remote call: once per name
+        try loadRuntime()
+        guard let path = options.runtimeLibrary, let handle = libraries[path],
+              let address = try tracee.dlsym(handle: handle, name: name, symbols: symbols) else {
+            throw TrampolineError.programNotFound(library: options.runtimeLibrary ?? "libhookit_rt.so", symbol: name)
+        }
+        runtimeSymbols[name] = address
+        return address
     }
 
     private func loadRuntime() throws {
@@ -320,7 +345,7 @@ public final class TrampolineTable {
     private func buildImage(_ t: Trampoline) throws -> Image {
         let counter = ImageBuilder.needsInflight(t.links) ? try counters.allocate(tracee: tracee) : nil
         let input = ImageBuilder.Input(site: t.site, links: t.links, originalEntry: t.originalEntry,
-                                       runtimeRun: runtimeRun, inflightCounter: counter, counters: counters)
+                                       runtimeRun: runtimeRun, inflightCounter: counter, counters: counters, cells: cells)
         // Code is assembled for the address it runs at, so the space comes first: an upper
         // bound, whose unused tail goes straight back to the allocator (and is the next
         // image's start, which keeps a page's images contiguous for flushCode).
@@ -344,7 +369,7 @@ public final class TrampolineTable {
     }
 
     /// Time stamp counter rate, measured once per hookit run.
-    static let tscHz: Double = hk_tsc_hz()
+    public static let tscHz: Double = hk_tsc_hz()
 
     /// More than any image of `t` can take: frame, register and vector saves, the stack-argument
     /// copy and ~200 bytes per program (a per-CPU count with its rseq section and descriptor).
@@ -370,7 +395,7 @@ public final class TrampolineTable {
     public func collectRetired() -> Int {
         precondition(tracee.held, "retirement checks need the world stopped")
         guard !retired.isEmpty else { return 0 }
-        let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, (try? counters.read($0, memory: tracee.memory)) ?? 1) } }
+        let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, counters.read($0) ?? 1) } }
         let busy = Set(ImageRetirement.busyRanges(retired.map(\.range), inflight: inflight, tracee: tracee))
         let (keep, free) = (retired.filter { busy.contains($0.range) }, retired.filter { !busy.contains($0.range) })
         for image in free { release(image) }
@@ -417,20 +442,24 @@ public final class TrampolineTable {
 
     public func stats(_ link: Link) throws -> LinkStats {
         if let c = link.counter {
-            return LinkStats(calls: UInt64(max(0, try counters.read(c, memory: tracee.memory))), nsecs: 0, misses: 0)
+            return LinkStats(calls: UInt64(max(0, cells.read(c) ?? 0)), nsecs: 0, misses: 0)
         }
         // struct hookit_rt_stats cells, per CPU; time is kept in TSC ticks.
-        let first = Int((link.statsAddress! - counters.cell(0, cpu: 0)) / 8)
-        func sum(_ i: Int) throws -> UInt64 { UInt64(max(0, try counters.read(first + i, memory: tracee.memory))) }
-        let ticks = try sum(1)
-        return LinkStats(calls: try sum(0), nsecs: ticks == 0 ? 0 : UInt64(Double(ticks) * 1e9 / Self.tscHz), misses: try sum(2))
+        let first = Int((link.statsAddress! - cells.cell(0, cpu: 0)) / 8)
+        func sum(_ i: Int) -> UInt64 { UInt64(max(0, cells.read(first + i) ?? 0)) }
+        let ticks = sum(1)
+        return LinkStats(calls: sum(0), nsecs: ticks == 0 ? 0 : UInt64(Double(ticks) * 1e9 / Self.tscHz), misses: sum(2))
     }
 
     // MARK: - detach
 
     /// Restores every patched entry exactly (unregister), then frees what no thread can still be
     /// in. What a thread may still return into stays mapped and is reported.
-    public func detach(waitSeconds: Double = 2) -> TableDetachReport {
+    ///
+    /// `keeping`: functions whose replace patch stays live after hookit leaves (a live patch):
+    /// their image, relocated prologue, code page, unwind information and module references stay;
+    /// a later hookit takes such a patch over like any patch of a dead hookit.
+    public func detach(waitSeconds: Double = 2, keeping: Set<UInt64> = []) -> TableDetachReport {
         var report = TableDetachReport()
         if tracee.execed {
             // A new program image: none of hookit's addresses mean anything in it any more.
@@ -438,7 +467,8 @@ public final class TrampolineTable {
             return report
         }
         if !tracee.held { do { try tracee.stopWorld() } catch { report.problems.append("\(error)"); return report } }
-        for address in order {
+        let kept = keeping.filter { a in trampolines[a].map { $0.image != nil && !($0.links[.replace] ?? []).isEmpty } ?? false }
+        for address in order where !kept.contains(address) {
             guard let t = trampolines[address], let image = t.image else { continue }
             do {
                 try TextPoke.poke(tracee, at: t.site.address, expected: t.patchBytes(for: image), new: t.site.original, function: t.label)
@@ -459,15 +489,16 @@ public final class TrampolineTable {
         // even after detach: point it at the (restored) function itself; a relocated prologue
         // it may already have loaded stays mapped for good.
         var keep: [Range<UInt64>] = []
-        for (slot, function, t) in originalSlots {
+        for (slot, function, t) in originalSlots where !kept.contains(function) {
             try? tracee.memory.write([UInt8].le(function), at: slot)
             if let b = t.relocatedBlock { keep.append(b) }
         }
         report.leftMapped += keep.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16)) (the original of a replaced function)" }
+        keep += kept.compactMap { trampolines[$0]?.relocatedBlock }
         let ranges = retired.map(\.range) + trampolines.values.compactMap(\.relocatedBlock).filter { !keep.contains($0) }
         let deadline = Clock.seconds() + waitSeconds
         while true {
-            let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, (try? counters.read($0, memory: tracee.memory)) ?? 1) } }
+            let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, counters.read($0) ?? 1) } }
             let busy = ImageRetirement.busyRanges(ranges, inflight: inflight, tracee: tracee)
             if busy.isEmpty { break }
             if Clock.seconds() >= deadline {
@@ -487,26 +518,28 @@ public final class TrampolineTable {
         }
         for image in retired { release(image) }
         retired.removeAll()
-        for t in trampolines.values {
+        for t in trampolines.values where !kept.contains(t.site.address) {
             if let b = t.relocatedBlock, !keep.contains(b) { code.release(b.lowerBound, size: b.count) }
         }
-        trampolines.removeAll()
-        order.removeAll()
+        report.kept = kept.count
+        trampolines = trampolines.filter { kept.contains($0.key) }
+        order.removeAll { !kept.contains($0) }
         // A page whose unwind information could not be deregistered stays, and so does the
         // arena holding that information: the unwinder still points into both.
         var deregistered = true
-        perfMap.write([])
+        if kept.isEmpty { perfMap.write([]) } else { writePerfMap() }
         code.unmapEmptyPages(tracee: tracee) { page in
             let ok = deregisterUnwindInfo(page)
             deregistered = deregistered && ok
             return ok
         }
-        if deregistered { data.unmap(tracee: tracee) }
-        else { report.problems.append("the unwinder kept a trampoline page; it stays mapped") }
+        if !deregistered { report.problems.append("the unwinder kept a trampoline page; it stays mapped") }
+        else if kept.isEmpty { data.unmap(tracee: tracee) }     // kept pages' unwind information stays
         counters.unmap(tracee: tracee)
+        cells.unmap(tracee: tracee)
         // Nothing of hookit's points into the modules any more (kept originals of replaced
         // functions excepted): give back the references (bpf_trampoline_module_put).
-        if keep.isEmpty {
+        if keep.isEmpty && kept.isEmpty {
             for (_, handle) in pinned { try? tracee.unpin(handle: handle, symbols: symbols) }
             pinned.removeAll()
         }
@@ -518,6 +551,8 @@ public final class TrampolineTable {
 
 public struct TableDetachReport: Sendable {
     public var restored = 0
+    /// Replace patches left live on purpose (`keeping`).
+    public var kept = 0
     public var unmapped = false
     public var leftMapped: [String] = []
     public var problems: [String] = []
@@ -528,6 +563,7 @@ extension ProgramCode {
         switch self {
         case .count: return .count
         case .user(let lib, let sym, _): return .user(library: lib, symbol: sym)
+        case .runtime(let sym, _): return .runtime(symbol: sym)
         }
     }
 }
@@ -537,6 +573,7 @@ extension ProgramSpec {
         switch self {
         case .count: return "count"
         case .user(let lib, let sym): return "\(lib):\(sym)"
+        case .runtime(let sym): return sym
         }
     }
 }

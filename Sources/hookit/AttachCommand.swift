@@ -9,109 +9,103 @@ struct AttachCommand: ParsableCommand {
         commandName: "attach",
         abstract: "Hook functions of a running process with trampolines until told to stop.",
         discussion: """
-        --count PATTERN attaches the built-in counter (no library needed). --prog attaches a \
-        C program from a library: KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N] where KIND is \
-        fentry, fexit, fmod_ret or replace (see include/hookit.h). Runs until --duration \
-        seconds pass or SIGINT/SIGTERM/SIGHUP, then restores every patched byte and detaches.
+        --trace prints every call; --count counts calls with their time (--hist: latency \
+        histograms; --interval: a table every N seconds); --override skips a function and \
+        returns a value (fault injection); --replace sends every call to another function; \
+        --prog attaches a C program from a library: KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N] \
+        where KIND is fentry, fexit, fmod_ret or replace (see include/hookit.h). PATTERN is \
+        [MODULE:]GLOB (libc.so.6:str*, target:*). Runs until --duration seconds pass or \
+        SIGINT/SIGTERM/SIGHUP, then restores every patched byte and detaches.
         """
     )
 
     @Argument(help: "The process to hook.")
     var pid: Int32
 
-    @Option(name: .customLong("count"), help: "Count calls of the functions matching PATTERN.")
-    var counts: [String] = []
-
-    @Option(name: .customLong("prog"), help: "KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N], or KIND:PATTERN=count")
-    var progs: [String] = []
-
-    @Option(help: "Seconds to stay attached (default: until interrupted).")
-    var duration: Double?
-
-    @Flag(help: "One JSON object per line.")
-    var json = false
+    @OptionGroup var hooks: HookSpecs
+    @OptionGroup var flags: SessionFlags
 
     @Flag(help: "Read commands on stdin (add, remove, list, detach) and apply each live.")
     var interactive = false
 
-    @Flag(name: .customLong("no-time"), help: "Do not time program runs (counts and misses are still kept).")
-    var noTime = false
-
-    @Option(name: .customLong("memory-budget"), help: "Bytes of trampoline code hookit may map in the process.")
-    var memoryBudget: Int = 64 << 20
-
     func run() throws {
         catchTerminationSignals()
-        let requests: [HookRequest]
-        do {
-            requests = try counts.map { try HookRequest(count: $0) } + progs.map { try HookRequest(prog: $0) }
-            if requests.isEmpty && !interactive { throw ValidationError("nothing to attach: give --count or --prog (or --interactive)") }
-        } catch let e as ValidationError {
-            throw e
-        } catch {
-            fail(error)
-        }
-        let output = Output(json: json)
+        let requests = try flags.requests(hooks, allowEmpty: interactive)
+        let output = Output(json: flags.json)
         let session: HookSession
         do {
-            var options = TrampolineTable.Options()
-            options.collectTime = !noTime
-            options.memoryBudget = memoryBudget
-            session = try HookSession(pid: pid, requests: requests, options: options, output: output)
+            session = try HookSession(pid: pid, requests: requests, options: try flags.sessionOptions(hooks), output: output)
         } catch {
             fail(error)
         }
         if interactive {
             InteractiveSession(session: session, output: output).run()
         } else {
-            session.runUntilDone(duration: duration)
+            session.runUntilDone(duration: flags.duration)
         }
-        let ok = session.detach()
-        if !ok { Glibc.exit(1) }
+        if !session.detach() { Glibc.exit(1) }
     }
 }
 
-/// One --count or --prog on the command line.
-struct HookRequest {
-    var kind: ProgramKind
-    var pattern: SymbolPattern
-    var program: ProgramSpec
-    var cookie: UInt64 = 0
-    /// As the user wrote it, for `list`.
-    var text: String
+/// Options of a session that are not hooks, shared by `attach` and `run`.
+struct SessionFlags: ParsableArguments {
+    @Option(help: "Seconds to stay attached (default: until interrupted).")
+    var duration: Double?
 
-    init(count pattern: String) throws {
-        text = "--count \(pattern)"
-        kind = .fentry
-        self.pattern = try SymbolPattern(pattern)
-        program = .count
+    @Option(help: "With --count: print the table every SECONDS too, not only at detach.")
+    var interval: Double?
+
+    @Flag(help: "With --count: a log2 latency histogram per function.")
+    var hist = false
+
+    @Flag(help: "With --replace: leave the replacements in place after hookit exits (a live patch). Everything else is always removed.")
+    var keep = false
+
+    @Option(name: .customLong("output"), help: "Also write the traced calls to FILE.json as a Chrome trace (opens in Perfetto).")
+    var chromeTrace: String?
+
+    @Flag(help: "One JSON object per line.")
+    var json = false
+
+    @Flag(name: .customLong("no-time"), help: "Do not time anything (--count then counts calls only; programs' time is not kept).")
+    var noTime = false
+
+    @Option(name: .customLong("memory-budget"), help: "Bytes of trampoline code hookit may map in the process.")
+    var memoryBudget: Int = 64 << 20
+
+    func validate() throws {
+        if let i = interval, !(i > 0) { throw ValidationError("--interval must be a positive number of seconds") }
+        if let d = duration, !(d > 0) { throw ValidationError("--duration must be a positive number of seconds") }
     }
 
-    /// KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N]
-    init(prog text: String) throws {
-        self.text = "--prog \(text)"
-        guard let colon = text.firstIndex(of: ":"), let eq = text.firstIndex(of: "="), colon < eq,
-              let k = ProgramKind(rawValue: String(text[..<colon])) else {
-            throw ValidationError("--prog '\(text)': expected KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N] with KIND fentry, fexit, fmod_ret or replace")
-        }
-        kind = k
-        pattern = try SymbolPattern(String(text[text.index(after: colon)..<eq]))
-        var rest = String(text[text.index(after: eq)...])
-        if let comma = rest.firstIndex(of: ",") {
-            let option = rest[rest.index(after: comma)...]
-            rest = String(rest[..<comma])
-            guard option.hasPrefix("cookie="), let c = UInt64(option.dropFirst(7)) ?? UInt64(option.dropFirst(9), radix: 16) else {
-                throw ValidationError("--prog '\(text)': unknown option '\(option)' (only cookie=N)")
+    /// The hook requests, with bad input refused before anything touches the process.
+    func requests(_ hooks: HookSpecs, allowEmpty: Bool) throws -> [HookRequest] {
+        do {
+            let r = try hooks.requests()
+            _ = try hooks.signatures()
+            if r.isEmpty && !allowEmpty {
+                throw ValidationError("nothing to hook: give --trace, --count, --override, --replace or --prog")
             }
-            cookie = c
+            if keep && hooks.replaces.isEmpty && !hooks.progs.contains(where: { $0.hasPrefix("replace:") }) {
+                throw ValidationError("--keep keeps replacements: give --replace")
+            }
+            return r
+        } catch let e as ValidationError {
+            throw e
+        } catch {
+            fail(error)
         }
-        if rest == "count" {
-            program = .count            // the built-in counter, in any kind's list
-            return
-        }
-        guard rest.hasPrefix("/"), let sep = rest.lastIndex(of: ":") else {
-            throw ValidationError("--prog '\(text)': the program must be /abs/lib.so:SYMBOL or count")
-        }
-        program = .user(library: String(rest[..<sep]), symbol: String(rest[rest.index(after: sep)...]))
+    }
+
+    func sessionOptions(_ hooks: HookSpecs) throws -> SessionOptions {
+        var o = SessionOptions()
+        o.table.collectTime = !noTime
+        o.table.memoryBudget = memoryBudget
+        o.signatures = try hooks.signatures()
+        o.interval = interval
+        o.histogram = hist
+        o.keepReplacements = keep
+        o.chromeTrace = chromeTrace
+        return o
     }
 }

@@ -8,7 +8,7 @@ struct Hookit: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hookit",
         abstract: "Hook functions inside a running Linux x86-64 process.",
-        subcommands: [SymbolsCommand.self, InjectCommand.self, AttachCommand.self]
+        subcommands: [SymbolsCommand.self, InjectCommand.self, AttachCommand.self, RunCommand.self]
     )
 }
 

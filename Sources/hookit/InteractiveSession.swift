@@ -6,7 +6,7 @@ import RemoteTramp
 /// `hookit attach PID --interactive`: commands on stdin, each applied live while the tracee
 /// runs; events keep being serviced between commands. End of input detaches.
 ///
-///     add --count PATTERN | add --prog KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N]  (several allowed)
+///     add HOOK-OPTIONS (--trace, --count, --override, --replace, --prog, as on the command line)
 ///     remove ID
 ///     list
 ///     detach
@@ -30,7 +30,7 @@ struct InteractiveSession {
                 case .none: break
                 }
                 if line != nil || eof { break }
-                do { try session.tracee.pump(seconds: 0) } catch { output.problem("\(error)"); return }
+                do { try session.service(seconds: 0) } catch { output.problem("\(error)"); return }
             }
             if eof { return }
             guard let text = line?.trimmingCharacters(in: " \t\r"), !text.isEmpty else { continue }
@@ -44,20 +44,15 @@ struct InteractiveSession {
         do {
             switch words[0] {
             case "add":
-                var requests: [HookRequest] = []
-                var i = 1
-                while i < words.count {
-                    guard i + 1 < words.count else { throw CommandError("\(words[i]) needs a value") }
-                    switch words[i] {
-                    case "--count": requests.append(try HookRequest(count: words[i + 1]))
-                    case "--prog": requests.append(try HookRequest(prog: words[i + 1]))
-                    default: throw CommandError("unknown option \(words[i]) (add takes --count PATTERN or --prog SPEC)")
-                    }
-                    i += 2
+                // The same hook options as the command line.
+                let specs: HookSpecs
+                do { specs = try HookSpecs.parse(Array(words.dropFirst())) } catch {
+                    throw CommandError(HookSpecs.message(for: error))
                 }
-                if requests.isEmpty { throw CommandError("add needs --count PATTERN or --prog SPEC") }
-                let (hook, refused) = try session.add(requests, text: requests.map(\.text).joined(separator: " "))
-                output.added(hook, refused: refused, stop: session.tracee.stopStats)
+                let requests = try specs.requests()
+                if requests.isEmpty { throw CommandError("add needs --trace, --count, --override, --replace or --prog") }
+                let (hook, report) = try session.add(requests, text: requests.map(\.text).joined(separator: " "))
+                output.added(hook, report: report, stop: session.tracee.stopStats)
             case "remove":
                 guard words.count == 2, let id = Int(words[1]) else { throw CommandError("usage: remove ID") }
                 let (hook, stats) = try session.remove(id)

@@ -1,3 +1,4 @@
+import CPtrace
 import Glibc
 import Injector
 import RemoteTramp
@@ -5,22 +6,45 @@ import RemoteTramp
 /// Everything `hookit attach` prints: JSON lines with --json, a readable table otherwise.
 struct Output {
     let json: Bool
+    /// Trace lines show seconds since this moment (CLOCK_MONOTONIC ns).
+    let start = Clock.now()
 
-    func attached(functions: Int, links: Int, refused: [(function: String, reason: String)], stop: StopStats,
-                  codeUsed: Int, codeMapped: Int) {
-        refusals(refused)
+    func attached(functions: Int, links: Int, report: AddReport, stop: StopStats, codeUsed: Int, codeMapped: Int) {
+        refusals(report)
         if json {
-            line("{\"event\":\"attached\",\"functions\":\(functions),\"links\":\(links),\"refused\":\(refused.count),\"stopped_ns\":\(stop.totalNanos),\"longest_stop_ns\":\(stop.longestNanos),\"code_bytes_used\":\(codeUsed),\"code_bytes_mapped\":\(codeMapped)}")
+            line("{\"event\":\"attached\",\"functions\":\(functions),\"links\":\(links),\"refused\":\(report.refused.count),\"patterns\":\(patterns(report)),\"stopped_ns\":\(stop.totalNanos),\"longest_stop_ns\":\(stop.longestNanos),\"code_bytes_used\":\(codeUsed),\"code_bytes_mapped\":\(codeMapped)}")
         } else {
             line("attached \(links) program(s) to \(functions) function(s); world stopped \(ms(stop.totalNanos)) ms")
         }
     }
 
-    /// Functions a pattern matched that cannot be hooked safely, one line each.
-    private func refusals(_ refused: [(function: String, reason: String)]) {
-        for r in refused {
-            if json { line("{\"event\":\"refused\",\"function\":\(JSON.string(r.function)),\"reason\":\(JSON.string(r.reason))}") }
-            else { line("refused \(r.function): \(r.reason)") }
+    private func patterns(_ report: AddReport) -> String {
+        "[" + report.patterns.map { "{\"request\":\(JSON.string($0.request)),\"hooked\":\($0.hooked),\"refused\":\($0.refused)}" }.joined(separator: ",") + "]"
+    }
+
+    /// Functions a pattern matched that cannot be hooked safely: one JSON event each, or for
+    /// people a summary per pattern, grouped by reason.
+    private func refusals(_ report: AddReport) {
+        if json {
+            for r in report.refused {
+                line("{\"event\":\"refused\",\"function\":\(JSON.string(r.function)),\"pattern\":\(JSON.string(r.pattern)),\"reason\":\(JSON.string(r.reason))}")
+            }
+            return
+        }
+        for p in report.patterns {
+            line("\(p.request): \(p.hooked) function(s) hooked" + (p.refused > 0 ? ", \(p.refused) refused:" : ""))
+            let mine = report.refused.filter { $0.request == p.request }
+            var reasons: [String: [String]] = [:]
+            var order: [String] = []
+            for r in mine {
+                if reasons[r.reason] == nil { order.append(r.reason) }
+                reasons[r.reason, default: []].append(r.function.split(separator: ":").last.map(String.init) ?? r.function)
+            }
+            for reason in order {
+                let names = reasons[reason]!
+                let shown = names.prefix(8).joined(separator: ", ") + (names.count > 8 ? ", ... (\(names.count - 8) more)" : "")
+                line("  \(names.count) × \(reason): \(shown)")
+            }
         }
     }
 
@@ -40,28 +64,79 @@ struct Output {
         }
     }
 
-    func detached(restored: Int, leftMapped: [String], stop: StopStats) {
+    func detached(restored: Int, kept: Int = 0, leftMapped: [String], stop: StopStats, traced: (calls: UInt64, dropped: UInt64)? = nil) {
         if json {
             let left = leftMapped.map { JSON.string($0) }.joined(separator: ",")
-            line("{\"event\":\"detached\",\"restored\":\(restored),\"left_mapped\":[\(left)],\"stops\":\(stop.count),\"longest_stop_ns\":\(stop.longestNanos)}")
+            let trace = traced.map { ",\"traced\":\($0.calls),\"dropped\":\($0.dropped)" } ?? ""
+            line("{\"event\":\"detached\",\"restored\":\(restored),\"kept\":\(kept),\"left_mapped\":[\(left)],\"stops\":\(stop.count),\"longest_stop_ns\":\(stop.longestNanos)\(trace)}")
         } else {
+            if let t = traced { line("traced \(t.calls) call(s); \(t.dropped) dropped (the ring was full)") }
             line("detached: \(restored) function(s) restored; world stopped \(stop.count) time(s), longest \(ms(stop.longestNanos)) ms")
+            if kept > 0 { line("kept \(kept) replacement(s) live in the process (--keep)") }
             for l in leftMapped { line("left mapped (a thread may still return into it): \(l)") }
+        }
+    }
+
+    /// The process ended while hooked (`hookit run`: it ran to its end).
+    func exited(status: Int32?, traced: (calls: UInt64, dropped: UInt64)?) {
+        let code = status.map { hk_wifexited($0) != 0 ? Int(hk_wexitstatus($0)) : 128 + Int(hk_wtermsig($0)) }
+        if json {
+            let trace = traced.map { ",\"traced\":\($0.calls),\"dropped\":\($0.dropped)" } ?? ""
+            line("{\"event\":\"exited\",\"status\":\(code.map { "\($0)" } ?? "null")\(trace)}")
+        } else {
+            if let t = traced { line("traced \(t.calls) call(s); \(t.dropped) dropped (the ring was full)") }
+            line("the process exited" + (code.map { " with status \($0)" } ?? ""))
+        }
+    }
+
+    // MARK: - trace, counts, overrides
+
+    func call(_ c: TracedCall) {
+        line(json ? c.json : c.text(since: start))
+    }
+
+    /// The --count table (at each --interval and at detach).
+    func counts(_ rows: [CountTable.Row], histogram: Bool, elapsed: Double, final: Bool) {
+        if json {
+            for r in rows {
+                var s = "{\"event\":\"stats\",\"function\":\(JSON.string(r.label)),\"address\":\"0x\(String(r.function.address, radix: 16))\",\"kind\":\"count\",\"program\":\"count\",\"cookie\":0,\"calls\":\(r.calls),\"ns\":\(r.nsecs),\"mean_ns\":\(r.meanNanos),\"misses\":\(r.misses),\"timed\":\(r.timed),\"final\":\(final),\"elapsed_s\":\(fixed(elapsed, 3))"
+                if histogram && r.timed {
+                    let buckets = r.histogram.enumerated().filter { $0.element > 0 }.map { k, n in
+                        let (lo, hi) = CountTable.bounds(k)
+                        return "[\(lo),\(hi),\(n)]"
+                    }
+                    s += ",\"hist\":[\(buckets.joined(separator: ","))]"
+                }
+                line(s + "}")
+            }
+        } else {
+            line(final ? "" : "--- \(fixed(elapsed, 1)) s")
+            for l in CountTable.text(rows, histogram: histogram) { line(l) }
+        }
+    }
+
+    func override(_ o: OverrideEntry, calls: UInt64, injected: UInt64) {
+        let fn = "\(o.function.module):\(o.function.name)"
+        let value = Int64(bitPattern: o.settings.value)
+        if json {
+            line("{\"event\":\"override\",\"function\":\(JSON.string(fn)),\"value\":\(value),\"errno\":\(o.settings.errno),\"calls\":\(calls),\"injected\":\(injected)}")
+        } else {
+            let e = o.settings.errno == 0 ? "" : " (errno \(o.settings.errno))"
+            line("override \(fn): \(injected) of \(calls) call(s) returned \(value)\(e)")
         }
     }
 
     // MARK: - interactive replies
 
     func prompt() {
-        print("hookit> ", terminator: "")
-        fflush(stdout)
+        StdoutSink.shared.append("hookit> ", newline: false)
     }
 
-    func added(_ hook: Hook, refused: [(function: String, reason: String)], stop: StopStats) {
+    func added(_ hook: Hook, report: AddReport, stop: StopStats) {
         let functions = Set(hook.links.map(\.function.address)).count
-        refusals(refused)
+        refusals(report)
         if json {
-            line("{\"event\":\"added\",\"id\":\(hook.id),\"functions\":\(functions),\"links\":\(hook.links.count),\"refused\":\(refused.count),\"stopped_ns\":\(stop.lastNanos)}")
+            line("{\"event\":\"added\",\"id\":\(hook.id),\"functions\":\(functions),\"links\":\(hook.links.count),\"refused\":\(report.refused.count),\"patterns\":\(patterns(report)),\"stopped_ns\":\(stop.lastNanos)}")
         } else {
             line("hook \(hook.id): \(hook.links.count) program(s) on \(functions) function(s) (\(hook.text))")
         }
@@ -92,7 +167,7 @@ struct Output {
     }
 
     func help() {
-        line("add --count PATTERN | add --prog KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N]   hook live; prints the hook id")
+        line("add --trace P | --count P | --override F=V [--errno E] | --replace F=/lib.so:SYM | --prog SPEC   hook live; prints the hook id")
         line("remove ID    unhook; prints its calls")
         line("list         hooks with their statistics")
         line("detach       restore everything and leave (end of input does the same)")
@@ -104,10 +179,55 @@ struct Output {
     }
 
     private func line(_ s: String) {
-        print(s)
-        fflush(stdout)
+        StdoutSink.shared.append(s)
     }
+
+    /// More output is waiting than stdout takes: stop reading the trace ring for now (the
+    /// tracee's writers then count drops; nothing waits on hookit's reader).
+    var backlogged: Bool { StdoutSink.shared.backlogged }
+
+    /// Everything still buffered, written out (waiting for stdout if need be).
+    func finish() { StdoutSink.shared.flush(blocking: true) }
 
     private func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
     private func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? " " + s : String(repeating: " ", count: n - s.count) + s }
+}
+
+/// stdout that never blocks the session: hookit must keep servicing the tracee (a thread the
+/// tracee creates waits in a ptrace stop until hookit handles it), even when whoever reads
+/// hookit's output (a pager, a pipe) pauses. Lines are buffered and written only as far as
+/// stdout takes them without blocking: poll reports a pipe writable when PIPE_BUF bytes fit,
+/// so each write is at most that. Only the final flush waits.
+final class StdoutSink {
+    nonisolated(unsafe) static let shared = StdoutSink()
+    private var buffer: [UInt8] = []
+    private var start = 0
+    /// Above this, the trace ring is left unread (its writers count the drops).
+    static let limit = 8 << 20
+
+    var backlogged: Bool { buffer.count - start > Self.limit }
+
+    func append(_ s: String, newline: Bool = true) {
+        buffer.append(contentsOf: s.utf8)
+        if newline { buffer.append(10) }
+        flush(blocking: false)
+    }
+
+    func flush(blocking: Bool) {
+        while start < buffer.count {
+            var pfd = pollfd(fd: 1, events: Int16(POLLOUT), revents: 0)
+            let ready = poll(&pfd, 1, blocking ? 1000 : 0)
+            if ready < 0 && errno == EINTR { continue }
+            if ready <= 0 { if blocking && ready == 0 { continue } else { break } }
+            if pfd.revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 { buffer.removeAll(); start = 0; return }
+            let n = buffer.withUnsafeBytes { Glibc.write(1, $0.baseAddress! + start, min(Int(PIPE_BUF), buffer.count - start)) }
+            if n < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                buffer.removeAll(); start = 0; return        // stdout is gone: nothing more to print
+            }
+            start += n
+        }
+        if start == buffer.count { buffer.removeAll(keepingCapacity: buffer.count < 1 << 20); start = 0 }
+        else if start > 1 << 20 { buffer.removeSubrange(0..<start); start = 0 }
+    }
 }

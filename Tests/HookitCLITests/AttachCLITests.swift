@@ -114,7 +114,7 @@ final class AttachCLITests: XCTestCase {
         }
         let attached = try XCTUnwrap(out.split(separator: "\n").compactMap(json).first { $0["event"] as? String == "attached" })
         XCTAssertEqual(attached["functions"] as? Int, 1)
-        XCTAssertEqual(attached["links"] as? Int, 1)
+        XCTAssertEqual(attached["links"] as? Int, 2, "a timed count: one entry and one exit program")
     }
 
     func testBadProgSpecAndUnknownFunctionAreClearErrors() throws {

@@ -44,6 +44,7 @@ enum {
     HK_PTRACE_O_TRACESYSGOOD = 1,
     HK_PTRACE_O_TRACECLONE = 8,
     HK_PTRACE_O_TRACEEXEC = 0x10,
+    HK_PTRACE_O_EXITKILL = 0x100000,
 
     HK_PTRACE_EVENT_CLONE = 3,
     HK_PTRACE_EVENT_EXEC = 4,
@@ -145,6 +146,16 @@ int hk_elf_walk_mem(const void *image, size_t len, hk_sym_cb sym_cb, hk_rela_cb 
 
 
 
+// ---- starting a program -------------------------------------------------------
+
+/// fork(2), then in the child only async-signal-safe calls: close(go_w); wait for one byte on
+/// go_r (end of file instead: _exit(127) without exec, the parent is gone); dup2 stdin_fd and
+/// stdout_fd (each when >= 0) onto 0 and 1; empty the signal mask; execve(path, argv, envp).
+/// If execve fails, its errno is written to err_w and the child _exit(127)s.
+/// Returns fork's result in the parent (-1 with errno set on failure).
+pid_t hk_fork_exec(const char *path, char *const argv[], char *const envp[],
+                   int stdin_fd, int stdout_fd, int go_r, int go_w, int err_w);
+
 // ---- interruption --------------------------------------------------------------
 
 /// Set (to the signal number) by the handlers hk_catch_signals installs; hookit polls it at
@@ -153,4 +164,11 @@ extern volatile sig_atomic_t hk_interrupt_signal;
 /// Installs a flag-setting handler (no SA_RESTART, so blocking calls return EINTR) for each
 /// signal in the zero-terminated list.
 void hk_catch_signals(const int *signals);
+/* Memory shared with the tracee's threads (trace ring, counters): loads and stores that Swift
+ * can neither tear nor reorder. */
+static inline uint64_t hk_load_acquire(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void hk_store_release(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+/* The time stamp counter: the clock of the runtime's timings and trace events. */
+static inline uint64_t hk_rdtsc(void) { return __builtin_ia32_rdtsc(); }
+
 #endif

@@ -16,7 +16,7 @@ struct hookit_rt_stats {
     uint64_t misses;    // runs skipped because the thread was already inside a program
 };
 
-#define HOOKIT_RT_CPU_STRIDE (1 << 20)
+#define HOOKIT_RT_CPU_STRIDE (1 << 24)
 
 /// How many CPUs have cells (set by hookit before the first run).
 extern volatile int hookit_rt_cpus;

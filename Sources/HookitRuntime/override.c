@@ -1,0 +1,33 @@
+// --override: fault injection as a fmod_ret program. The cookie points at its settings (CPU 0
+// cells; written by hookit before the program is linked, never changed after).
+#include "rt_internal.h"
+
+struct override {
+    uint64_t value;       // what the skipped function returns
+    int64_t err;          // errno to leave in the thread (0: leave errno alone)
+    uint64_t every;       // inject on every Nth call (0 or 1: every call)
+    uint64_t threshold;   // inject when a random 32-bit number is below this (2^32: always)
+    uint64_t calls;       // calls seen
+    uint64_t injected;    // calls skipped
+};
+
+static __thread uint64_t rng __attribute__((tls_model("initial-exec")));
+
+static uint32_t random32(void) {
+    uint64_t x = rng;
+    if (!x) x = rt_ticks() * 0x9E3779B97F4A7C15ull | 1;
+    x ^= x >> 12; x ^= x << 25; x ^= x >> 27;       // xorshift64*
+    rng = x;
+    return (uint32_t)((x * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+uint64_t hookit_rt_override(struct hookit_ctx *ctx) {
+    struct override *o = (struct override *)(uintptr_t)ctx->cookie;
+    uint64_t n = __atomic_add_fetch(&o->calls, 1, __ATOMIC_RELAXED);
+    if (o->every > 1 && n % o->every != 0) return 0;
+    if (o->threshold < (1ull << 32) && random32() >= o->threshold) return 0;
+    __atomic_fetch_add(&o->injected, 1, __ATOMIC_RELAXED);
+    ctx->ret = o->value;
+    if (o->err) hookit_rt_pending_errno = (int)o->err;
+    return 1;
+}

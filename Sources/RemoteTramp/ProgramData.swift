@@ -1,0 +1,63 @@
+import Glibc
+import Injector
+
+/// Data of hookit's runtime programs (libhookit_rt.so), handed to each through its link's
+/// cookie: per-CPU blocks the tracee's threads write and hookit reads in place.
+extension TrampolineTable {
+    /// `cells` zeroed 8-byte cells per CPU; returns CPU 0's address in the tracee (CPU c's is
+    /// HOOKIT_RT_CPU_STRIDE bytes further). Never freed before detach.
+    public func allocateProgramData(cells: Int) throws -> UInt64 {
+        self.cells.cell(try self.cells.allocateBlock(cells, tracee: tracee), cpu: 0)
+    }
+
+    /// Sets CPU 0's cells of a block (settings a program reads; written before it is linked).
+    public func writeProgramData(_ address: UInt64, _ values: [UInt64]) {
+        let first = index(of: address)
+        for (i, v) in values.enumerated() { self.cells.localCell(first + i, cpu: 0).pointee = v }
+    }
+
+    /// A block's cells, summed over the CPUs.
+    public func readProgramData(_ address: UInt64, cells: Int) -> [UInt64] {
+        let first = index(of: address)
+        return (0..<cells).map { UInt64(bitPattern: self.cells.read(first + $0) ?? 0) }
+    }
+
+    private func index(of address: UInt64) -> Int { Int((address - cells.cell(0, cpu: 0)) / 8) }
+
+    /// Tells the runtime what it needs for time and thread ids: nanoseconds per TSC tick, and
+    /// where glibc keeps each thread's tid (so a trace event costs no gettid system call).
+    /// Needs the world stopped.
+    public func configureRuntime() throws {
+        let q32 = UInt64((1e9 / Self.tscHz) * 4294967296.0)
+        try tracee.memory.write([UInt8].le(q32), at: try runtimeSymbol("hookit_rt_ns_per_tick_q32"))
+        if let offset = try? ThreadIdentity.tidOffset(tracee) {
+            try tracee.memory.write([UInt8].le(UInt64(offset)), at: try runtimeSymbol("hookit_rt_tid_offset"))
+        }
+    }
+
+    /// Converts TSC ticks (the runtime's clock) to nanoseconds.
+    public static func nanoseconds(ticks: UInt64) -> UInt64 { UInt64(Double(ticks) * 1e9 / tscHz) }
+}
+
+/// Where glibc's struct pthread keeps the thread id, relative to the thread pointer (fs base).
+enum ThreadIdentity {
+    /// The offset at which every stopped thread's own tid is found (32-bit, 4-aligned, within
+    /// the first 2 KiB above its fs base). glibc has it at 0x2d0 for years; it is found rather
+    /// than assumed. nil when no single answer is found.
+    static func tidOffset(_ tracee: Tracee) throws -> Int? {
+        var candidates: Set<Int>?
+        for tid in tracee.threadIDs {
+            let fs = try tracee.registers(of: tid).fs_base
+            guard fs != 0, let bytes = try? tracee.memory.read(at: fs, count: 2048) else { return nil }
+            var here = Set<Int>()
+            for off in stride(from: 16, to: 2048, by: 4) {
+                let v = UInt32(bytes[off]) | UInt32(bytes[off + 1]) << 8 | UInt32(bytes[off + 2]) << 16 | UInt32(bytes[off + 3]) << 24
+                if v == UInt32(tid) { here.insert(off) }
+            }
+            candidates = candidates.map { $0.intersection(here) } ?? here
+        }
+        guard let c = candidates, !c.isEmpty else { return nil }
+        // A single-threaded process may match by chance elsewhere too: glibc's place wins.
+        return c.contains(0x2d0) ? 0x2d0 : (c.count == 1 ? c.first : nil)
+    }
+}

@@ -1,0 +1,190 @@
+import ArgumentParser
+import Injector
+import RemoteTramp
+
+/// What hookit does at each function a pattern matches.
+enum Feature: Equatable {
+    /// A program as the user gave it: --prog KIND:PATTERN=/abs/lib.so:SYMBOL, or =count.
+    case program(ProgramKind, ProgramSpec, cookie: UInt64)
+    /// --count: calls, time and a latency histogram (runtime programs), or only calls (the
+    /// built-in counter) when time is off or the runtime cannot be loaded (a static process).
+    case count
+    /// --trace: every call into the trace ring.
+    case trace
+    /// --override FUNC=VALUE: skip the function and return VALUE (fmod_ret).
+    case override(OverrideSettings)
+}
+
+struct OverrideSettings: Equatable {
+    var value: UInt64
+    var errno: Int32 = 0
+    var every: UInt64 = 0
+    /// Probability in 1/2^32 units (2^32: always).
+    var threshold: UInt64 = 1 << 32
+
+    /// The struct override of override.c: value, err, every, threshold, calls, injected.
+    var cells: [UInt64] { [value, UInt64(bitPattern: Int64(errno)), every, threshold, 0, 0] }
+}
+
+/// One hook request from the command line (or an interactive `add`).
+struct HookRequest {
+    var feature: Feature
+    var pattern: SymbolPattern
+    /// As the user wrote it, for `list` and reports.
+    var text: String
+
+    init(count pattern: String) throws {
+        text = "--count \(pattern)"
+        feature = .count
+        self.pattern = try SymbolPattern(pattern)
+    }
+
+    init(trace pattern: String) throws {
+        text = "--trace \(pattern)"
+        feature = .trace
+        self.pattern = try SymbolPattern(pattern)
+    }
+
+    /// FUNC=VALUE, VALUE a decimal (may be negative) or 0x number.
+    init(override spec: String, errno: String?, every: UInt64?, probability: Double?) throws {
+        text = "--override \(spec)"
+        guard let eq = spec.lastIndex(of: "="), let value = Self.number(String(spec[spec.index(after: eq)...])) else {
+            throw ValidationError("--override '\(spec)': expected FUNC=VALUE (VALUE: an integer such as -1, 0 or 0x10)")
+        }
+        pattern = try SymbolPattern(String(spec[..<eq]))
+        var s = OverrideSettings(value: value)
+        if let e = errno {
+            guard let n = Errno.number(e) else { throw ValidationError("--errno '\(e)': not an errno name (ENOENT, EIO, ...) or number") }
+            s.errno = n
+        }
+        if let n = every {
+            guard n >= 1 else { throw ValidationError("--every must be at least 1") }
+            s.every = n
+        }
+        if let p = probability {
+            guard p > 0 && p <= 1 else { throw ValidationError("--probability must be in (0, 1]") }
+            s.threshold = UInt64(p * 4294967296.0)
+        }
+        feature = .override(s)
+    }
+
+    /// FUNC=/abs/lib.so:SYMBOL
+    init(replace spec: String) throws {
+        text = "--replace \(spec)"
+        guard let eq = spec.firstIndex(of: "=") else {
+            throw ValidationError("--replace '\(spec)': expected FUNC=/abs/lib.so:SYMBOL")
+        }
+        pattern = try SymbolPattern(String(spec[..<eq]))
+        let rest = String(spec[spec.index(after: eq)...])
+        guard rest.hasPrefix("/"), let sep = rest.lastIndex(of: ":") else {
+            throw ValidationError("--replace '\(spec)': the replacement must be /abs/lib.so:SYMBOL")
+        }
+        feature = .program(.replace, .user(library: String(rest[..<sep]), symbol: String(rest[rest.index(after: sep)...])), cookie: 0)
+    }
+
+    /// KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N]
+    init(prog text: String) throws {
+        self.text = "--prog \(text)"
+        guard let colon = text.firstIndex(of: ":"), let eq = text.firstIndex(of: "="), colon < eq,
+              let kind = ProgramKind(rawValue: String(text[..<colon])) else {
+            throw ValidationError("--prog '\(text)': expected KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N] with KIND fentry, fexit, fmod_ret or replace")
+        }
+        pattern = try SymbolPattern(String(text[text.index(after: colon)..<eq]))
+        var rest = String(text[text.index(after: eq)...])
+        var cookie: UInt64 = 0
+        if let comma = rest.firstIndex(of: ",") {
+            let option = rest[rest.index(after: comma)...]
+            rest = String(rest[..<comma])
+            guard option.hasPrefix("cookie="), let c = UInt64(option.dropFirst(7)) ?? UInt64(option.dropFirst(9), radix: 16) else {
+                throw ValidationError("--prog '\(text)': unknown option '\(option)' (only cookie=N)")
+            }
+            cookie = c
+        }
+        if rest == "count" {
+            feature = .program(kind, .count, cookie: cookie)      // the built-in counter, in any kind's list
+            return
+        }
+        guard rest.hasPrefix("/"), let sep = rest.lastIndex(of: ":") else {
+            throw ValidationError("--prog '\(text)': the program must be /abs/lib.so:SYMBOL or count")
+        }
+        feature = .program(kind, .user(library: String(rest[..<sep]), symbol: String(rest[rest.index(after: sep)...])), cookie: cookie)
+    }
+
+    static func number(_ s: String) -> UInt64? {
+        let t = s.trimmingCharacters(in: " ")
+        if t.hasPrefix("0x") { return UInt64(t.dropFirst(2), radix: 16) }
+        if t.hasPrefix("-0x") { return UInt64(t.dropFirst(3), radix: 16).map { 0 &- $0 } }
+        if let v = Int64(t) { return UInt64(bitPattern: v) }
+        return UInt64(t)
+    }
+}
+
+/// The options that make hooks, shared by `attach`, `run` and the interactive `add`.
+struct HookSpecs: ParsableArguments {
+    @Option(name: .customLong("count"), help: "Count calls of the functions matching PATTERN, with their time (--hist: a latency histogram).")
+    var counts: [String] = []
+
+    @Option(name: .customLong("trace"), help: "Print every call of the functions matching PATTERN: time, thread, arguments, return value, duration.")
+    var traces: [String] = []
+
+    @Option(name: .customLong("sig"), help: "A traced function's C signature, e.g. 'open(str, int, oct) -> int' (types: int uint long ulong size_t hex ptr str char bool oct void).")
+    var sigs: [String] = []
+
+    @Option(name: .customLong("override"), help: "FUNC=VALUE: skip FUNC and return VALUE instead (fault injection).")
+    var overrides: [String] = []
+
+    @Option(name: .customLong("errno"), help: "With --override: the errno the caller then sees (ENOENT, EIO, 5, ...).")
+    var errnoValue: String?
+
+    @Option(help: "With --override: only every Nth call.")
+    var every: UInt64?
+
+    @Option(help: "With --override: each call with probability P (0 < P <= 1).")
+    var probability: Double?
+
+    @Option(name: .customLong("replace"), help: "FUNC=/abs/lib.so:SYMBOL: every call of FUNC goes to SYMBOL (a hot patch).")
+    var replaces: [String] = []
+
+    @Option(name: .customLong("prog"), help: "KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N], or KIND:PATTERN=count (KIND: fentry, fexit, fmod_ret, replace).")
+    var progs: [String] = []
+
+    func validate() throws {
+        if (errnoValue != nil || every != nil || probability != nil) && overrides.isEmpty {
+            throw ValidationError("--errno, --every and --probability go with --override")
+        }
+        if every != nil && probability != nil { throw ValidationError("give --every or --probability, not both") }
+    }
+
+    var isEmpty: Bool { counts.isEmpty && traces.isEmpty && overrides.isEmpty && replaces.isEmpty && progs.isEmpty }
+
+    func requests() throws -> [HookRequest] {
+        try counts.map { try HookRequest(count: $0) }
+            + traces.map { try HookRequest(trace: $0) }
+            + overrides.map { try HookRequest(override: $0, errno: errnoValue, every: every, probability: probability) }
+            + replaces.map { try HookRequest(replace: $0) }
+            + progs.map { try HookRequest(prog: $0) }
+    }
+
+    func signatures() throws -> [Signature] { try sigs.map { try Signature(parsing: $0) } }
+}
+
+/// errno names as the C library spells them.
+enum Errno {
+    static let names: [String: Int32] = [
+        "EPERM": 1, "ENOENT": 2, "ESRCH": 3, "EINTR": 4, "EIO": 5, "ENXIO": 6, "E2BIG": 7, "ENOEXEC": 8,
+        "EBADF": 9, "ECHILD": 10, "EAGAIN": 11, "EWOULDBLOCK": 11, "ENOMEM": 12, "EACCES": 13, "EFAULT": 14,
+        "EBUSY": 16, "EEXIST": 17, "EXDEV": 18, "ENODEV": 19, "ENOTDIR": 20, "EISDIR": 21, "EINVAL": 22,
+        "ENFILE": 23, "EMFILE": 24, "ENOTTY": 25, "EFBIG": 27, "ENOSPC": 28, "ESPIPE": 29, "EROFS": 30,
+        "EMLINK": 31, "EPIPE": 32, "EDOM": 33, "ERANGE": 34, "EDEADLK": 35, "ENAMETOOLONG": 36, "ENOLCK": 37,
+        "ENOSYS": 38, "ENOTEMPTY": 39, "ELOOP": 40, "ENODATA": 61, "ETIME": 62, "EOVERFLOW": 75,
+        "ENOTSOCK": 88, "EMSGSIZE": 90, "EPROTONOSUPPORT": 93, "EOPNOTSUPP": 95, "EADDRINUSE": 98,
+        "EADDRNOTAVAIL": 99, "ENETDOWN": 100, "ENETUNREACH": 101, "ECONNABORTED": 103, "ECONNRESET": 104,
+        "ENOBUFS": 105, "EISCONN": 106, "ENOTCONN": 107, "ETIMEDOUT": 110, "ECONNREFUSED": 111,
+        "EHOSTUNREACH": 113, "EALREADY": 114, "EINPROGRESS": 115, "EDQUOT": 122, "ECANCELED": 125,
+    ]
+
+    static func number(_ s: String) -> Int32? {
+        if let n = Int32(s), n > 0, n < 4096 { return n }
+        return names[s.uppercased()]
+    }
+}

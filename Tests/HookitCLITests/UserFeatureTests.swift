@@ -1,0 +1,288 @@
+import Foundation
+import Glibc
+import TestSupport
+import XCTest
+
+/// hookit as its users drive it: --trace, --count tables, --override, --replace --keep,
+/// `hookit run`, Chrome trace files and patterns of thousands of functions — each checked
+/// against what the target itself observed.
+final class UserFeatureTests: XCTestCase {
+    /// A hookit running in the background whose output is read all the time on another thread
+    /// (a hookit blocked on a full pipe would make the test measure the pipe).
+    final class Background {
+        let pid: pid_t
+        private let fd: Int32
+        private var data: [UInt8] = []
+        private let lock = NSLock()
+        private let done = DispatchSemaphore(value: 0)
+
+        init(_ args: [String]) {
+            (pid, fd) = spawnBackground([Repo.hookit] + args)
+            let fd = self.fd
+            Thread.detachNewThread { [self] in
+                var chunk = [UInt8](repeating: 0, count: 1 << 16)
+                while true {
+                    let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                    if n < 0 && errno == EINTR { continue }
+                    if n <= 0 { break }
+                    lock.lock(); data += chunk[..<n]; lock.unlock()
+                }
+                done.signal()
+            }
+        }
+
+        var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+
+        func waitFor(_ needle: String, timeout: Double = 20) -> Bool { waitFor([needle], timeout: timeout) }
+
+        /// Until the output holds any of the needles.
+        func waitFor(_ needles: [String], timeout: Double = 20) -> Bool {
+            let end = now() + timeout
+            while now() < end {
+                let t = text
+                if needles.contains(where: { t.contains($0) }) { return true }
+                usleep(20_000)
+            }
+            return false
+        }
+
+        /// Signals hookit (nil: lets it end by itself), waits for its output to end and for it.
+        func finish(_ sig: Int32? = SIGINT, timeout: Double = 60) -> (status: Int32, output: String) {
+            if let s = sig { kill(pid, s) }
+            if done.wait(timeout: .now() + timeout) == .timedOut { kill(pid, SIGKILL) }
+            let status = TestSupport.waitFor(pid)
+            close(fd)
+            return (status, text)
+        }
+    }
+
+    private func events(_ text: String) -> [[String: Any]] {
+        text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+
+    private func attached(_ h: Background, _ target: TargetProcess) throws {
+        guard h.waitFor(["\"event\":\"attached\"", "attached "]) else {
+            let r = h.finish(SIGKILL)
+            throw TestError("hookit did not attach to \(target.pid): \(r.output)")
+        }
+    }
+
+    // MARK: - trace
+
+    /// 8 threads call add at full speed: every call arrives as one complete event or is counted
+    /// as dropped — exactly — and each thread's events come in its own order.
+    func testTraceUnderEightThreadsIsCompleteOrderedAndCountsDrops() throws {
+        let target = try TargetProcess("hooktarget")
+        let h = Background(["attach", "\(target.pid)", "--json", "--trace", "hooktarget:add", "--sig", "add(long, long) -> long"])
+        try attached(h, target)
+        XCTAssertEqual(try target.send("spin 8 20000", timeout: 60), "spun 160000 1600080000")
+        let (status, out) = h.finish()
+        XCTAssertEqual(status, 0, out.suffix(500).description)
+        let all = events(out)
+        let calls = all.filter { $0["event"] as? String == "call" }
+        let detached = try XCTUnwrap(all.last { $0["event"] as? String == "detached" })
+        let dropped = try XCTUnwrap(detached["dropped"] as? Int)
+        XCTAssertEqual(detached["traced"] as? Int, calls.count)
+        XCTAssertEqual(calls.count + dropped, 160_000, "every call is an event or a counted drop")
+        XCTAssertGreaterThan(calls.count, 1000)
+        var last: [Int: Int] = [:]
+        for c in calls {
+            let args = try XCTUnwrap(c["args"] as? [Int])
+            XCTAssertEqual(c["function"] as? String, "hooktarget:add")
+            XCTAssertEqual(args.count, 2)
+            XCTAssertEqual(args[1], 1)
+            XCTAssertEqual(c["ret"] as? Int, args[0] + 1)
+            XCTAssertNotNil(c["ns"] as? Int)
+            XCTAssertGreaterThan(c["ts"] as? Int ?? 0, 0)
+            let tid = try XCTUnwrap(c["tid"] as? Int)
+            XCTAssertNotEqual(tid, Int(target.pid), "the spin threads call add, not the main thread")
+            if let prev = last[tid] { XCTAssertGreaterThan(args[0], prev, "thread \(tid): events in its own order") }
+            last[tid] = args[0]
+        }
+        XCTAssertLessThanOrEqual(last.count, 8)
+        XCTAssertEqual(try target.send("add 2 3"), "5")
+        XCTAssertTrue(try codeEqualsFile(target, "add"))
+        print("trace: \(calls.count) events, \(dropped) dropped of 160000 calls from 8 threads")
+    }
+
+    /// Strings are copied in the tracee; readable text by default; the Chrome trace file holds
+    /// the same calls and parses.
+    func testTraceStringsTextOutputAndChromeTraceFile() throws {
+        let target = try TargetProcess("hooktarget")
+        let file = "/tmp/hookit-test-\(getpid()).json"
+        defer { unlink(file) }
+        let h = Background(["attach", "\(target.pid)", "--trace", "hooktarget:greet", "--trace", "hooktarget:fallible",
+                            "--sig", "greet(str) -> long", "--output", file])
+        try attached(h, target)
+        XCTAssertEqual(try target.send("greet alice"), "5")
+        XCTAssertEqual(try target.send("greet bob"), "3")
+        XCTAssertEqual(try target.send("fallible 21"), "42 0 0")
+        let (status, out) = h.finish()
+        XCTAssertEqual(status, 0, out)
+        XCTAssertTrue(out.contains("hooktarget:greet(\"alice\") = 5"), out)
+        XCTAssertTrue(out.contains("hooktarget:greet(\"bob\") = 3"), out)
+        XCTAssertTrue(out.contains("hooktarget:fallible(0x15, "), "no signature: hex\n\(out)")
+        XCTAssertTrue(out.contains(") = 0x2a"), out)
+        XCTAssertTrue(out.contains("traced 3 call(s); 0 dropped"), out)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file))) as? [String: Any]
+        let trace = try XCTUnwrap(json?["traceEvents"] as? [[String: Any]])
+        let greets = trace.filter { $0["name"] as? String == "hooktarget:greet" }
+        XCTAssertEqual(greets.count, 2)
+        XCTAssertEqual(greets.first?["ph"] as? String, "X")
+        XCTAssertEqual(greets.first?["tid"] as? Int, Int(target.pid))
+        XCTAssertEqual((greets.first?["args"] as? [String: Any])?["arg0"] as? String, "alice")
+        XCTAssertEqual((greets.first?["args"] as? [String: Any])?["ret"] as? Int, 5)
+        XCTAssertNotNil(greets.first?["dur"] as? Double)
+        XCTAssertEqual(trace.filter { $0["name"] as? String == "hooktarget:fallible" }.count, 1)
+    }
+
+    // MARK: - count
+
+    /// Calls, time and a histogram per function, every --interval and at detach.
+    func testCountTableWithHistogramAndInterval() throws {
+        let target = try TargetProcess("hooktarget")
+        let h = Background(["attach", "\(target.pid)", "--json", "--count", "hooktarget:fib", "--count", "hooktarget:add",
+                            "--hist", "--interval", "0.2"])
+        try attached(h, target)
+        XCTAssertEqual(try target.send("fib 15"), "610")
+        XCTAssertEqual(try target.send("add 1 2"), "3")
+        XCTAssertTrue(h.waitFor("\"final\":false", timeout: 5), "an interval table")
+        let (status, out) = h.finish()
+        XCTAssertEqual(status, 0, out)
+        let finals = events(out).filter { $0["event"] as? String == "stats" && $0["final"] as? Bool == true }
+        let fib = try XCTUnwrap(finals.first { $0["function"] as? String == "hooktarget:fib" })
+        XCTAssertEqual(fib["calls"] as? Int, 1973, "fib(15) makes 1973 calls")
+        XCTAssertEqual(fib["misses"] as? Int, 0)
+        XCTAssertGreaterThan(fib["ns"] as? Int ?? 0, 0)
+        XCTAssertGreaterThan(fib["mean_ns"] as? Int ?? 0, 0)
+        let hist = try XCTUnwrap(fib["hist"] as? [[Int]])
+        XCTAssertEqual(hist.reduce(0) { $0 + $1[2] }, 1973, "every call timed once")
+        for b in hist { XCTAssertTrue(b[0] == 0 && b[1] == 1 || b[1] == 2 * b[0], "log2 buckets: \(b)") }
+        XCTAssertEqual(finals.first { $0["function"] as? String == "hooktarget:add" }?["calls"] as? Int, 1)
+
+        // The table as people read it.
+        let t = Background(["attach", "\(target.pid)", "--count", "hooktarget:fib", "--hist"])
+        try attached(t, target)
+        XCTAssertEqual(try target.send("fib 10"), "55")
+        let text = t.finish().output
+        XCTAssertTrue(text.contains("FUNCTION") && text.contains("MEAN"), text)
+        XCTAssertTrue(text.contains("hooktarget:fib") && text.contains(" 177 "), "fib(10): 177 calls\n\(text)")
+        XCTAssertTrue(text.contains("|@"), "a histogram\n\(text)")
+    }
+
+    // MARK: - override
+
+    /// Fault injection: the function is skipped, returns the value, and the caller sees the
+    /// errno; --every and --probability pick the calls.
+    func testOverrideWithErrnoEveryAndProbability() throws {
+        let target = try TargetProcess("hooktarget")
+        var h = Background(["attach", "\(target.pid)", "--json", "--override", "hooktarget:fallible=-1", "--errno", "ENOENT"])
+        try attached(h, target)
+        XCTAssertEqual(try target.send("fallible 21"), "-1 2 1", "skipped: -1 with errno ENOENT")
+        var out = h.finish().output
+        let o = try XCTUnwrap(events(out).first { $0["event"] as? String == "override" })
+        XCTAssertEqual(o["injected"] as? Int, 1)
+        XCTAssertEqual(o["errno"] as? Int, 2)
+        XCTAssertEqual(try target.send("fallible 21"), "42 0 0", "restored at detach")
+
+        h = Background(["attach", "\(target.pid)", "--json", "--override", "hooktarget:fallible=-7", "--every", "3"])
+        try attached(h, target)
+        XCTAssertEqual(try target.send("fallible 5 9"), "-7 0 3", "calls 3, 6 and 9 fail; errno untouched")
+        out = h.finish().output
+        XCTAssertEqual(events(out).first { $0["event"] as? String == "override" }?["calls"] as? Int, 9)
+
+        let bad = runProgram([Repo.hookit, "attach", "\(target.pid)", "--override", "hooktarget:fallible=0x-1"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("VALUE"), "a bad value is refused with the expected form: \(bad.stderr)")
+        XCTAssertNotEqual(runProgram([Repo.hookit, "attach", "\(target.pid)", "--override", "hooktarget:fallible=1", "--errno", "ENOPE"]).status, 0)
+
+        h = Background(["attach", "\(target.pid)", "--json", "--override", "hooktarget:fallible=-1", "--probability", "0.5", "--errno", "5"])
+        try attached(h, target)
+        let reply = try target.send("fallible 5 2000").split(separator: " ")
+        out = h.finish().output
+        let failed = try XCTUnwrap(Int(reply[2]))
+        XCTAssertTrue((800...1200).contains(failed), "about half of 2000: \(failed)")
+        XCTAssertEqual(events(out).first { $0["event"] as? String == "override" }?["injected"] as? Int, failed)
+        XCTAssertEqual(try target.send("fallible 5"), "10 0 0")
+        XCTAssertTrue(try codeEqualsFile(target, "fallible"))
+    }
+
+    // MARK: - replace --keep
+
+    /// A live patch stays after hookit exits; the next hookit takes it over and removes it.
+    func testReplaceWithKeepStaysAfterHookitAndIsTakenOverLater() throws {
+        let target = try TargetProcess("hooktarget")
+        let lib = Repo.target("libreplace.so")
+        let h = Background(["attach", "\(target.pid)", "--json", "--replace", "hooktarget:add=\(lib):my_add", "--keep"])
+        try attached(h, target)
+        XCTAssertEqual(try target.send("add 2 3"), "1005")
+        let (status, out) = h.finish()
+        XCTAssertEqual(status, 0, out)
+        XCTAssertEqual(events(out).last?["kept"] as? Int, 1, out)
+        XCTAssertTrue(try String(contentsOfFile: "/proc/\(target.pid)/status", encoding: .utf8).contains("TracerPid:\t0\n"))
+        XCTAssertEqual(try target.send("add 2 3"), "1005", "the replacement outlives hookit")
+        XCTAssertFalse(try codeEqualsFile(target, "add"))
+
+        let again = Background(["attach", "\(target.pid)", "--json", "--count", "hooktarget:add"])
+        try attached(again, target)
+        XCTAssertEqual(try target.send("add 2 3"), "5", "taken over: the count runs the original")
+        XCTAssertEqual(again.finish().status, 0)
+        XCTAssertEqual(try target.send("add 2 3"), "5")
+        XCTAssertTrue(try codeEqualsFile(target, "add"))
+
+        XCTAssertNotEqual(runProgram([Repo.hookit, "attach", "\(target.pid)", "--count", "hooktarget:add", "--keep"]).status, 0,
+                          "--keep without --replace is refused")
+    }
+
+    // MARK: - run
+
+    /// `hookit run`: hooks go live at main — getenv calls of the constructor are not seen, the
+    /// one in main is — and hookit exits with the program's status. Also for a program without
+    /// a main symbol.
+    func testRunHooksFromMainAndExitsWithTheProgramsStatus() throws {
+        Repo.buildTargets()
+        for program in ["spawnee", "spawnee-nomain"] {
+            let r = runProgram([Repo.hookit, "run", "--json", "--count", "libc.so.6:getenv", "--trace", "libc.so.6:getenv",
+                                "--", Repo.target(program), "one", "two words"], stdin: "7\n")
+            XCTAssertEqual(r.status, 7, "\(program): \(r.output) \(r.stderr)")
+            XCTAssertTrue(r.output.contains("arg[two words]"), r.output)
+            let all = events(r.output)
+            let calls = all.filter { $0["event"] as? String == "call" }
+            XCTAssertEqual(calls.count, 1, "\(program): only main's getenv\n\(r.output)")
+            XCTAssertEqual(calls.first?["args"] as? [String], ["SPAWNEE_ENV"])
+            XCTAssertEqual(all.first { $0["event"] as? String == "stats" }?["calls"] as? Int, 1)
+            XCTAssertEqual(all.last?["event"] as? String, "exited")
+            XCTAssertEqual(all.last?["status"] as? Int, 7)
+        }
+        let bad = runProgram([Repo.hookit, "run", "--count", "libc.so.6:getenv", "--", "/no/such/program"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("/no/such/program"), bad.stderr)
+        let unknown = runProgram([Repo.hookit, "run", "--count", "spawnee:no_such_function", "--", Repo.target("spawnee")], stdin: "0\n")
+        XCTAssertNotEqual(unknown.status, 0)
+        XCTAssertFalse(unknown.output.contains("main constructed"), "a program whose hooks fail does not run on without them")
+    }
+
+    // MARK: - patterns
+
+    /// A pattern of 2,000 functions: attached in one go, every call counted, all restored.
+    func testPatternOfTwoThousandFunctions() throws {
+        let target = try TargetProcess("benchtarget")
+        let expected = try target.send("many 1000 3000")
+        let h = Background(["attach", "\(target.pid)", "--json", "--count", "benchtarget:many_[12]???"])
+        try attached(h, target)
+        XCTAssertEqual(try target.send("many 1000 3000"), expected)
+        let (status, out) = h.finish()
+        XCTAssertEqual(status, 0)
+        let all = events(out)
+        let attached = try XCTUnwrap(all.first { $0["event"] as? String == "attached" })
+        XCTAssertEqual(attached["functions"] as? Int, 2000)
+        XCTAssertEqual(attached["refused"] as? Int, 0)
+        XCTAssertEqual((attached["patterns"] as? [[String: Any]])?.first?["hooked"] as? Int, 2000)
+        let stats = all.filter { $0["event"] as? String == "stats" }
+        XCTAssertEqual(stats.count, 2000)
+        XCTAssertTrue(stats.allSatisfy { $0["calls"] as? Int == 1 }, "each function called once")
+        XCTAssertEqual(all.last?["restored"] as? Int, 2000)
+        XCTAssertEqual(try target.send("many 1000 3000"), expected)
+        print("2,000 functions: attach stopped the world \(attached["stopped_ns"] ?? 0) ns, longest \(attached["longest_stop_ns"] ?? 0) ns")
+    }
+}
