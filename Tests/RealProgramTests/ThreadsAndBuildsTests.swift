@@ -118,6 +118,23 @@ final class ThreadsAndBuildsTests: XCTestCase {
         XCTAssertEqual(try target.send("add 2 3"), "5")
     }
 
+    /// gcc splits thrower's throw path into `thrower.cold`, a FUNC symbol in .symtab that is
+    /// entered by a jump from thrower's middle: an fexit image there would "return" through
+    /// whatever is on the stack. It is refused with that reason; thrower itself is hooked.
+    func testColdPartOfASplitFunctionIsRefused() throws {
+        let target = try TargetProcess("cxxtarget")
+        let session = try HookitSession(target.pid, ["--prog", "fexit:cxxtarget:thrower*=\(progs):record_exit"])
+        let refused = Dictionary(session.refused.map { ($0.function, $0.reason) }, uniquingKeysWith: { a, _ in a })
+        XCTAssertTrue(refused["cxxtarget:thrower.cold"]?.contains("cold part of a split function") ?? false, "\(refused)")
+        for i in 1...3 {
+            XCTAssertEqual(try target.send("throw -\(i)"), "caught negative -\(i)")
+            XCTAssertEqual(try target.send("throw \(i)"), "\(2 * i)")
+        }
+        session.detach(expectedStatus: 1)   // the unwound fexit image of thrower stays mapped
+        XCTAssertEqual(session.calls["cxxtarget:thrower"], 3, "fexit ran for the three returns")
+        XCTAssertEqual(try target.send("add 1 1"), "2")
+    }
+
     /// A stripped PIE without -rdynamic has no function symbol at all; its debug file, placed
     /// at DIR/.build-id/XX/YYYY.debug, gives them back (HOOKIT_DEBUG_DIR points hookit at DIR
     /// instead of /usr/lib/debug).
