@@ -92,7 +92,18 @@ struct ElfTables {
             if fd >= 0 {
                 defer { close(fd) }
                 var debugErr = [CChar](repeating: 0, count: 256)
-                _ = hk_elf_walk_fd(fd, symCB, nil, ctx, &debugErr, debugErr.count)
+                // Only global and weak functions: a local one may have a calling convention gcc's
+                // interprocedural passes changed (-fipa-ra callers keep values in registers the
+                // ABI lets a callee clobber; .isra/.constprop clones take other arguments), which
+                // an entry hook cannot assume. Hooking all of libc's locals from libc6-dbg
+                // crashed the process.
+                let globalsOnly: hk_sym_cb = { sym, ctx in
+                    guard let s = sym?.pointee, s.bind == 1 || s.bind == 2 else { return }
+                    let box = Unmanaged<Box>.fromOpaque(ctx!).takeUnretainedValue()
+                    box.tables.symbols.append(RawSymbol(name: String(cString: s.name), value: s.value, size: s.size,
+                                                        type: s.type, shndx: s.shndx, dynamic: false))
+                }
+                _ = hk_elf_walk_fd(fd, globalsOnly, nil, ctx, &debugErr, debugErr.count)
                 box.tables.debugFile = debug
             }
         }

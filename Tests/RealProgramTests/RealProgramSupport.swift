@@ -39,7 +39,15 @@ final class HookitSession {
     func detach(expectedStatus: Int32 = 0) -> [Event] {
         if !finished {
             kill(pid, SIGINT)
-            printed += readAll(out)       // before waiting: a full pipe would block hookit
+            // Read before waiting (a full pipe would block hookit); a hookit that hangs is
+            // killed after 30 s so the test fails instead of the whole run.
+            let deadline = now() + 30
+            while let line = readLine(out, timeout: max(0.1, deadline - now())) {
+                printed += line + "\n"
+                if now() > deadline { break }
+            }
+            if now() > deadline { kill(pid, SIGKILL); XCTFail("hookit did not detach within 30 s") }
+            close(out)
             let status = waitFor(pid)
             finished = true
             XCTAssertEqual(status, expectedStatus, "hookit exit status; it printed:\n\(printed.suffix(2000))")
@@ -56,7 +64,8 @@ final class HookitSession {
     /// Calls per function name (`module:name`), summed over the function's programs.
     var calls: [String: Int] {
         var out: [String: Int] = [:]
-        for e in events where e["event"] as? String == "stats" {
+        // Built-in counts may print interim stats (`"final":false`); only the final ones count.
+        for e in events where e["event"] as? String == "stats" && (e["final"] as? Bool ?? true) {
             out[e["function"] as! String, default: 0] += e["calls"] as? Int ?? 0
         }
         return out

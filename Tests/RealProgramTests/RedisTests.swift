@@ -37,9 +37,10 @@ final class RedisTests: XCTestCase {
         XCTAssertEqual(runProgram([cli, "-h", "127.0.0.1", "-p", "\(port)"] + mset).output.trimmingCharacters(in: .whitespacesAndNewlines), "OK")
         let before = digest(port)
 
-        // TODO(--trace): add a trace on write here once `hookit attach --trace PATTERN` exists
-        // (another engineer adds it), e.g. args += ["--trace", "libc.so.6:write"], and check
-        // below that the traced lines name write with plausible fds and sizes.
+        // TODO(--trace): the spot for a trace on write. `hookit attach --trace PATTERN` is being
+        // added by another engineer (merged into main as this test was written); add e.g.
+        // args += ["--trace", "libc.so.6:write"] here and check below that the "call" events
+        // name write with the client sockets' fds, reply sizes and returns equal to the sizes.
         let args = ["--count", "malloc", "--count", "free", "--count", "libc.so.6:read", "--count", "libc.so.6:write"]
         let session = try HookitSession(daemon.pid, args)
         let attached = try XCTUnwrap(session.event("attached"))
@@ -103,7 +104,8 @@ final class RedisTests: XCTestCase {
                                  "--dir", dir.path, "--logfile", dir.file("redis.log"), "--daemonize", "no"])
         XCTAssertTrue(waitUntil(10) { redis(port, "PING") == "PONG" })
         let symbols = listSymbols(daemon.pid, "libc.so.6:*")
-        let session = try HookitSession(daemon.pid, ["--count", "libc.so.6:*"])
+        // --no-time: plain entry counts (a timed count calls the original from its image).
+        let session = try HookitSession(daemon.pid, ["--count", "libc.so.6:*", "--no-time"])
         let r = runProgram([bench, "-h", "127.0.0.1", "-p", "\(port)", "-n", "20000", "-c", "20", "-t", "set,get,lpush,lpop", "-q", "--csv"])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertFalse((r.output + r.stderr).lowercased().contains("error"), r.output + r.stderr)
@@ -115,7 +117,8 @@ final class RedisTests: XCTestCase {
         XCTAssertEqual(session.event("detached")?["restored"] as? Int, attached["functions"] as? Int)
         let report = refusalReport("redis-server", pid: daemon.pid, pattern: "libc.so.6:*", session: session, symbols: symbols)
         XCTAssertGreaterThan(report[.ripRelative]?.hooked ?? 0, 0, "RIP-relative entries are relocated")
-        XCTAssertGreaterThan(report[.endbr64]?.hooked ?? 0, 0, "endbr64 entries are hooked after the endbr64")
+        XCTAssertGreaterThan(report[.shortBranch]?.hooked ?? 0, 0, "short jmp/jcc entries are widened")
+        // Debian's glibc is not built with -fcf-protection: endbr64 entries are covered by hooktarget-ibt.
         XCTAssertGreaterThan(session.calls.values.reduce(0, +), 80000)
         XCTAssertNoThrow(try moduleCodeEqualsFile(pid: daemon.pid, module: "libc.so.6"))
         XCTAssertEqual(redis(port, "PING"), "PONG")
