@@ -36,6 +36,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Injector"], path: "Tests/TestSupport"),
         .testTarget(name: "InjectorTests", dependencies: ["Injector", "CPtrace", "TestSupport"]),
         .testTarget(name: "HookitCLITests", dependencies: ["CPtrace", "TestSupport"]),
+        .testTarget(name: "RealProgramTests", dependencies: ["CPtrace", "TestSupport"]),
         .testTarget(name: "RemoteTrampTests", dependencies: ["RemoteTramp", "Injector", "CPtrace", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

@@ -12,7 +12,13 @@ packages=(
   zlib1g-dev      # libelf's dependency
   binutils        # as/ld/nm/readelf/strip: test targets and symbol checks
   make
-  util-linux      # setpriv: the permission-refusal test
+  util-linux      # setpriv, unshare: the permission-refusal and mount-namespace tests
+  # Real programs the RealProgramTests hook (issue 8).
+  redis-server    # redis under load
+  redis-tools     # redis-benchmark, redis-cli
+  python3         # a libc-wide hook in a live interpreter
+  nginx-light     # master as root, workers as www-data: processes of another user
+  curl            # requests to nginx
 )
 
 missing=()

@@ -11,6 +11,20 @@ public struct FunctionSymbol: Sendable, Equatable {
     public var size: UInt64
     /// For an IFUNC: the resolver's address (`address` is the implementation the tracee runs).
     public var ifuncResolver: UInt64?
+
+    /// Why this symbol, although typed FUNC, is not a function entered by a `call` (so an entry
+    /// hook, which assumes a return address on top of the stack, would be wrong there); nil for
+    /// ordinary functions. Such symbols appear in full .symtab tables (unstripped programs,
+    /// debug files): gcc's `.cold` parts of a hot/cold split function are reached by a jump
+    /// from the middle of their function, and glibc's `__restore_rt` is "returned" into by
+    /// the kernel when a signal handler ends.
+    public var notEnteredByCall: String? {
+        if name.hasSuffix(".cold") || name.contains(".cold.") {
+            return "it is the cold part of a split function, entered by a jump from its middle, not by a call"
+        }
+        if name == "__restore_rt" { return "it is the signal-return trampoline, entered by a return, not by a call" }
+        return nil
+    }
 }
 
 /// A raw ELF relocation (RELA), with its symbol's name.
@@ -27,12 +41,16 @@ struct RawSymbol {
     var size: UInt64
     var type: Int32
     var shndx: Int32
+    /// From .dynsym: an exported name (`malloc`), not a local or internal one (`__GI___libc_malloc`).
+    var dynamic: Bool = false
 }
 
 /// The symbol and relocation tables of one module, read with libelf.
 struct ElfTables {
     var symbols: [RawSymbol] = []
     var relocations: [Relocation] = []
+    /// The separate debug file the symbols were completed from, if any (see DebugFile).
+    var debugFile: String?
 
     static let sttFunc: Int32 = 2
     static let sttGnuIfunc: Int32 = 10
@@ -47,8 +65,9 @@ struct ElfTables {
         let symCB: hk_sym_cb = { sym, ctx in
             let s = sym!.pointee
             let box = Unmanaged<Box>.fromOpaque(ctx!).takeUnretainedValue()
+            if s.dynamic == 0 { box.hasSymtab = true }
             box.tables.symbols.append(RawSymbol(name: String(cString: s.name), value: s.value, size: s.size,
-                                                type: s.type, shndx: s.shndx))
+                                                type: s.type, shndx: s.shndx, dynamic: s.dynamic != 0))
         }
         let relaCB: hk_rela_cb = { r, ctx in
             let rel = r!.pointee
@@ -67,10 +86,34 @@ struct ElfTables {
             rc = bytes.withUnsafeBytes { hk_elf_walk_mem($0.baseAddress, $0.count, symCB, relaCB, ctx, &err, err.count) }
         }
         if rc != 0 { throw InjectorError.elf(path: module.path, detail: String(cString: err)) }
+        // A stripped module (no .symtab) takes its full symbol table from its debug file.
+        if !box.hasSymtab, let debug = DebugFile.find(for: module) {
+            let fd = open(debug, O_RDONLY | O_CLOEXEC)
+            if fd >= 0 {
+                defer { close(fd) }
+                var debugErr = [CChar](repeating: 0, count: 256)
+                // Only global and weak functions: a local one may have a calling convention gcc's
+                // interprocedural passes changed (-fipa-ra callers keep values in registers the
+                // ABI lets a callee clobber; .isra/.constprop clones take other arguments), which
+                // an entry hook cannot assume. Hooking all of libc's locals from libc6-dbg
+                // crashed the process.
+                let globalsOnly: hk_sym_cb = { sym, ctx in
+                    guard let s = sym?.pointee, s.bind == 1 || s.bind == 2 else { return }
+                    let box = Unmanaged<Box>.fromOpaque(ctx!).takeUnretainedValue()
+                    box.tables.symbols.append(RawSymbol(name: String(cString: s.name), value: s.value, size: s.size,
+                                                        type: s.type, shndx: s.shndx, dynamic: false))
+                }
+                _ = hk_elf_walk_fd(fd, globalsOnly, nil, ctx, &debugErr, debugErr.count)
+                box.tables.debugFile = debug
+            }
+        }
         return box.tables
     }
 
-    private final class Box { var tables = ElfTables() }
+    private final class Box {
+        var tables = ElfTables()
+        var hasSymtab = false
+    }
 }
 
 extension String {

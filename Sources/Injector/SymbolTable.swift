@@ -63,7 +63,12 @@ public final class SymbolTable {
                 out.append(FunctionSymbol(module: module.name, name: name, address: addr, size: s.size, ifuncResolver: nil))
             }
         }
-        out.sort { ($0.address, $0.name) < ($1.address, $1.name) }
+        // Aliases sort the public name first (exported, no leading underscore), so a function
+        // hooked once under its first name is `malloc`, not `__libc_malloc` or, from a debug
+        // file's .symtab, `__GI___libc_malloc`.
+        let exported = Set(t.symbols.filter(\.dynamic).map { $0.name.strippingSymbolVersion })
+        func rank(_ f: FunctionSymbol) -> Int { (exported.contains(f.name) ? 0 : 2) + (f.name.hasPrefix("_") ? 1 : 0) }
+        out.sort { ($0.address, rank($0), $0.name) < ($1.address, rank($1), $1.name) }
         functionsCache[module.path] = out
         return out
     }

@@ -39,6 +39,7 @@ struct PatchSite {
     /// overwritten), and decides how to patch it.
     static func analyze(_ f: FunctionSymbol, module: Module, tracee: Tracee) throws -> PatchSite {
         let label = "\(f.module):\(f.name)"
+        if let why = f.notEnteredByCall { throw TrampolineError.cannotPatch(function: label, reason: why) }
         let window = 32
         var live = try tracee.memory.read(at: f.address, count: window)
         var leftover: (offset: Int, bytes: [UInt8])?

@@ -13,7 +13,7 @@ final class AttachCLITests: XCTestCase {
     /// returns everything hookit printed.
     private func attach(_ target: TargetProcess, _ args: [String], work: () throws -> Void) throws -> String {
         let (pid, out) = spawnBackground([Repo.hookit, "attach", "\(target.pid)", "--json"] + args)
-        guard let first = readLine(out, timeout: 15) else {
+        guard let first = readLine(out, timeout: 60) else {
             kill(pid, SIGKILL); _ = waitFor(pid)
             throw TestError("hookit printed nothing: \(readAll(out))")
         }
