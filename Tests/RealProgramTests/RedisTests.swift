@@ -37,11 +37,10 @@ final class RedisTests: XCTestCase {
         XCTAssertEqual(runProgram([cli, "-h", "127.0.0.1", "-p", "\(port)"] + mset).output.trimmingCharacters(in: .whitespacesAndNewlines), "OK")
         let before = digest(port)
 
-        // TODO(--trace): the spot for a trace on write. `hookit attach --trace PATTERN` is being
-        // added by another engineer (merged into main as this test was written); add e.g.
-        // args += ["--trace", "libc.so.6:write"] here and check below that the "call" events
-        // name write with the client sockets' fds, reply sizes and returns equal to the sizes.
-        let args = ["--count", "malloc", "--count", "free", "--count", "libc.so.6:read", "--count", "libc.so.6:write"]
+        // And every write traced: far more events than hookit prints while the benchmark runs,
+        // so many are dropped — each event that arrives must be whole, and none silently lost.
+        let args = ["--count", "malloc", "--count", "free", "--count", "libc.so.6:read", "--count", "libc.so.6:write",
+                    "--trace", "libc.so.6:write"]
         let session = try HookitSession(daemon.pid, args)
         let attached = try XCTUnwrap(session.event("attached"))
         let commandsBefore = info(port, "total_commands_processed")
@@ -50,7 +49,8 @@ final class RedisTests: XCTestCase {
         var requests = 0
         let started = now()
         for _ in 0..<2 {
-            let r = runProgram([bench, "-h", "127.0.0.1", "-p", "\(port)", "-n", "20000", "-c", "20",
+            // A benchmark whose server died would retry for ever: bounded.
+            let r = runProgram(["/usr/bin/timeout", "-k", "5", "120", bench, "-h", "127.0.0.1", "-p", "\(port)", "-n", "20000", "-c", "20",
                                 "-t", "set,get,incr,lpush,lpop", "-q", "--csv"])
             XCTAssertEqual(r.status, 0, r.stderr)
             XCTAssertFalse((r.output + r.stderr).lowercased().contains("error"), r.output + r.stderr)
@@ -81,6 +81,21 @@ final class RedisTests: XCTestCase {
         XCTAssertLessThanOrEqual(writes, commands * 3 + 1000)
         XCTAssertGreaterThan(mallocs, requests / 10, "jemalloc's malloc runs for the requests")
         XCTAssertGreaterThan(frees, requests / 10)
+        // The trace: whole events (fd, buffer, size; the return is what was written), and
+        // traced + dropped = every write the count saw.
+        let traced = events.filter { $0["event"] as? String == "call" }
+        XCTAssertGreaterThan(traced.count, 0)
+        for c in traced.prefix(5000) {
+            XCTAssertEqual(c["function"] as? String, "libc.so.6:write")
+            let a = try XCTUnwrap(c["args"] as? [Int])
+            XCTAssertEqual(a.count, 3)
+            XCTAssertGreaterThan(a[0], 2, "a client socket, not stdio")
+            let ret = try XCTUnwrap(c["ret"] as? Int)
+            XCTAssertTrue(ret == a[2] || (ret >= -1 && ret < a[2]), "write returns at most its size: \(c)")
+        }
+        // (A write still in flight when its image goes is counted at entry but never traced.)
+        let seen = (detached["traced"] as? Int ?? 0) + (detached["dropped"] as? Int ?? 0)
+        XCTAssertTrue(seen <= writes && seen >= writes - 5, "every write is a traced event or a counted drop: \(seen) of \(writes)")
 
         // The service is as it was: the same data, still answering, no error in its log.
         XCTAssertEqual(digest(port), before, "the same data afterwards")
@@ -106,7 +121,7 @@ final class RedisTests: XCTestCase {
         let symbols = listSymbols(daemon.pid, "libc.so.6:*")
         // --no-time: plain entry counts (a timed count calls the original from its image).
         let session = try HookitSession(daemon.pid, ["--count", "libc.so.6:*", "--no-time"])
-        let r = runProgram([bench, "-h", "127.0.0.1", "-p", "\(port)", "-n", "20000", "-c", "20", "-t", "set,get,lpush,lpop", "-q", "--csv"])
+        let r = runProgram(["/usr/bin/timeout", "-k", "5", "120", bench, "-h", "127.0.0.1", "-p", "\(port)", "-n", "20000", "-c", "20", "-t", "set,get,lpush,lpop", "-q", "--csv"])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertFalse((r.output + r.stderr).lowercased().contains("error"), r.output + r.stderr)
         XCTAssertEqual(redis(port, "SET", "k", "v"), "OK")
