@@ -92,18 +92,17 @@ struct ElfTables {
             if fd >= 0 {
                 defer { close(fd) }
                 var debugErr = [CChar](repeating: 0, count: 256)
-                // Only global and weak functions: a local one may have a calling convention gcc's
-                // interprocedural passes changed (-fipa-ra callers keep values in registers the
-                // ABI lets a callee clobber; .isra/.constprop clones take other arguments), which
-                // an entry hook cannot assume. Hooking all of libc's locals from libc6-dbg
-                // crashed the process.
-                let globalsOnly: hk_sym_cb = { sym, ctx in
-                    guard let s = sym?.pointee, s.bind == 1 || s.bind == 2 else { return }
+                // Every function, locals included (as a .symtab gives them): the crash first seen
+                // with all of libc6-dbg's locals was a branch from one function into another's
+                // displaced bytes (mempcpy into memmove), which IncomingBranches now refuses;
+                // cold parts and __restore_rt are refused as not entered by a call.
+                let everySymbol: hk_sym_cb = { sym, ctx in
+                    guard let s = sym?.pointee else { return }
                     let box = Unmanaged<Box>.fromOpaque(ctx!).takeUnretainedValue()
                     box.tables.symbols.append(RawSymbol(name: String(cString: s.name), value: s.value, size: s.size,
                                                         type: s.type, shndx: s.shndx, dynamic: false))
                 }
-                _ = hk_elf_walk_fd(fd, globalsOnly, nil, ctx, &debugErr, debugErr.count)
+                _ = hk_elf_walk_fd(fd, everySymbol, nil, ctx, &debugErr, debugErr.count)
                 box.tables.debugFile = debug
             }
         }
