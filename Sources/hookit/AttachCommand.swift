@@ -49,10 +49,10 @@ struct AttachCommand: ParsableCommand {
 
 /// Options of a session that are not hooks, shared by `attach` and `run`.
 struct SessionFlags: ParsableArguments {
-    @Option(help: "Seconds to stay attached (default: until interrupted).")
+    @Option(help: ArgumentHelp("Seconds to stay attached (default: until interrupted).", valueName: "seconds"))
     var duration: Double?
 
-    @Option(help: "With --count: print the table every SECONDS too, not only at detach.")
+    @Option(help: ArgumentHelp("With --count: print the table every SECONDS too, not only at detach.", valueName: "seconds"))
     var interval: Double?
 
     @Flag(help: "With --count: a log2 latency histogram per function.")
@@ -61,7 +61,7 @@ struct SessionFlags: ParsableArguments {
     @Flag(help: "With --replace: leave the replacements in place after hookit exits (a live patch). Everything else is always removed.")
     var keep = false
 
-    @Option(name: .customLong("output"), help: "Also write the traced calls to FILE.json as a Chrome trace (opens in Perfetto).")
+    @Option(name: .customLong("output"), help: ArgumentHelp("Also write the traced calls to FILE.json as a Chrome trace (opens in Perfetto).", valueName: "file.json"))
     var chromeTrace: String?
 
     @Flag(help: "One JSON object per line.")
@@ -70,7 +70,7 @@ struct SessionFlags: ParsableArguments {
     @Flag(name: .customLong("no-time"), help: "Do not time anything (--count then counts calls only; programs' time is not kept).")
     var noTime = false
 
-    @Option(name: .customLong("memory-budget"), help: "Bytes of trampoline code hookit may map in the process.")
+    @Option(name: .customLong("memory-budget"), help: ArgumentHelp("Bytes of trampoline code hookit may map in the process.", valueName: "bytes"))
     var memoryBudget: Int = 64 << 20
 
     func validate() throws {

@@ -121,31 +121,31 @@ struct HookRequest {
 
 /// The options that make hooks, shared by `attach`, `run` and the interactive `add`.
 struct HookSpecs: ParsableArguments {
-    @Option(name: .customLong("count"), help: "Count calls of the functions matching PATTERN, with their time (--hist: a latency histogram).")
+    @Option(name: .customLong("count"), help: ArgumentHelp("Count calls of the functions matching PATTERN, with their time (--hist: a latency histogram).", valueName: "pattern"))
     var counts: [String] = []
 
-    @Option(name: .customLong("trace"), help: "Print every call of the functions matching PATTERN: time, thread, arguments, return value, duration.")
+    @Option(name: .customLong("trace"), help: ArgumentHelp("Print every call of the functions matching PATTERN: time, thread, arguments, return value, duration.", valueName: "pattern"))
     var traces: [String] = []
 
-    @Option(name: .customLong("sig"), help: "A traced function's C signature, e.g. 'open(str, int, oct) -> int' (types: int uint long ulong size_t hex ptr str char bool oct void).")
+    @Option(name: .customLong("sig"), help: ArgumentHelp("A traced function's C signature, e.g. 'open(str, int, oct) -> int' (types: int uint long ulong size_t hex ptr str char bool oct void).", valueName: "signature"))
     var sigs: [String] = []
 
-    @Option(name: .customLong("override"), help: "FUNC=VALUE: skip FUNC and return VALUE instead (fault injection).")
+    @Option(name: .customLong("override"), help: ArgumentHelp("FUNC=VALUE: skip FUNC and return VALUE instead (fault injection).", valueName: "func=value"))
     var overrides: [String] = []
 
-    @Option(name: .customLong("errno"), help: "With --override: the errno the caller then sees (ENOENT, EIO, 5, ...).")
+    @Option(name: .customLong("errno"), help: ArgumentHelp("With --override: the errno the caller then sees (ENOENT, EIO, 5, ...).", valueName: "errno"))
     var errnoValue: String?
 
-    @Option(help: "With --override: only every Nth call.")
+    @Option(help: ArgumentHelp("With --override: only every Nth call.", valueName: "n"))
     var every: UInt64?
 
-    @Option(help: "With --override: each call with probability P (0 < P <= 1).")
+    @Option(help: ArgumentHelp("With --override: each call with probability P (0 < P <= 1).", valueName: "p"))
     var probability: Double?
 
-    @Option(name: .customLong("replace"), help: "FUNC=/abs/lib.so:SYMBOL: every call of FUNC goes to SYMBOL (a hot patch).")
+    @Option(name: .customLong("replace"), help: ArgumentHelp("FUNC=/abs/lib.so:SYMBOL: every call of FUNC goes to SYMBOL (a hot patch).", valueName: "func=/abs/lib.so:symbol"))
     var replaces: [String] = []
 
-    @Option(name: .customLong("prog"), help: "KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N], or KIND:PATTERN=count (KIND: fentry, fexit, fmod_ret, replace).")
+    @Option(name: .customLong("prog"), help: ArgumentHelp("KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N], or KIND:PATTERN=count (KIND: fentry, fexit, fmod_ret, replace).", valueName: "spec"))
     var progs: [String] = []
 
     func validate() throws {
