@@ -35,7 +35,7 @@ def per_call(hookit, threads_list):
         ("fentry C program", "bench_fn", ["--prog", f"fentry:benchtarget:bench_fn={PROGS}:bench_noop"]),
         ("fentry C program, no timing", "bench_fn", ["--no-time", "--prog", f"fentry:benchtarget:bench_fn={PROGS}:bench_noop"]),
         ("--count (calls, time, histogram)", "bench_fn", ["--count", "benchtarget:bench_fn"]),
-        ("--trace (hookit reads while the ring fills)", "bench_fn", ["--trace", "benchtarget:bench_fn"]),
+        ("--trace (ring buffer)", "bench_fn", ["--trace", "benchtarget:bench_fn"]),
         ("--override (function skipped)", "bench_fn", ["--override", "benchtarget:bench_fn=0"]),
         ("replace", "bench_fn", ["--prog", f"replace:benchtarget:bench_fn={PROGS}:bench_fn_replacement"]),
         ("replace, calling the original", "bench_fn", ["--prog", f"replace:benchtarget:bench_fn={PROGS}:bench_fn_via_original"]),

@@ -94,11 +94,12 @@ public final class TraceRing {
                           args: Array(UnsafeBufferPointer(start: s + 5, count: 6)), ret: s[11], strings: strings)
     }
 
-    /// The runtime stops writing and the tracee's mapping goes; hookit's stays readable. Only
-    /// when no thread can still be in a trace program (after the table's detach).
-    public func close(tracee: Tracee) {
+    /// The runtime stops writing; with `unmap`, the tracee's mapping goes too (hookit's stays
+    /// readable) — only when no thread can still be in a trace program (the table's detach
+    /// freed every image). Without, the 16 MiB stay mapped in the tracee, unused.
+    public func close(tracee: Tracee, unmap: Bool) {
         try? tracee.memory.write([UInt8].le(0), at: ringSymbol)
-        try? memory.unmapRemote(tracee: tracee)
+        if unmap { try? memory.unmapRemote(tracee: tracee) }
     }
 }
 

@@ -246,7 +246,7 @@ final class HookSession {
     private func finishTrace(tableUnmapped: Bool) {
         guard let ring else { return }
         drainAll(ring)
-        if tableUnmapped { ring.close(tracee: tracee) }
+        ring.close(tracee: tracee, unmap: tableUnmapped)
     }
 
     private func drainAll(_ ring: TraceRing) {
