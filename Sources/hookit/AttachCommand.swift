@@ -30,6 +30,7 @@ struct AttachCommand: ParsableCommand {
 
     func run() throws {
         catchTerminationSignals()
+        raisePriority()
         let requests = try flags.requests(hooks, allowEmpty: interactive)
         let output = Output(json: flags.json)
         let session: HookSession

@@ -28,6 +28,7 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         catchTerminationSignals()
+        raisePriority()
         let requests = try flags.requests(hooks, allowEmpty: false)
         let output = Output(json: flags.json)
         let session: HookSession
