@@ -113,7 +113,7 @@ final class PerCPUCounters {
     func read(_ index: Int) -> Int64? {
         var sum: Int64 = 0
         if shared != nil {
-            for c in 0..<cpus { sum &+= Int64(bitPattern: localCell(index, cpu: c).pointee) }
+            for c in 0..<cpus { sum &+= Int64(bitPattern: atomicLoad(localCell(index, cpu: c))) }
         } else {
             guard let memory, base != 0 else { return nil }
             for c in 0..<cpus {
