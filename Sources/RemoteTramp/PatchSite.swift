@@ -44,7 +44,11 @@ struct PatchSite {
         var live = try tracee.memory.read(at: f.address, count: window)
         var leftover: (offset: Int, bytes: [UInt8])?
         var fileBody: [UInt8]?
-        if let file = module.fileBytes(at: f.address, count: window), file != live {
+        // Only this function's bytes (and what a patch of it would cover) are compared with the
+        // file: the window may reach into the next function, which may be hooked already.
+        let own = f.size > 0 ? min(window, max(Int(f.size), (Array(live.prefix(4)) == endbr64 ? 4 : 0) + patchLength)) : window
+        if let full = module.fileBytes(at: f.address, count: window), full.prefix(own) != live.prefix(own) {
+            let file = Array(full.prefix(own)) + live.dropFirst(own)
             let i = zip(file, live).enumerated().first { $0.element.0 != $0.element.1 }!.offset
             guard let site = leftoverPatch(live: live, file: file, address: f.address, tracee: tracee) else {
                 throw TrampolineError.foreignPatch(function: label, address: f.address + UInt64(i),
@@ -54,7 +58,7 @@ struct PatchSite {
             }
             // Analyse the function as the file has it; the first poke replaces the leftover.
             leftover = (site, Array(live[site..<site + patchLength]))
-            live = file
+            live = full
             fileBody = f.size > 0 ? module.fileBytes(at: f.address, count: Int(f.size) + 16) : nil
         }
         var site = try analyzeEntry(f, module: module, live: live, fileBody: fileBody, tracee: tracee)

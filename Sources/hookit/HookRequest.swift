@@ -9,8 +9,8 @@ enum Feature: Equatable {
     /// --count: calls, time and a latency histogram (runtime programs), or only calls (the
     /// built-in counter) when time is off or the runtime cannot be loaded (a static process).
     case count
-    /// --trace: every call into the trace ring.
-    case trace
+    /// --trace: every call into the trace ring; the --sig signatures given with it.
+    case trace([Signature])
     /// --override FUNC=VALUE: skip the function and return VALUE (fmod_ret).
     case override(OverrideSettings)
 }
@@ -39,9 +39,9 @@ struct HookRequest {
         self.pattern = try SymbolPattern(pattern)
     }
 
-    init(trace pattern: String) throws {
+    init(trace pattern: String, signatures: [Signature] = []) throws {
         text = "--trace \(pattern)"
-        feature = .trace
+        feature = .trace(signatures)
         self.pattern = try SymbolPattern(pattern)
     }
 
@@ -159,7 +159,7 @@ struct HookSpecs: ParsableArguments {
 
     func requests() throws -> [HookRequest] {
         try counts.map { try HookRequest(count: $0) }
-            + traces.map { try HookRequest(trace: $0) }
+            + traces.map { try HookRequest(trace: $0, signatures: try signatures()) }
             + overrides.map { try HookRequest(override: $0, errno: errnoValue, every: every, probability: probability) }
             + replaces.map { try HookRequest(replace: $0) }
             + progs.map { try HookRequest(prog: $0) }

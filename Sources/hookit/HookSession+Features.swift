@@ -25,11 +25,11 @@ extension HookSession {
             } else {
                 hook.counts.append(CountEntry(function: f, block: nil, link: try attach(.fentry, .count)))
             }
-        case .trace:
+        case .trace(let signatures):
             try makeRing()
             let index = traceIndex[f.address] ?? traced.count
             if index == traced.count {
-                traced.append(("\(f.module):\(f.name)", Signature.lookup(f.name, given: options.signatures)))
+                traced.append(("\(f.module):\(f.name)", Signature.lookup(f.name, given: signatures + options.signatures)))
                 traceIndex[f.address] = index
             }
             let mask = traced[index].signature?.stringMask ?? 0

@@ -15,6 +15,35 @@ final class InteractiveCLITests: XCTestCase {
         try event(try hookit.send(command, timeout: 20))
     }
 
+    /// The users' options work live too: a trace and an override added and removed in a session;
+    /// trace events arrive between the replies. fallible is 5 bytes, and greet (traced first)
+    /// follows it at the next 16 bytes: hooking fallible must not take greet's live patch,
+    /// inside fallible's 32-byte read, for a foreign one.
+    func testTraceAndOverrideAddedAndRemovedLive() throws {
+        let target = try TargetProcess("hooktarget")
+        let hookit = try TargetProcess(path: Repo.hookit, arguments: ["attach", "\(target.pid)", "--interactive", "--json"])
+        XCTAssertEqual(try event(try hookit.readLine(timeout: 20))["event"] as? String, "attached")
+        let trace = try reply(hookit, to: "add --trace hooktarget:greet --sig greet(str)->long")
+        let traceID = try XCTUnwrap(trace["id"] as? Int, "\(trace)")
+        XCTAssertEqual(try target.send("greet live"), "4")
+        let call = try event(try hookit.readLine(timeout: 10))
+        XCTAssertEqual(call["event"] as? String, "call")
+        XCTAssertEqual(call["args"] as? [String], ["live"])
+        XCTAssertEqual(call["ret"] as? Int, 4)
+        let override = try reply(hookit, to: "add --override hooktarget:fallible=-1 --errno EIO")
+        XCTAssertEqual(override["event"] as? String, "added", "\(override)")
+        XCTAssertEqual(try target.send("fallible 3"), "-1 5 1")
+        XCTAssertEqual(try reply(hookit, to: "remove \(try XCTUnwrap(override["id"] as? Int))")["event"] as? String, "removed")
+        XCTAssertEqual(try target.send("fallible 3"), "6 0 0")
+        XCTAssertEqual(try reply(hookit, to: "remove \(traceID)")["event"] as? String, "removed")
+        XCTAssertEqual(try target.send("greet again"), "5")
+        XCTAssertEqual(try reply(hookit, to: "add --trace")["event"] as? String, "error", "a bad add is an error reply")
+        hookit.closeInput()
+        XCTAssertEqual(hookit.waitExit(timeout: 20), 0)
+        XCTAssertTrue(try codeEqualsFile(target, "greet"))
+        XCTAssertTrue(try codeEqualsFile(target, "fallible"))
+    }
+
     func testAddListRemoveDetachLiveThroughAPipe() throws {
         let target = try TargetProcess("hooktarget")
         let hookit = try TargetProcess(path: Repo.hookit, arguments: ["attach", "\(target.pid)", "--interactive", "--json"])
