@@ -44,14 +44,16 @@ final class HookSession {
         table = TrampolineTable(tracee: tracee, symbols: symbols, options: tableOptions)
         clock = TickClock()
         do {
-            // A spawned program waits at main until its hooks are in (add resumes it).
-            if tracee.held && requests.isEmpty { try tracee.resumeWorld() }
+            // A spawned program waits at main until its hooks are in and reported, so that what
+            // it prints comes after the `attached` line.
+            let wasSpawned = spawned != nil
             var report = AddReport()
             if !requests.isEmpty {
-                report = try add(requests, text: requests.map(\.text).joined(separator: " ")).report
+                report = try add(requests, text: requests.map(\.text).joined(separator: " "), resume: !wasSpawned).report
             }
             output.attached(functions: table.hookedFunctions.count, links: table.links.count, report: report,
                             stop: tracee.stopStats, codeUsed: table.codeBytesUsed, codeMapped: table.codeBytesMapped)
+            if tracee.held { try tracee.resumeWorld() }
         } catch {
             // Cleaning up is not to be cut short by the signal that may have caused the failure.
             hk_interrupt_signal = 0
@@ -66,8 +68,9 @@ final class HookSession {
     /// Links every function the requests match, live: entries are read and relocated while the
     /// process runs, then one stop links and patches them all. A function that cannot be hooked
     /// safely does not sink a pattern (it is reported), but a pattern that hooks nothing is an
-    /// error, and then nothing of this add stays. Called and returns with the tracee running.
-    func add(_ requests: [HookRequest], text: String) throws -> (hook: Hook, report: AddReport) {
+    /// error, and then nothing of this add stays. Returns with the tracee running (held, with
+    /// `resume` false: a spawned program waiting at main).
+    func add(_ requests: [HookRequest], text: String, resume: Bool = true) throws -> (hook: Hook, report: AddReport) {
         // Aliases (memcpy and __memcpy, ...) are one function: hooked once, under its first name.
         let plan = try requests.map { r -> (HookRequest, [FunctionSymbol]) in
             var seen = Set<UInt64>()
@@ -100,7 +103,7 @@ final class HookSession {
             try? tracee.resumeWorld()
             throw error
         }
-        try tracee.resumeWorld()
+        if resume { try tracee.resumeWorld() }
         nextHookID += 1
         hooks.append(hook)
         return (hook, report)
