@@ -190,9 +190,12 @@ final class HookSession {
     }
 
     /// Prints the trace events that are complete.
-    func drainTrace() {
+    /// Bounded in time: threads that call faster than hookit prints would keep it here for
+    /// ever, and hookit must get back to the tracee's ptrace events and to its signals.
+    func drainTrace(forSeconds limit: Double = 0.02) {
         guard let ring else { return }
-        while !output.backlogged {
+        let deadline = Clock.seconds() + limit
+        while !output.backlogged && Clock.seconds() < deadline && hk_interrupt_signal == 0 {
             let events = ring.drain(max: 4096)
             if events.isEmpty { return }
             tracedCalls += UInt64(events.count)

@@ -206,12 +206,14 @@ final class StdoutSink {
     nonisolated(unsafe) static let shared = StdoutSink()
     private var buffer: [UInt8] = []
     private var start = 0
+    private var gone = false
     /// Above this, the trace ring is left unread (its writers count the drops).
     static let limit = 8 << 20
 
     var backlogged: Bool { buffer.count - start > Self.limit }
 
     func append(_ s: String, newline: Bool = true) {
+        if gone { return }
         buffer.append(contentsOf: s.utf8)
         if newline { buffer.append(10) }
         flush(blocking: false)
@@ -223,18 +225,26 @@ final class StdoutSink {
             let ready = poll(&pfd, 1, blocking ? 1000 : 0)
             if ready < 0 && errno == EINTR { continue }
             if ready <= 0 { if blocking && ready == 0 { continue } else { break } }
-            if pfd.revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 { buffer.removeAll(); start = 0; return }
+            if pfd.revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 { stdoutGone(); return }
             let n = buffer.withUnsafeBytes { Glibc.write(1, $0.baseAddress! + start, min(Int(PIPE_BUF), buffer.count - start)) }
             if n < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
-                // stdout is gone (`hookit ... | head`): nothing more to print, and the session
-                // ends as if interrupted — it detaches cleanly (SIGPIPE itself is ignored).
-                if errno == EPIPE && hk_interrupt_signal == 0 { hk_interrupt_signal = SIGPIPE }
-                buffer.removeAll(); start = 0; return
+                stdoutGone()
+                return
             }
             start += n
         }
         if start == buffer.count { buffer.removeAll(keepingCapacity: buffer.count < 1 << 20); start = 0 }
         else if start > 1 << 20 { buffer.removeSubrange(0..<start); start = 0 }
+    }
+
+    /// stdout is gone (`hookit ... | head`): nothing more to print, and the session ends as if
+    /// interrupted — it detaches cleanly (SIGPIPE itself is ignored).
+    /// Once only: the detach that follows must not be interrupted by its own output failing.
+    private func stdoutGone() {
+        buffer.removeAll()
+        start = 0
+        if !gone && hk_interrupt_signal == 0 { hk_interrupt_signal = SIGPIPE }
+        gone = true
     }
 }

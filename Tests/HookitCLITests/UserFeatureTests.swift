@@ -1,3 +1,4 @@
+import CPtrace
 import Foundation
 import Glibc
 import TestSupport
@@ -134,6 +135,50 @@ final class UserFeatureTests: XCTestCase {
         XCTAssertEqual((greets.first?["args"] as? [String: Any])?["ret"] as? Int, 5)
         XCTAssertNotNil(greets.first?["dur"] as? Double)
         XCTAssertEqual(trace.filter { $0["name"] as? String == "hooktarget:fallible" }.count, 1)
+    }
+
+    /// `hookit attach ... | head`: when stdout closes, hookit detaches cleanly (EPIPE, not a
+    /// SIGPIPE death that would leave the patches to the next hookit). An --output file that
+    /// cannot be written is refused before anything touches the process.
+    func testClosedStdoutDetachesAndBadOutputFileIsRefused() throws {
+        let target = try TargetProcess("hooktarget")
+        XCTAssertEqual(try target.send("spinbg 2"), "spinning 2")
+        var fds: [Int32] = [0, 0]
+        XCTAssertEqual(pipe(&fds), 0)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        let words: [String] = [Repo.hookit, "attach", "\(target.pid)", "--trace", "hooktarget:add"]
+        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
+        var pid: pid_t = 0
+        XCTAssertEqual(posix_spawn(&pid, Repo.hookit, &actions, nil, argv, environ), 0)
+        argv.forEach { free($0) }
+        posix_spawn_file_actions_destroy(&actions)
+        close(fds[1])
+        // Read a few lines, then close the pipe, as `head -n 3` does.
+        var got = 0, buf = [UInt8](repeating: 0, count: 4096)
+        let end = now() + 20
+        while got < 3 && now() < end {
+            let n = read(fds[0], &buf, buf.count)
+            if n <= 0 { break }
+            got += buf[..<n].filter { $0 == 10 }.count
+        }
+        close(fds[0])
+        let start = now()
+        var status: Int32 = 0
+        while waitpid(pid, &status, WNOHANG) == 0 && now() - start < 20 { usleep(20_000) }
+        XCTAssertLessThan(now() - start, 20, "hookit ended after its stdout closed")
+        if waitpid(pid, &status, WNOHANG) == 0 { kill(pid, SIGINT); _ = waitpid(pid, &status, 0) }
+        XCTAssertFalse(hk_wifsignaled(status) != 0, "not killed by SIGPIPE")
+        XCTAssertTrue(try codeEqualsFile(target, "add"), "detached cleanly: add is as in the file")
+        XCTAssertTrue(try target.send("stop").hasPrefix("stopped "))
+        XCTAssertEqual(try target.send("spinbad"), "0")
+
+        let bad = runProgram([Repo.hookit, "attach", "\(target.pid)", "--trace", "hooktarget:add", "--output", "/no/such/dir/t.json"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("/no/such/dir/t.json"), bad.stderr)
+        XCTAssertTrue(try String(contentsOfFile: "/proc/\(target.pid)/status", encoding: .utf8).contains("TracerPid:\t0\n"))
     }
 
     // MARK: - count
