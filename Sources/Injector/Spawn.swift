@@ -235,10 +235,11 @@ extension Tracee {
         return n > 0 ? String(decoding: buf[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "/proc/\(pid)/exe"
     }
 
-    /// Undoes `spawn` when it cannot finish: SIGKILL, then reaps every thread (traced threads
+    /// Undoes `spawn` when it cannot finish (or when hookit cannot hook the program it started):
+    /// SIGKILL, then reaps every thread (traced threads
     /// stay zombies until their tracer waits for them) and the leader, which is reaped last.
     /// Nothing is killed once the leader was reaped: its pid may belong to someone else.
-    func killAndReap() {
+    public func killAndReap() {
         defer {
             threads.removeAll()
             held = false

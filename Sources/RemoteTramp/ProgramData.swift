@@ -22,7 +22,8 @@ extension TrampolineTable {
         return (0..<cells).map { UInt64(bitPattern: self.cells.read(first + $0) ?? 0) }
     }
 
-    private func index(of address: UInt64) -> Int { Int((address - cells.cell(0, cpu: 0)) / 8) }
+    /// The cell index of a block's (or a link's statistics') CPU 0 address.
+    func index(of address: UInt64) -> Int { Int((address - cells.cell(0, cpu: 0)) / 8) }
 
     /// Tells the runtime what it needs for time and thread ids: nanoseconds per TSC tick, and
     /// where glibc keeps each thread's tid (so a trace event costs no gettid system call).

@@ -445,7 +445,7 @@ public final class TrampolineTable {
             return LinkStats(calls: UInt64(max(0, cells.read(c) ?? 0)), nsecs: 0, misses: 0)
         }
         // struct hookit_rt_stats cells, per CPU; time is kept in TSC ticks.
-        let first = Int((link.statsAddress! - cells.cell(0, cpu: 0)) / 8)
+        let first = index(of: link.statsAddress!)
         func sum(_ i: Int) -> UInt64 { UInt64(max(0, cells.read(first + i) ?? 0)) }
         let ticks = sum(1)
         return LinkStats(calls: sum(0), nsecs: ticks == 0 ? 0 : UInt64(Double(ticks) * 1e9 / Self.tscHz), misses: sum(2))

@@ -19,6 +19,11 @@ func fail(_ error: Error) -> Never {
     exit(1)
 }
 
+/// A shell's exit code for a waitpid status: the status of an exit, 128 + the signal of a kill.
+func shellExitCode(waitStatus status: Int32) -> Int32 {
+    hk_wifexited(status) != 0 ? hk_wexitstatus(status) : 128 + hk_wtermsig(status)
+}
+
 struct StandardError: TextOutputStream {
     mutating func write(_ string: String) { fputs(string, Glibc.stderr) }
 }

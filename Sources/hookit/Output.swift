@@ -79,7 +79,7 @@ struct Output {
 
     /// The process ended while hooked (`hookit run`: it ran to its end).
     func exited(status: Int32?, traced: (calls: UInt64, dropped: UInt64)?) {
-        let code = status.map { hk_wifexited($0) != 0 ? Int(hk_wexitstatus($0)) : 128 + Int(hk_wtermsig($0)) }
+        let code = status.map { shellExitCode(waitStatus: $0) }
         if json {
             let trace = traced.map { ",\"traced\":\($0.calls),\"dropped\":\($0.dropped)" } ?? ""
             line("{\"event\":\"exited\",\"status\":\(code.map { "\($0)" } ?? "null")\(trace)}")

@@ -43,16 +43,14 @@ struct RunCommand: ParsableCommand {
                                       output: output, spawned: tracee)
         } catch {
             // The program never got to main with its hooks: it does not run without them.
-            kill(tracee.pid, SIGKILL)
-            var status: Int32 = 0
-            _ = waitpid(tracee.pid, &status, 0)
+            tracee.killAndReap()
             fail(error)
         }
         session.runUntilDone(duration: flags.duration)
         let exited = tracee.exited
         let ok = session.detach(exitExpected: true)
         if exited, let status = tracee.exitStatus {
-            Glibc.exit(hk_wifexited(status) != 0 ? hk_wexitstatus(status) : 128 + hk_wtermsig(status))
+            Glibc.exit(shellExitCode(waitStatus: status))
         }
         if !ok { Glibc.exit(1) }
     }
