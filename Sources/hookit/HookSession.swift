@@ -226,7 +226,7 @@ final class HookSession {
             // The counters and the ring are shared memory: still readable.
             report(programs: [], exited: true)
             if !exitExpected { output.problem("the process exited") }
-            output.exited(status: tracee.exitStatus, traced: ring.map { (tracedCalls, $0.dropped + unpublished) })
+            output.exited(status: tracee.exitStatus, traced: traceTotals)
             traceFile?.close()
             output.finish()
             return exitExpected
@@ -240,11 +240,14 @@ final class HookSession {
         self.report(programs: programStats, exited: false)
         for p in report.problems + injector.problems { output.problem(p) }
         output.detached(restored: report.restored, kept: report.kept, leftMapped: report.leftMapped, stop: injector.stopStats,
-                        traced: ring.map { (tracedCalls, $0.dropped + unpublished) })
+                        traced: traceTotals)
         traceFile?.close()
         output.finish()
         return report.problems.isEmpty && injector.problems.isEmpty
     }
+
+    /// Events printed and events lost (ring full, or reserved and never completed).
+    private var traceTotals: (calls: UInt64, dropped: UInt64)? { ring.map { (tracedCalls, $0.dropped + unpublished) } }
 
     /// The last events: every writer has left its program once the table is detached, so a
     /// slot still reserved but unpublished after a short wait never will be: it counts as
