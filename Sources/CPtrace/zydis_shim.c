@@ -96,3 +96,79 @@ size_t hk_branch_targets(const uint8_t *code, size_t len, uint64_t address,
     }
     return n;
 }
+
+// One register operand into hk_writes classes: general registers by their 64-bit container,
+// vector registers by number whatever their width, x87/MMX and mask registers as one class each.
+static uint64_t register_class_bit(ZydisRegister reg) {
+    ZydisRegister big = ZydisRegisterGetLargestEnclosing(ZYDIS_MACHINE_MODE_LONG_64, reg);
+    ZyanI8 id = ZydisRegisterGetId(reg);
+    switch (ZydisRegisterGetClass(reg)) {
+    case ZYDIS_REGCLASS_GPR8:
+    case ZYDIS_REGCLASS_GPR16:
+    case ZYDIS_REGCLASS_GPR32:
+    case ZYDIS_REGCLASS_GPR64: {
+        ZyanI8 gid = ZydisRegisterGetId(big);
+        return gid >= 0 && gid < 16 ? (uint64_t)1 << gid : 0;
+    }
+    case ZYDIS_REGCLASS_XMM:
+    case ZYDIS_REGCLASS_YMM:
+    case ZYDIS_REGCLASS_ZMM: return id >= 0 && id < 32 ? (uint64_t)1 << (16 + id) : 0;
+    case ZYDIS_REGCLASS_X87:
+    case ZYDIS_REGCLASS_MMX: return (uint64_t)1 << HK_WRITES_X87;
+    case ZYDIS_REGCLASS_MASK: return (uint64_t)1 << HK_WRITES_MASK;
+    default: break;
+    }
+    // x87 control, status and tag words are not in a class of their own.
+    if (reg == ZYDIS_REGISTER_X87CONTROL || reg == ZYDIS_REGISTER_X87STATUS || reg == ZYDIS_REGISTER_X87TAG)
+        return (uint64_t)1 << HK_WRITES_X87;
+    return 0;
+}
+
+static int replaces_vector_state(ZydisMnemonic m) {
+    switch (m) {
+    case ZYDIS_MNEMONIC_VZEROALL: case ZYDIS_MNEMONIC_VZEROUPPER:
+    case ZYDIS_MNEMONIC_XRSTOR: case ZYDIS_MNEMONIC_XRSTOR64: case ZYDIS_MNEMONIC_XRSTORS:
+    case ZYDIS_MNEMONIC_XRSTORS64: case ZYDIS_MNEMONIC_FXRSTOR: case ZYDIS_MNEMONIC_FXRSTOR64:
+    case ZYDIS_MNEMONIC_FRSTOR: case ZYDIS_MNEMONIC_FNINIT: case ZYDIS_MNEMONIC_EMMS:
+        return 1;
+    default: return 0;
+    }
+}
+
+int hk_decode_writes(const uint8_t *code, size_t len, uint64_t address, hk_writes *out) {
+    memset(out, 0, sizeof *out);
+    ZydisDecoder dec;
+    if (ZYAN_FAILED(ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64))) return -1;
+    ZydisDecodedInstruction in;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    if (ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, code, len, &in, ops))) return -1;
+    out->length = in.length;
+    for (int i = 0; i < in.operand_count; i++)
+        if (ops[i].type == ZYDIS_OPERAND_TYPE_REGISTER && (ops[i].actions & ZYDIS_OPERAND_ACTION_MASK_WRITE))
+            out->written |= register_class_bit(ops[i].reg.value);
+    if (replaces_vector_state(in.mnemonic)) out->written |= (uint64_t)1 << HK_WRITES_ALL_VECTOR;
+
+    const ZydisDecodedOperand *target = in.operand_count_visible > 0 ? &ops[0] : NULL;
+    int relative = target && target->type == ZYDIS_OPERAND_TYPE_IMMEDIATE && target->imm.is_relative;
+    if (relative) {
+        ZyanU64 abs = 0;
+        if (ZYAN_FAILED(ZydisCalcAbsoluteAddress(&in, target, address, &abs))) return -1;
+        out->target = abs;
+    }
+    switch (in.meta.category) {
+    case ZYDIS_CATEGORY_RET: out->flow = HK_FLOW_RET; break;
+    case ZYDIS_CATEGORY_CALL: out->flow = relative ? HK_FLOW_CALL : HK_FLOW_CALL_INDIRECT; break;
+    case ZYDIS_CATEGORY_COND_BR: out->flow = relative ? HK_FLOW_JCC : HK_FLOW_STOP; break;
+    case ZYDIS_CATEGORY_UNCOND_BR:
+        if (relative) out->flow = HK_FLOW_JMP;
+        else if (target && target->type == ZYDIS_OPERAND_TYPE_MEMORY && target->mem.base != ZYDIS_REGISTER_NONE)
+            out->flow = HK_FLOW_JMP_POINTER;
+        else out->flow = HK_FLOW_JMP_REGISTER;
+        break;
+    default:
+        if (in.mnemonic == ZYDIS_MNEMONIC_UD2 || in.mnemonic == ZYDIS_MNEMONIC_HLT || in.mnemonic == ZYDIS_MNEMONIC_INT3)
+            out->flow = HK_FLOW_STOP;
+        break;
+    }
+    return 0;
+}

@@ -71,6 +71,15 @@ public enum Modules {
         return modules
     }
 
+    /// The one module mapping `address` now, read from /proc/PID/maps: a library loaded after the
+    /// symbol table was read (a replacement hookit just loaded) without reading every module again.
+    public static func module(containing address: UInt64, pid: pid_t, memory: RemoteMemory) throws -> Module? {
+        let maps = try ProcMaps.read(pid)
+        guard let hit = maps.first(where: { address >= $0.start && address < $0.end && $0.isFile }) else { return nil }
+        let ms = maps.filter { $0.isFile && $0.device == hit.device && $0.inode == hit.inode && $0.filePath == hit.filePath }
+        return try load(pid: pid, mappings: ms, memory: memory)
+    }
+
     static func load(pid: pid_t, mappings: [Mapping], memory: RemoteMemory) throws -> Module {
         let first = mappings.min(by: { $0.offset < $1.offset || ($0.offset == $1.offset && $0.start < $1.start) })!
         if first.path == "[vdso]" {

@@ -116,7 +116,8 @@ struct ImageBuilder {
             return Built(code: try w.finish(), afterCallOffset: afterCall, epilogueOffset: epilogue)
         }
         if let replacement = input.links[.replace]?.first, case .user(_, _, let target) = replacement.code {
-            w.jmpFar(target)
+            if replacement.givesBack.isEmpty { w.jmpFar(target) }
+            else { emitReplaceWrapper(w, target, givesBack: replacement.givesBack) }
             return try finish()
         }
         if isLean(input.links) {
@@ -156,11 +157,7 @@ struct ImageBuilder {
         // The original runs in the entry state, and sees its stack arguments at its own rsp+8,
         // as from its real caller.
         if vectors { restoreVectorState(w) }
-        w.lea(.rsp, .rsp, -stackArgumentBytes)
-        for off in stride(from: Int32(0), to: stackArgumentBytes, by: 8) {   // r11 is reloaded below
-            w.load(.r11, .rbp, 16 + off)
-            w.store(.r11, .rsp, off)
-        }
+        copyStackArguments(w)                          // r11 is reloaded below
         restoreRegisters(w)
         w.callFar(input.originalEntry)
         w.lea(.rsp, .rsp, stackArgumentBytes)
@@ -191,6 +188,63 @@ struct ImageBuilder {
         return try finish(afterCall, epilogue)
     }
 
+    /// The caller's stack arguments, copied below rsp so a function called from the image finds
+    /// them at its own rsp+8 as from its real caller. Clobbers r11.
+    private static func copyStackArguments(_ w: X86Writer) {
+        w.lea(.rsp, .rsp, -stackArgumentBytes)
+        for off in stride(from: Int32(0), to: stackArgumentBytes, by: 8) {
+            w.load(.r11, .rbp, 16 + off)
+            w.store(.r11, .rsp, off)
+        }
+    }
+
+    /// Replace image for a replacement that may change registers the original leaves alone (an
+    /// ordinary C function may change every caller-saved register; see RegisterUse): it calls
+    /// the replacement like the original's caller did and gives back `givesBack` as they were
+    /// at the call. Everything else comes back as the replacement left it: rax always (the return
+    /// value), and rdx, xmm0, xmm1 and st0 exactly when the original writes them itself (then
+    /// they may be its return value, and no caller relies on them).
+    ///
+    ///     save givesBack (+ r11, the copy's scratch; + rax, rdx for the XSAVE) -> XSAVE if
+    ///     givesBack holds vector/x87/mask registers -> reload rax, rdx (al, the third argument)
+    ///     -> copy the stack arguments -> call the replacement -> keep its rax, rdx, xmm0, xmm1
+    ///     in the ctx slots -> XRSTOR (x87 left out when the original may return in st0) -> the
+    ///     replacement's return registers back -> reload givesBack -> leave; ret
+    ///
+    /// No in-flight counter: a thread inside the replacement has a return address into the image
+    /// on its stack, which retirement's stack scan sees; and a kept patch (--keep) must not
+    /// depend on counters that detach unmaps.
+    private static func emitReplaceWrapper(_ w: X86Writer, _ target: UInt64, givesBack: RegisterSet) {
+        let extended = !givesBack.isDisjoint(with: .extended)
+        let saved = (givesBack.union(extended ? [.r11, .rax, .rdx] : [.r11])).gprs
+        w.push(.rbp)
+        w.mov(.rbp, .rsp)
+        w.lea(.rsp, .rsp, -frameSize)
+        for r in saved { w.store(r, .rbp, gpr(r)) }
+        if extended {
+            saveVectorState(w)
+            w.load(.rax, .rbp, gpr(.rax))
+            w.load(.rdx, .rbp, gpr(.rdx))
+        }
+        copyStackArguments(w)
+        w.callFar(target)
+        w.lea(.rsp, .rsp, stackArgumentBytes)
+        if extended {
+            w.store(.rax, .rbp, ctx(ctxRet))
+            w.store(.rdx, .rbp, ctx(ctxRetHi))
+            w.storeXmm(0, .rbp, ctx(ctxXmmRet))
+            w.storeXmm(1, .rbp, ctx(ctxXmmRet + 16))
+            restoreVectorState(w, mask: givesBack.contains(.x87) ? xsaveMask : xsaveMask & ~1)
+            if !givesBack.contains(.vector(0)) { w.loadXmm(0, .rbp, ctx(ctxXmmRet)) }
+            if !givesBack.contains(.vector(1)) { w.loadXmm(1, .rbp, ctx(ctxXmmRet + 16)) }
+            w.load(.rax, .rbp, ctx(ctxRet))
+            if !givesBack.contains(.rdx) { w.load(.rdx, .rbp, ctx(ctxRetHi)) }
+        }
+        for r in givesBack.gprs where r != .rax { w.load(r, .rbp, gpr(r)) }
+        w.leave()
+        w.ret()
+    }
+
     private static func saveRegisters(_ w: X86Writer) {
         for r in savedRegs { w.store(r, .rbp, gpr(r)) }
     }
@@ -214,10 +268,11 @@ struct ImageBuilder {
         w.xsave(compacted: compacted)
     }
 
-    /// XRSTOR from the area at rsp. Clobbers rax and rdx (restored after from the GPR area).
-    private static func restoreVectorState(_ w: X86Writer) {
-        w.mov(.rax, imm: xsaveMask & 0xFFFF_FFFF)
-        w.mov(.rdx, imm: xsaveMask >> 32)
+    /// XRSTOR from the area at rsp, of the components in `mask` (the others stay as they are).
+    /// Clobbers rax and rdx (restored after from the GPR area).
+    private static func restoreVectorState(_ w: X86Writer, mask: UInt64 = xsaveMask) {
+        w.mov(.rax, imm: mask & 0xFFFF_FFFF)
+        w.mov(.rdx, imm: mask >> 32)
         w.xrstor()
     }
 
@@ -232,9 +287,12 @@ struct ImageBuilder {
         w.store(.rax, .rbp, ctx(ctxEntrySP))
         w.mov(.rax, imm: input.site.function.address)
         w.store(.rax, .rbp, ctx(ctxFuncIP))
-        for off in [ctxRet, ctxRetHi, ctxXmmRet, ctxXmmRet + 8, ctxXmmRet + 16, ctxXmmRet + 24, ctxScratch, ctxScratch + 8] {
-            w.storeImm(0, .rbp, ctx(off))
-        }
+        // ret_hi and xmm_ret start as the caller's rdx, xmm0, xmm1: a skipping program that leaves
+        // them alone leaves those registers alone (a -fipa-ra caller may keep values there).
+        w.store(.rdx, .rbp, ctx(ctxRetHi))
+        w.storeXmm(0, .rbp, ctx(ctxXmmRet))
+        w.storeXmm(1, .rbp, ctx(ctxXmmRet + 16))
+        for off in [ctxRet, ctxScratch, ctxScratch + 8] { w.storeImm(0, .rbp, ctx(off)) }
     }
 
     /// One program run. `count` is a per-CPU increment and needs nothing in the tracee; a user

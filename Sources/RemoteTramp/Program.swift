@@ -39,6 +39,10 @@ public final class Link {
     let statsAddress: UInt64?
     /// The built-in count: its per-CPU counter.
     let counter: Int?
+    /// A replacement: the registers its image gives back as they were at the call, because the
+    /// replacement may change them and the original does not (see RegisterUse). Empty: the image
+    /// is a bare `jmp` (proven needless, or asked for with a raw replace).
+    public internal(set) var givesBack: RegisterSet = []
 
     init(id: Int, kind: ProgramKind, code: ProgramCode, cookie: UInt64, function: FunctionSymbol,
          statsAddress: UInt64?, counter: Int?) {

@@ -107,7 +107,11 @@ public final class TrampolineTable {
 
     /// Adds a program to a function's lists. The change goes live at the next `update()`.
     @discardableResult
-    public func link(_ kind: ProgramKind, _ spec: ProgramSpec, to function: FunctionSymbol, cookie: UInt64 = 0) throws -> Link {
+    ///
+    /// `raw`: for a replacement, jump to it bare even if it may change registers the original
+    /// keeps (a caller compiled with -fipa-ra can then see them changed); the caller's choice.
+    public func link(_ kind: ProgramKind, _ spec: ProgramSpec, to function: FunctionSymbol, cookie: UInt64 = 0,
+                     raw: Bool = false) throws -> Link {
         precondition(tracee.held, "links change only while the world is stopped")
         let label = "\(function.module):\(function.name)"
         if spec == .count && (kind == .fmodRet || kind == .replace) {
@@ -127,6 +131,9 @@ public final class TrampolineTable {
         let link = Link(id: nextLinkID, kind: kind, code: program, cookie: cookie, function: function,
                         statsAddress: stats, counter: counter)
         nextLinkID += 1
+        if kind == .replace, !raw, case .user(_, _, let address) = program {
+            link.givesBack = try registersToGiveBack(original: trampoline.site, replacement: address)
+        }
         if kind == .replace, case .user(let lib, _, _) = program, let handle = libraries[lib] {
             // Hand the replacement the original, through the HOOKIT_ORIGINAL(name) variable.
             if let slot = try tracee.dlsym(handle: handle, name: "hookit_original_\(function.name)", symbols: symbols) {

@@ -87,7 +87,7 @@ struct SessionFlags: ParsableArguments {
             if r.isEmpty && !allowEmpty {
                 throw ValidationError("nothing to hook: give --trace, --count, --override, --replace or --prog")
             }
-            if keep && hooks.replaces.isEmpty && !hooks.progs.contains(where: { $0.hasPrefix("replace:") }) {
+            if keep && hooks.replaces.isEmpty && hooks.rawReplaces.isEmpty && !hooks.progs.contains(where: { $0.hasPrefix("replace:") }) {
                 throw ValidationError("--keep keeps replacements: give --replace")
             }
             return r

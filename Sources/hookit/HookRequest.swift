@@ -5,7 +5,8 @@ import RemoteTramp
 /// What hookit does at each function a pattern matches.
 enum Feature: Equatable {
     /// A program as the user gave it: --prog KIND:PATTERN=/abs/lib.so:SYMBOL, or =count.
-    case program(ProgramKind, ProgramSpec, cookie: UInt64)
+    /// `raw`: a replacement reached by a bare jump (--replace-raw).
+    case program(ProgramKind, ProgramSpec, cookie: UInt64, raw: Bool = false)
     /// --count: calls, time and a latency histogram (runtime programs), or only calls (the
     /// built-in counter) when time is off or the runtime cannot be loaded (a static process).
     case count
@@ -69,17 +70,18 @@ struct HookRequest {
     }
 
     /// FUNC=/abs/lib.so:SYMBOL
-    init(replace spec: String) throws {
-        text = "--replace \(spec)"
+    init(replace spec: String, raw: Bool = false) throws {
+        let option = raw ? "--replace-raw" : "--replace"
+        text = "\(option) \(spec)"
         guard let eq = spec.firstIndex(of: "=") else {
-            throw ValidationError("--replace '\(spec)': expected FUNC=/abs/lib.so:SYMBOL")
+            throw ValidationError("\(option) '\(spec)': expected FUNC=/abs/lib.so:SYMBOL")
         }
         pattern = try SymbolPattern(String(spec[..<eq]))
         let rest = String(spec[spec.index(after: eq)...])
         guard rest.hasPrefix("/"), let sep = rest.lastIndex(of: ":") else {
-            throw ValidationError("--replace '\(spec)': the replacement must be /abs/lib.so:SYMBOL")
+            throw ValidationError("\(option) '\(spec)': the replacement must be /abs/lib.so:SYMBOL")
         }
-        feature = .program(.replace, .user(library: String(rest[..<sep]), symbol: String(rest[rest.index(after: sep)...])), cookie: 0)
+        feature = .program(.replace, .user(library: String(rest[..<sep]), symbol: String(rest[rest.index(after: sep)...])), cookie: 0, raw: raw)
     }
 
     /// KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N]
@@ -145,6 +147,11 @@ struct HookSpecs: ParsableArguments {
     @Option(name: .customLong("replace"), help: ArgumentHelp("FUNC=/abs/lib.so:SYMBOL: every call of FUNC goes to SYMBOL (a hot patch).", valueName: "func=/abs/lib.so:symbol"))
     var replaces: [String] = []
 
+    @Option(name: .customLong("replace-raw"), help: ArgumentHelp(
+        "FUNC=/abs/lib.so:SYMBOL: as --replace, but calls jump straight to SYMBOL even when it may change registers FUNC leaves alone. Faster, and UNSAFE for callers compiled with gcc -O2 (-fipa-ra) that keep values in those registers across the call: they can compute wrong results or crash. --replace wraps SYMBOL only when that is needed.",
+        valueName: "func=/abs/lib.so:symbol"))
+    var rawReplaces: [String] = []
+
     @Option(name: .customLong("prog"), help: ArgumentHelp("KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N], or KIND:PATTERN=count (KIND: fentry, fexit, fmod_ret, replace).", valueName: "spec"))
     var progs: [String] = []
 
@@ -155,13 +162,14 @@ struct HookSpecs: ParsableArguments {
         if every != nil && probability != nil { throw ValidationError("give --every or --probability, not both") }
     }
 
-    var isEmpty: Bool { counts.isEmpty && traces.isEmpty && overrides.isEmpty && replaces.isEmpty && progs.isEmpty }
+    var isEmpty: Bool { counts.isEmpty && traces.isEmpty && overrides.isEmpty && replaces.isEmpty && rawReplaces.isEmpty && progs.isEmpty }
 
     func requests() throws -> [HookRequest] {
         try counts.map { try HookRequest(count: $0) }
             + traces.map { try HookRequest(trace: $0, signatures: try signatures()) }
             + overrides.map { try HookRequest(override: $0, errno: errnoValue, every: every, probability: probability) }
             + replaces.map { try HookRequest(replace: $0) }
+            + rawReplaces.map { try HookRequest(replace: $0, raw: true) }
             + progs.map { try HookRequest(prog: $0) }
     }
 

@@ -7,14 +7,14 @@ extension HookSession {
     /// The links one feature needs at one function. Data the runtime programs read (timing
     /// blocks, override settings, trace ring) is in place before the links go live.
     func link(_ feature: Feature, to f: FunctionSymbol, into hook: inout Hook) throws {
-        func attach(_ kind: ProgramKind, _ spec: ProgramSpec, cookie: UInt64 = 0) throws -> Link {
-            let l = try table.link(kind, spec, to: f, cookie: cookie)
+        func attach(_ kind: ProgramKind, _ spec: ProgramSpec, cookie: UInt64 = 0, raw: Bool = false) throws -> Link {
+            let l = try table.link(kind, spec, to: f, cookie: cookie, raw: raw)
             hook.links.append(l)
             return l
         }
         switch feature {
-        case .program(let kind, let spec, let cookie):
-            hook.programLinks.insert(try attach(kind, spec, cookie: cookie).id)
+        case .program(let kind, let spec, let cookie, let raw):
+            hook.programLinks.insert(try attach(kind, spec, cookie: cookie, raw: raw).id)
         case .count:
             if try countsAreTimed() {
                 let block = try table.allocateProgramData(cells: CountTable.cells)

@@ -46,4 +46,36 @@ int hk_decode_insn(const uint8_t *code, size_t len, uint64_t address, hk_insn *o
 size_t hk_branch_targets(const uint8_t *code, size_t len, uint64_t address,
                          uint64_t *targets, uint64_t *sources, size_t max);
 
+/// Register-use classes, as bits of hk_writes.written: 0-15 the general registers in hardware
+/// order (rax rcx rdx rbx rsp rbp rsi rdi r8..r15), 16-47 vector registers 0-31 (xmm, ymm and
+/// zmm alike), 48 the x87/MMX stack, 49 the mask registers k0-7. HK_WRITES_ALL_VECTOR marks
+/// instructions that replace the whole vector state (vzeroall, vzeroupper, xrstor, ...).
+#define HK_WRITES_X87 48
+#define HK_WRITES_MASK 49
+#define HK_WRITES_ALL_VECTOR 50
+
+/// How control leaves an instruction, for a walk over a function's code.
+enum {
+    HK_FLOW_NEXT = 0,          // falls through only
+    HK_FLOW_RET = 1,           // ret
+    HK_FLOW_JMP = 2,           // direct jmp to `target`
+    HK_FLOW_JCC = 3,           // direct conditional branch (or loop/jrcxz) to `target`, or falls through
+    HK_FLOW_CALL = 4,          // direct call to `target`
+    HK_FLOW_CALL_INDIRECT = 5, // call through a register or memory
+    HK_FLOW_JMP_REGISTER = 6,  // jmp through a register, or through [table + index*scale] with no base
+    HK_FLOW_JMP_POINTER = 7,   // jmp through memory with a base or rip (a PLT stub, a tail call via a pointer)
+    HK_FLOW_STOP = 8,          // ud2, hlt, int3, or an instruction that never falls through otherwise
+};
+
+typedef struct {
+    uint8_t length;
+    uint8_t flow;             // HK_FLOW_*
+    uint64_t target;          // HK_FLOW_JMP / JCC / CALL: absolute target
+    uint64_t written;         // register-use classes written (see above), hidden operands included
+} hk_writes;
+
+/// Decodes the instruction at `code` (running at `address`) for register-use analysis.
+/// Returns 0, or -1 when the bytes are not a valid instruction.
+int hk_decode_writes(const uint8_t *code, size_t len, uint64_t address, hk_writes *out);
+
 #endif

@@ -1,0 +1,28 @@
+import Injector
+
+extension TrampolineTable {
+    /// The registers a replace image must give back (see ImageBuilder's replace wrapper): those
+    /// the replacement may change — its code and its library's call graph, read as an upper
+    /// bound — that the original's callers may rely on — all but what the original and its
+    /// known callees write. rax is the return value and always the replacement's. When the
+    /// original itself calls out through the PLT or a pointer, its callers rely on nothing
+    /// caller-saved, and the image stays a bare `jmp`.
+    func registersToGiveBack(original site: PatchSite, replacement: UInt64) throws -> RegisterSet {
+        let f = site.function
+        let originalWrites = RegisterUse.written(by: f.address..<f.address + max(f.size, 1), in: site.module,
+                                                 functions: symbols.functions(in: site.module), bound: .assumedByCallers)
+        let replacementWrites: RegisterSet
+        if let module = try Modules.module(containing: replacement, pid: tracee.pid, memory: tracee.memory),
+           let own = symbols.functions(in: module).first(where: { $0.address == replacement && $0.size > 0 }) {
+            replacementWrites = RegisterUse.written(by: own.address..<own.address + own.size, in: module,
+                                                    functions: symbols.functions(in: module), bound: .atMost)
+        } else {
+            replacementWrites = .callClobbered
+        }
+        let exposed = replacementWrites.subtracting(originalWrites).subtracting(.rax)
+        guard !exposed.isEmpty else { return [] }
+        // The image's own scratch register (the stack-argument copy) is given back too when a
+        // caller may rely on it.
+        return exposed.union(RegisterSet.r11.subtracting(originalWrites))
+    }
+}
