@@ -9,9 +9,26 @@ import Injector
 ///
 /// What must survive: with GCC's -fipa-ra a caller may keep values in *caller-saved* registers
 /// across a call to a function it knows does not touch them. So an image gives back every
-/// register as the original function would have left it: all general registers are saved,
-/// and when a C program runs, the whole vector/x87 state too (XSAVE) — only rax, rdx, xmm0,
-/// xmm1 come back as the return value, as the original (or a fmod_ret program) set them.
+/// register as the original function would have left it, on every path:
+///
+/// - resume (fentry only) and lean images: everything is restored to the entry state before
+///   the jump to the original, which then changes what it always changes.
+/// - call-original (fexit, fmod_ret returning 0) and the retired image's epilogue jump: after
+///   the original returns, its own state is saved (all caller-saved GPRs, and the whole vector
+///   and x87 state when a C program runs), the programs run, and that state comes back whole:
+///   rax, rdx, xmm0, xmm1 from the ctx, where the original's values were stored.
+/// - skip (fmod_ret non-zero, --override): the entry state comes back, except rax = ctx.ret;
+///   ctx.ret_hi and ctx.xmm_ret start as the entry rdx, xmm0, xmm1, so those change only when
+///   the program wrote them (a 128-bit, two-word or floating-point return).
+/// - replace: the replacement is an ordinary C function and may change any caller-saved
+///   register. RegisterUse reads what the replacement may write (an upper bound over its call
+///   graph) and what the original's callers may assume it writes (the original's own code and
+///   known callees); if the first is within the second, a bare `jmp` is exact, else the image
+///   calls the replacement and gives back the difference (emitReplaceWrapper). rax is always
+///   the replacement's; rdx, xmm0, xmm1, st0 are whenever the original writes them, which a
+///   function returning in them must.
+///
+/// Flags are not given back (no compiler keeps a value in them across a call); DF is never set.
 ///
 ///     rbp + 16 ...   stack arguments of the call (copied below before calling the original)
 ///     rbp + 8        caller's return address        <- ctx.entry_sp
