@@ -26,33 +26,44 @@ CALLS = 5_000_000
 
 def per_call(hookit, threads_list):
     """Rows: (config, threads, ns per call, ns above baseline, ratio)."""
+    # (row name, function, loop, hookit arguments). The pointer loop calls through a volatile
+    # pointer (the caller assumes nothing); the direct loop calls bench_fn_direct from its own
+    # file, compiled at -O2, so -fipa-ra lets it keep values in caller-saved registers.
+    via = f"{PROGS}:bench_fn_via_original"
+    direct_via = f"{PROGS}:bench_fn_direct_via_original"
     configs = [
-        ("unhooked", None, []),
-        ("fentry count", "bench_fn", ["--prog", "fentry:benchtarget:bench_fn=count"]),
-        ("fentry count (patchable entry)", "bench_fn_patchable", ["--prog", "fentry:benchtarget:bench_fn_patchable=count"]),
-        ("fexit count", "bench_fn", ["--prog", "fexit:benchtarget:bench_fn=count"]),
-        ("fmod_ret C program, original runs", "bench_fn", ["--prog", f"fmod_ret:benchtarget:bench_fn={PROGS}:bench_noop"]),
-        ("fentry C program", "bench_fn", ["--prog", f"fentry:benchtarget:bench_fn={PROGS}:bench_noop"]),
-        ("fentry C program, no timing", "bench_fn", ["--no-time", "--prog", f"fentry:benchtarget:bench_fn={PROGS}:bench_noop"]),
-        ("--count (calls, time, histogram)", "bench_fn", ["--count", "benchtarget:bench_fn"]),
-        ("--trace (ring buffer)", "bench_fn", ["--trace", "benchtarget:bench_fn"]),
-        ("--override (function skipped)", "bench_fn", ["--override", "benchtarget:bench_fn=0"]),
-        ("replace", "bench_fn", ["--prog", f"replace:benchtarget:bench_fn={PROGS}:bench_fn_replacement"]),
-        ("replace, calling the original", "bench_fn", ["--prog", f"replace:benchtarget:bench_fn={PROGS}:bench_fn_via_original"]),
+        ("unhooked", "bench_fn", "pointer", []),
+        ("fentry count", "bench_fn", "pointer", ["--prog", "fentry:benchtarget:bench_fn=count"]),
+        ("fentry count (patchable entry)", "bench_fn_patchable", "pointer", ["--prog", "fentry:benchtarget:bench_fn_patchable=count"]),
+        ("fexit count", "bench_fn", "pointer", ["--prog", "fexit:benchtarget:bench_fn=count"]),
+        ("fmod_ret C program, original runs", "bench_fn", "pointer", ["--prog", f"fmod_ret:benchtarget:bench_fn={PROGS}:bench_noop"]),
+        ("fentry C program", "bench_fn", "pointer", ["--prog", f"fentry:benchtarget:bench_fn={PROGS}:bench_noop"]),
+        ("fentry C program, no timing", "bench_fn", "pointer", ["--no-time", "--prog", f"fentry:benchtarget:bench_fn={PROGS}:bench_noop"]),
+        ("--count (calls, time, histogram)", "bench_fn", "pointer", ["--count", "benchtarget:bench_fn"]),
+        ("--trace (ring buffer)", "bench_fn", "pointer", ["--trace", "benchtarget:bench_fn"]),
+        ("--override (function skipped)", "bench_fn", "pointer", ["--override", "benchtarget:bench_fn=0"]),
+        ("replace (proven: bare jmp)", "bench_fn", "pointer", ["--prog", f"replace:benchtarget:bench_fn={PROGS}:bench_fn_replacement"]),
+        ("replace, calling the original (wrapped)", "bench_fn", "pointer", ["--replace", f"benchtarget:bench_fn={via}"]),
+        ("--replace-raw, calling the original", "bench_fn", "pointer", ["--replace-raw", f"benchtarget:bench_fn={via}"]),
+        ("unhooked, direct call", "bench_fn_direct", "direct", []),
+        ("--override, direct call", "bench_fn_direct", "direct", ["--override", "benchtarget:bench_fn_direct=0"]),
+        ("replace (proven: bare jmp), direct call", "bench_fn_direct", "direct", ["--replace", f"benchtarget:bench_fn_direct={PROGS}:bench_fn_replacement"]),
+        ("replace via original (wrapped), direct", "bench_fn_direct", "direct", ["--replace", f"benchtarget:bench_fn_direct={direct_via}"]),
+        ("--replace-raw via original, direct", "bench_fn_direct", "direct", ["--replace-raw", f"benchtarget:bench_fn_direct={direct_via}"]),
     ]
     rows = []
     target = Target()
     try:
         baseline = {}
-        for name, fn, args in configs:
-            target.send("use 1" if fn == "bench_fn_patchable" else "use 0")
+        for name, fn, loop, args in configs:
+            target.send("use 2" if loop == "direct" else "use 1" if fn == "bench_fn_patchable" else "use 0")
             session = HookitSession(hookit, target.pid, args) if args else None
             try:
                 for t in threads_list:
                     ns = target.ns_per_call(t, calls=CALLS)
-                    if name == "unhooked":
-                        baseline[t] = ns
-                    rows.append({"tool": "hookit", "config": name, "threads": t, "ns": ns})
+                    if not args:
+                        baseline[(loop, t)] = ns
+                    rows.append({"tool": "hookit", "config": name, "threads": t, "ns": ns, "loop": loop})
             finally:
                 if session:
                     session.detach()
@@ -60,14 +71,14 @@ def per_call(hookit, threads_list):
         target.send("use 0")
         for t in threads_list:
             again = target.ns_per_call(t, calls=CALLS)
-            rows.append({"tool": "hookit", "config": "unhooked (again, at the end)", "threads": t, "ns": again})
+            rows.append({"tool": "hookit", "config": "unhooked (again, at the end)", "threads": t, "ns": again, "loop": "pointer"})
     finally:
         target.close()
     for r in rows:
-        b = baseline[r["threads"]]
+        b = baseline[(r["loop"], r["threads"])]
         r["over"] = r["ns"] - b if r["ns"] is not None else None
         r["ratio"] = r["ns"] / b if r["ns"] is not None else None
-    return rows, baseline
+    return rows, {t: baseline[("pointer", t)] for t in threads_list}
 
 
 def attach_times(hookit, counts, thread_counts):
@@ -123,10 +134,10 @@ def fmt(v, digits=1):
 
 def render(per_call_rows, attach_rows, peer_rows, peer_attach_rows, peer_status):
     out = []
-    out.append("Per-call overhead (bench_fn, measured by the target; median of 5 runs)")
-    out.append(f"{'tool':<10} {'configuration':<38} {'threads':>7} {'ns/call':>9} {'+ns':>9} {'x base':>8}")
+    out.append("Per-call overhead (measured by the target; median of 5 runs; \"direct\" rows against the unhooked direct-call loop)")
+    out.append(f"{'tool':<10} {'configuration':<42} {'threads':>7} {'ns/call':>9} {'+ns':>9} {'x base':>8}")
     for r in per_call_rows + peer_rows:
-        out.append(f"{r['tool']:<10} {r['config']:<38} {r['threads']:>7} {fmt(r['ns'], 2):>9} {fmt(r.get('over'), 2):>9} {fmt(r.get('ratio'), 1):>8}"
+        out.append(f"{r['tool']:<10} {r['config']:<42} {r['threads']:>7} {fmt(r['ns'], 2):>9} {fmt(r.get('over'), 2):>9} {fmt(r.get('ratio'), 1):>8}"
                    + (f"  {r['note']}" if r.get("note") else ""))
     out.append("")
     out.append("Attach and detach (--count on N functions, T tracee threads)")

@@ -2,6 +2,9 @@
 //   run N T   T threads each call bench_fn N times through a volatile pointer, timed inside the
 //             process; answers "ns_per_call TOTAL_CALLS CHECKSUM" (wall time of the slowest
 //             thread divided by N: the per-call cost as each thread sees it).
+//   use K     what `run` calls: 0 bench_fn and 1 bench_fn_patchable through the pointer, 2
+//             bench_fn_direct by a direct call from this file (gcc -O2's -fipa-ra lets that
+//             loop keep values in caller-saved registers across the call, as real callers do).
 //   many A B  calls many_A .. many_(B-1) once each; answers the sum of their results.
 //   idle T    starts T threads that sleep (for attach-time rows with many threads); "idle T".
 //   quit
@@ -20,7 +23,11 @@ __attribute__((noinline, noipa, used)) long bench_fn(long x) { return x * 3 + 1;
 
 __attribute__((noinline, noipa, used, patchable_function_entry(5, 0))) long bench_fn_patchable(long x) { return x * 3 + 1; }
 
+// No noipa: the direct-call loop below sees its body, so -fipa-ra applies to it.
+__attribute__((noinline, used)) long bench_fn_direct(long x) { return x * 3 + 1; }
+
 static long (*volatile fn_ptr)(long) = bench_fn;
+static volatile int direct;
 
 struct worker { long n; long ns; long sum; pthread_t t; };
 
@@ -35,7 +42,8 @@ static void *work(void *arg) {
     long sum = 0;
     long (*f)(long) = fn_ptr;
     long t0 = now_ns();
-    for (long i = 0; i < w->n; i++) sum += f(i);
+    if (direct) for (long i = 0; i < w->n; i++) sum += bench_fn_direct(i);
+    else for (long i = 0; i < w->n; i++) sum += f(i);
     w->ns = now_ns() - t0;
     w->sum = sum;
     return NULL;
@@ -66,8 +74,9 @@ int main(void) {
             printf("%.3f %ld %ld\n", (double)worst / (double)a, a * threads, sum);
             free(w);
         } else if (!strcmp(cmd, "use")) {
-            fn_ptr = a ? bench_fn_patchable : bench_fn;
-            printf("using %s\n", a ? "bench_fn_patchable" : "bench_fn");
+            direct = a == 2;
+            fn_ptr = a == 1 ? bench_fn_patchable : bench_fn;
+            printf("using %s\n", a == 2 ? "bench_fn_direct" : a == 1 ? "bench_fn_patchable" : "bench_fn");
         } else if (!strcmp(cmd, "many")) {
             long sum = 0;
             for (long i = a; i < b && i < 10000; i++) sum += many_table[i](1);

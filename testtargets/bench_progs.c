@@ -10,3 +10,8 @@ long bench_fn_replacement(long x) { return x * 3 + 1; }
 
 // Calls the original through the address hookit hands over.
 long bench_fn_via_original(long x) { return hookit_original_bench_fn(x); }
+
+HOOKIT_ORIGINAL(bench_fn_direct, long, (long));
+
+// The same for the direct-call loop's function.
+long bench_fn_direct_via_original(long x) { return hookit_original_bench_fn_direct(x); }
