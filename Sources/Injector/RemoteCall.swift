@@ -3,16 +3,17 @@ import Glibc
 /// Calls of functions inside the tracee.
 extension Tracee {
     /// Calls the function at `address` in the tracee with up to six integer arguments and returns
-    /// rax. Requires the world to be stopped; during the call every other thread runs, so a lock
-    /// one of them holds (malloc's, the loader's) is released in due course instead of
-    /// deadlocking the call. Returns with the world stopped again.
+    /// rax. During the call every other thread runs, so a lock one of them holds (malloc's, the
+    /// loader's) is released in due course instead of deadlocking the call. With the world
+    /// stopped, it returns with the world stopped again; otherwise only the one lent thread was
+    /// ever stopped.
     ///
     /// The call runs on the borrowed thread's stack below its red zone, 16-byte aligned at the
     /// call, with its FP/SSE/AVX state saved around it. On timeout or interruption the thread is
     /// left to finish the call and restore itself (the stub does that without hookit).
     public func call(_ address: UInt64, _ args: [UInt64] = [], name: String? = nil, timeout: Double = 10) throws -> UInt64 {
-        precondition(held, "remote calls need the world stopped")
         precondition(args.count <= 6)
+        if !held { return try callOnLentThread(address, args, name: name, timeout: timeout) }
         let label = name ?? "0x\(hex(address))"
         let thread = try pickThread()
         let b = try borrow(thread, entry: .call, arguments: [address] + args)
@@ -37,6 +38,34 @@ extension Tracee {
         case .interrupted:
             abandon(b)
             try? stopWorld()
+            throw InjectorError.remoteCallInterrupted(function: label, tid: thread.tid)
+        }
+    }
+
+    /// `call` while the world runs: one thread is stopped and lent, the others never stop.
+    private func callOnLentThread(_ address: UInt64, _ args: [UInt64], name: String?, timeout: Double) throws -> UInt64 {
+        let label = name ?? "0x\(hex(address))"
+        let thread = try lendOneThread()
+        let b: Borrowed
+        do { b = try borrow(thread, entry: .call, arguments: [address] + args) }
+        catch { returnLentThread(thread); throw error }
+        let outcome: StubOutcome
+        do { outcome = try runUntilSentinel(b, timeout: timeout) }
+        catch {
+            // A thread still in the stub finishes it and restores itself (see abandon).
+            if thread.borrowed { abandon(b) } else if !held { returnLentThread(thread) }
+            throw error
+        }
+        switch outcome {
+        case .finished(let result):
+            try restore(b)
+            returnLentThread(thread)
+            return result
+        case .timedOut:
+            abandon(b)
+            throw InjectorError.remoteCallTimedOut(function: label, tid: thread.tid, seconds: timeout)
+        case .interrupted:
+            abandon(b)
             throw InjectorError.remoteCallInterrupted(function: label, tid: thread.tid)
         }
     }

@@ -3,17 +3,27 @@ import Glibc
 /// Syscalls run by one borrowed thread of the tracee while the rest of the world stays stopped.
 extension Tracee {
     /// Makes one stopped thread execute syscall `number` with up to six arguments and returns the
-    /// raw result (negative errno on failure). Requires the world to be stopped. Every register
-    /// and the FP state of the thread are restored; a thread that was inside a blocking syscall
-    /// goes back into it (restarted as the kernel would).
+    /// raw result (negative errno on failure). With the world stopped, one of its threads is
+    /// lent; otherwise one thread is stopped for it while the others run. Every register and the
+    /// FP state of the thread are restored; a thread that was inside a blocking syscall goes
+    /// back into it (restarted as the kernel would).
     public func syscall(_ number: Int, _ args: UInt64..., timeout: Double = 5) throws -> Int64 {
-        precondition(held, "remote syscalls need the world stopped")
         precondition(args.count <= 6)
-        let thread = try pickThread()
-        let b = try borrow(thread, entry: .syscall, arguments: [UInt64(number)] + args)
-        switch try runUntilSentinel(b, timeout: timeout) {
+        let thread = held ? try pickThread() : try lendOneThread()
+        let b: Borrowed
+        do { b = try borrow(thread, entry: .syscall, arguments: [UInt64(number)] + args) }
+        catch { if !held { returnLentThread(thread) }; throw error }
+        let outcome: StubOutcome
+        do { outcome = try runUntilSentinel(b, timeout: timeout) }
+        catch {
+            // A thread still in the stub finishes it and restores itself (see abandon).
+            if thread.borrowed { abandon(b) } else if !held { returnLentThread(thread) }
+            throw error
+        }
+        switch outcome {
         case .finished(let result):
             try restore(b)
+            if !held { returnLentThread(thread) }
             return Int64(bitPattern: result)
         case .timedOut:
             abandon(b)

@@ -12,6 +12,12 @@ extension Tracee {
         heldSince = Clock.now()
         do {
             try bringAllToStop(timeout: timeout)
+            if threadListUnsettled {
+                // Only a read taken while every seized thread is stopped (none inside clone)
+                // proves hookit has them all (see Tracee.attachRunning).
+                try seizeAll()
+                threadListUnsettled = false
+            }
         } catch {
             try? resumeWorld()
             throw error

@@ -16,4 +16,13 @@ extension Tracee {
         precondition(held, "registers can be written only while the world is stopped")
         try Ptrace.setRegisters(tid, regs)
     }
+
+    /// Registers hookit can read now: every thread's while the world is stopped; otherwise one
+    /// thread's, stopped for the read alone while the others run.
+    public func sampleRegisters() throws -> [(tid: pid_t, regs: user_regs_struct)] {
+        if held { return try threadIDs.map { ($0, try Ptrace.registers($0)) } }
+        let thread = try lendOneThread()
+        defer { returnLentThread(thread) }
+        return [(thread.tid, try Ptrace.registers(thread.tid))]
+    }
 }

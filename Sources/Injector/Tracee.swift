@@ -26,6 +26,8 @@ public final class Tracee {
     public internal(set) var exitStatus: Int32?
     public internal(set) var stopStats = StopStats()
     var heldSince: UInt64 = 0
+    /// Set by attachRunning until the first stopWorld has read the thread list under the stop.
+    var threadListUnsettled = false
     /// Threads that turned zombie (a leader that called pthread_exit): they never stop again.
     var zombies: Set<pid_t> = []
     /// Bytes of the tracee that a remote stub currently occupies, restored on completion.
@@ -57,6 +59,37 @@ public final class Tracee {
             throw error
         }
         return t
+    }
+
+    /// Seizes every thread of `pid` without stopping any: the process runs on. Preparing hooks
+    /// needs no stop (remote calls lend one thread), so the first stop of the world is the one
+    /// that pokes. A thread that was inside clone() while its parent was seized may create its
+    /// child untraced and after the last read of /proc/PID/task (see `attach`); so the first
+    /// stopWorld settles the thread list, as `attach` does, before anything is poked.
+    public static func attachRunning(pid: pid_t) throws -> Tracee {
+        try Preflight.check(pid: pid, forAttach: true)
+        let t = Tracee(pid: pid)
+        do {
+            try t.seizeListed()
+        } catch {
+            _ = t.detach()
+            throw error
+        }
+        t.threadListUnsettled = true
+        return t
+    }
+
+    /// Seizes threads until a read of /proc/PID/task shows none hookit lacks (no stop).
+    func seizeListed() throws {
+        for _ in 0..<10_000 {
+            try checkInterrupted()
+            guard let listed = ProcFS.threads(pid) else { throw InjectorError.processExited(pid: pid) }
+            try drainEvents()
+            let fresh = listed.filter { threads[$0] == nil && !zombies.contains($0) }
+            if fresh.isEmpty { return }
+            for tid in fresh { try seize(tid) }
+        }
+        throw InjectorError.threadDidNotStop(tid: pid, state: "thread list never settled")
     }
 
     func seizeAll() throws {

@@ -42,13 +42,14 @@ extension TrampolineTable {
 
 /// Where glibc's struct pthread keeps the thread id, relative to the thread pointer (fs base).
 enum ThreadIdentity {
-    /// The offset at which every stopped thread's own tid is found (32-bit, 4-aligned, within
-    /// the first 2 KiB above its fs base). glibc has it at 0x2d0 for years; it is found rather
-    /// than assumed. nil when no single answer is found.
+    /// The offset at which the sampled threads' own tids are found (32-bit, 4-aligned, within
+    /// the first 2 KiB above their fs base): every thread with the world stopped, one otherwise.
+    /// glibc has it at 0x2d0 for years; it is found rather than assumed. nil when no single
+    /// answer is found.
     static func tidOffset(_ tracee: Tracee) throws -> Int? {
         var candidates: Set<Int>?
-        for tid in tracee.threadIDs {
-            let fs = try tracee.registers(of: tid).fs_base
+        for (tid, regs) in try tracee.sampleRegisters() {
+            let fs = regs.fs_base
             guard fs != 0, let bytes = try? tracee.memory.read(at: fs, count: 2048) else { return nil }
             var here = Set<Int>()
             for off in stride(from: 16, to: 2048, by: 4) {

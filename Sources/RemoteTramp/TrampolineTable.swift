@@ -13,11 +13,13 @@ public enum ProgramSpec: Equatable, Sendable {
 /// The trampolines of one tracee, keyed by function address (the seed's trampoline_table),
 /// with link/unlink of programs and the update that rebuilds an image and swaps the entry.
 ///
-/// Concurrency: the tracee's threads execute images while hookit changes them. Every change is
-/// made while the world is stopped (the caller holds it: `tracee.held`), in an order where each
-/// intermediate state is valid: a new image is written completely before the entry is poked to
-/// reach it; a thread in the middle of the bytes being poked is moved first; an old image is
-/// only retired — freed later, when no thread can be in it (see ImageRetirement).
+/// Concurrency: the tracee's threads execute images while hookit changes them. Links, image
+/// building and writing happen while the process runs — new code and data are unreachable until
+/// a poke — and every poke is made while the world is stopped (`update` stops it for just that),
+/// in an order where each intermediate state is valid: a new image is written completely before
+/// the entry is poked to reach it; a thread in the middle of the bytes being poked is moved
+/// first; an old image is only retired — freed later, when no thread can be in it (see
+/// ImageRetirement).
 public final class TrampolineTable {
     public struct Options: Sendable {
         /// The seed's BPF_MAX_TRAMP_LINKS.
@@ -112,7 +114,6 @@ public final class TrampolineTable {
     /// keeps (a caller compiled with -fipa-ra can then see them changed); the caller's choice.
     public func link(_ kind: ProgramKind, _ spec: ProgramSpec, to function: FunctionSymbol, cookie: UInt64 = 0,
                      raw: Bool = false) throws -> Link {
-        precondition(tracee.held, "links change only while the world is stopped")
         let label = "\(function.module):\(function.name)"
         if spec == .count && (kind == .fmodRet || kind == .replace) {
             throw TrampolineError.unsupported(kind: kind.rawValue, program: "count",
@@ -274,13 +275,20 @@ public final class TrampolineTable {
 
     /// Makes every changed trampoline live: builds its new image from the current lists, then
     /// swaps the entry to it in one poke (register, modify or unregister), then retires the old
-    /// image. Needs the world stopped; all of it happens within that one stop.
+    /// image.
+    ///
+    /// The world is stopped only for what needs every thread still (design.md invariant 1):
+    /// the signal-frame and PC checks, the pokes, the retired images' after-call pokes and the
+    /// retirement check. Images are built, written and made known to the unwinder before that,
+    /// while the process runs: nothing reaches the new code until its entry is poked, and every
+    /// poke checks again, inside the stop, that the bytes are still those the plan was made for.
+    /// Called with the world stopped, it stays stopped; otherwise it is stopped and resumed here.
     public func update() throws {
-        precondition(tracee.held, "update needs the world stopped")
         let dirty = order.compactMap { trampolines[$0] }.filter(\.dirty)
-        // 1. every new image, written completely; 2. the unwinder told about new pages (remote
-        // calls: other threads run meanwhile, but nothing reaches the new code yet);
-        // 3. the pokes that make the new images live.
+        guard !dirty.isEmpty else {
+            if tracee.held { collectRetired() }
+            return
+        }
         var built: [(Trampoline, Image?)] = []
         do {
             for t in dirty { built.append((t, t.programCount == 0 ? nil : try buildImage(t))) }
@@ -290,6 +298,22 @@ public final class TrampolineTable {
             for (_, image) in built { if let i = image { release(i) } }
             throw error
         }
+        let stopsHere = !tracee.held
+        if stopsHere {
+            do { try tracee.stopWorld() } catch {
+                for (_, image) in built { if let i = image { release(i) } }
+                throw error
+            }
+        }
+        defer { if stopsHere { try? tracee.resumeWorld() } }
+        try swapAll(built)
+        if stopsHere { try tracee.resumeWorld() }
+        writePerfMap()
+    }
+
+    /// The part of `update` that needs the world stopped.
+    private func swapAll(_ built: [(Trampoline, Image?)]) throws {
+        precondition(tracee.held, "swaps need the world stopped")
         // A first patch of a site is refused, before any poke of this batch, if a signal frame
         // on some thread's stack would return into the middle of its bytes.
         let firstPatches = built.filter { $0.0.image == nil && $0.1 != nil }.map(\.0).sorted { $0.site.address < $1.site.address }
@@ -312,7 +336,6 @@ public final class TrampolineTable {
             }
         }
         collectRetired()
-        writePerfMap()
     }
 
     /// Names every live image, retired image and relocated prologue for `perf report`.

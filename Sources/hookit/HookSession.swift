@@ -38,7 +38,8 @@ final class HookSession {
         symbols = try SymbolTable(pid: pid)
         for r in requests { _ = try symbols.resolve([r.pattern]) }   // bad patterns fail before attaching
         if let path = options.chromeTrace { traceFile = try ChromeTrace(path: path, pid: pid) }
-        tracee = try spawned ?? Tracee.attach(pid: pid)
+        // Seized, not stopped: the world stops only for the pokes (TrampolineTable.update).
+        tracee = try spawned ?? Tracee.attachRunning(pid: pid)
         var tableOptions = options.table
         tableOptions.runtimeLibrary = Self.runtimeLibraryPath()
         table = TrampolineTable(tracee: tracee, symbols: symbols, options: tableOptions)
@@ -77,7 +78,6 @@ final class HookSession {
             return (r, try resolve(r.pattern).filter { seen.insert($0.address).inserted })
         }
         _ = table.prepare(plan.flatMap { $0.1 })
-        if !tracee.held { try tracee.stopWorld() }
         var hook = Hook(id: nextHookID, text: text, links: [])
         var report = AddReport()
         do {
@@ -112,8 +112,6 @@ final class HookSession {
     /// Unlinks every program of a hook, live; returns its statistics summed over its links.
     func remove(_ id: Int) throws -> (hook: Hook, stats: LinkStats) {
         guard let i = hooks.firstIndex(where: { $0.id == id }) else { throw TrampolineError.unknownLink(id: id) }
-        try tracee.stopWorld()
-        defer { try? tracee.resumeWorld() }
         let hook = hooks[i]
         let stats = total(hook)
         for l in hook.links { try table.unlink(l.id) }
