@@ -346,6 +346,33 @@ __asm__(
 long ipara_check(void);
 
 // ---------------------------------------------------------------------------------------
+// Entries that are not 16-byte aligned (as gcc -O1 lays functions out): edge_cross starts 2
+// bytes before a page boundary, so a 5-byte patch at its entry would span two pages (a poke
+// lands whole only within one page: hookit refuses it at analysis); edge_fine is an ordinary
+// neighbour in the same batch. Both return x + 1.
+__asm__(
+    ".text\n"
+    ".balign 4096\n"
+    ".skip 4094\n"
+    ".globl edge_cross\n"
+    ".type edge_cross,@function\n"
+    "edge_cross:\n"
+    "    lea 1(%rdi), %rax\n"
+    "    nop\n"
+    "    nop\n"
+    "    ret\n"
+    ".size edge_cross,.-edge_cross\n"
+    ".globl edge_fine\n"
+    ".type edge_fine,@function\n"
+    "edge_fine:\n"
+    "    lea 1(%rdi), %rax\n"
+    "    nop\n"
+    "    nop\n"
+    "    ret\n"
+    ".size edge_fine,.-edge_fine\n");
+long edge_cross(long), edge_fine(long);
+
+// ---------------------------------------------------------------------------------------
 // A call that stays inside the function for a while (blocked in nanosleep): "park MS" runs
 // park(MS) on a new thread and answers at once; "parked" answers its result, or "busy".
 __attribute__((noinline, noipa, used)) long park(long ms) {
@@ -640,6 +667,8 @@ int main(void) {
             if (r < 0) printf("busy\n"); else printf("%ld\n", r);
         } else if (!strcmp(cmd, "ipara")) {
             printf("%ld\n", ipara_check());
+        } else if (!strcmp(cmd, "edges")) {
+            printf("%ld %ld\n", edge_cross(a), edge_fine(a));
         } else if (!strcmp(cmd, "pause")) {
             bg_pause = 1;
             while (atomic_load(&bg_parked) < nbg) usleep(50);

@@ -85,7 +85,8 @@ extension Tracee {
         if threads.isEmpty { return report }
         try? drainEvents()
         if !held {
-            do { try stopWorld() } catch { report.problems.append("\(error)") }
+            detachThreadByThread(&report)
+            return report
         }
         if held { stopStats.record(Clock.now() &- heldSince) }
         held = false
@@ -113,6 +114,49 @@ extension Tracee {
 }
 
 extension Tracee {
+    /// Detach while the world runs: PTRACE_DETACH needs its thread in a ptrace-stop, but not the
+    /// others, so each thread is stopped only for its own detach. Threads born meanwhile (the
+    /// kernel attaches them to hookit) are detached the same way.
+    func detachThreadByThread(_ report: inout DetachReport) {
+        if let lease = stubLease, !lease.inUse {
+            // No thread runs the stub now (none is borrowed): its bytes go back while running.
+            do { try restoreStubBytes() } catch { report.problems.append("\(error)") }
+        }
+        var rounds = 0
+        while let tid = threads.keys.min(), rounds < 100_000 {
+            rounds += 1
+            let thread = threads[tid]!
+            thread.borrowed = true                    // dispatch keeps its stop for us
+            if !thread.stopped && !thread.interruptPending {
+                let e = Ptrace.interrupt(tid)
+                if e == ESRCH { threads[tid] = nil; continue }
+                thread.interruptPending = true
+            }
+            let deadline = Clock.now() + 1_000_000_000
+            while threads[tid] === thread && !thread.stopped {
+                guard let ev = try? waitEvent(until: deadline) else { break }
+                try? dispatch(tid: ev.tid, status: ev.status)
+            }
+            guard threads[tid] === thread else { continue }
+            if !thread.stopped {
+                report.problems.append("thread \(tid) did not stop; the kernel detaches it when hookit exits")
+                threads[tid] = nil
+                continue
+            }
+            let sig = thread.groupStopped ? 0 : thread.pendingSignal
+            let e = Ptrace.detach(tid, signal: sig)
+            if e != 0 && e != ESRCH {
+                report.problems.append(InjectorError.ptraceFailed(request: "PTRACE_DETACH", tid: tid, errno: e).description)
+            } else {
+                report.detachedThreads += 1
+            }
+            threads[tid] = nil
+        }
+        threads.removeAll()
+        reapExitedThreads()
+        report.stopStats = stopStats
+    }
+
     /// A thread that exited while traced stays a zombie until its tracer waits for it. Wait for
     /// those of this tracee by id (never waitpid(-1): the caller's other children are not ours).
     func reapExitedThreads() {

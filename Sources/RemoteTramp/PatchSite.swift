@@ -62,6 +62,12 @@ struct PatchSite {
             fileBody = f.size > 0 ? module.fileBytes(at: f.address, count: Int(f.size) + 16) : nil
         }
         var site = try analyzeEntry(f, module: module, live: live, fileBody: fileBody, tracee: tracee)
+        if site.address / 4096 != (site.address + UInt64(patchLength) - 1) / 4096 {
+            // A poke lands whole only within one page (TextPoke); refused here, before any stop,
+            // so it never fails a batch.
+            throw TrampolineError.cannotPatch(function: label,
+                reason: "the 5-byte patch at 0x\(String(site.address, radix: 16)) would cross a page boundary (the entry is not aligned)")
+        }
         if let l = leftover {
             guard site.address == f.address + UInt64(l.offset) else {
                 throw TrampolineError.cannotPatch(function: label, reason: "a patch left by an earlier hookit is not where this one would patch")

@@ -496,7 +496,12 @@ public final class TrampolineTable {
             report.problems.append("the process called execve; its new image has none of hookit's patches")
             return report
         }
-        if !tracee.held { do { try tracee.stopWorld() } catch { report.problems.append("\(error)"); return report } }
+        // The world is stopped for the pokes that restore the entries and for each check that
+        // no thread can still be in hookit's code; freeing that code afterwards needs no stop
+        // (nothing reaches it any more). Called with the world stopped, it stays stopped.
+        let stopsHere = !tracee.held
+        if stopsHere { do { try tracee.stopWorld() } catch { report.problems.append("\(error)"); return report } }
+        defer { if stopsHere { try? tracee.resumeWorld() } }
         let kept = keeping.filter { a in trampolines[a].map { $0.image != nil && !($0.links[.replace] ?? []).isEmpty } ?? false }
         for address in order where !kept.contains(address) {
             guard let t = trampolines[address], let image = t.image else { continue }
@@ -548,6 +553,7 @@ public final class TrampolineTable {
                 return report
             }
         }
+        if stopsHere { try? tracee.resumeWorld() }
         for image in retired { release(image) }
         retired.removeAll()
         for t in trampolines.values where !kept.contains(t.site.address) {

@@ -229,7 +229,6 @@ final class HookSession {
             output.finish()
             return exitExpected
         }
-        do { try tracee.stopWorld() } catch { output.problem("\(error)") }
         let programStats = hooks.flatMap { h in h.links.filter { h.programLinks.contains($0.id) } }.map { ($0, try? table.stats($0)) }
         let kept = options.keepReplacements ? Set(programStats.filter { $0.0.kind == .replace }.map(\.0.function.address)) : []
         let report = table.detach(keeping: kept)

@@ -190,8 +190,13 @@ struct Output {
     /// tracee's writers then count drops; nothing waits on hookit's reader).
     var backlogged: Bool { StdoutSink.shared.backlogged }
 
-    /// Everything still buffered, written out (waiting for stdout if need be).
-    func finish() { StdoutSink.shared.flush(blocking: true) }
+    /// Everything still buffered, written out, waiting for stdout at most `waitSeconds`: a reader
+    /// that stopped reading must not keep hookit (already detached) from exiting. What stdout did
+    /// not take by then is dropped, and stderr says how much.
+    func finish(waitSeconds: Double = 1.5) {
+        let dropped = StdoutSink.shared.finish(deadline: Clock.seconds() + waitSeconds)
+        if dropped > 0 { problem("stdout did not take the last \(dropped) bytes of output within \(waitSeconds) s; they were dropped") }
+    }
 
     private func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
     private func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? " " + s : String(repeating: " ", count: n - s.count) + s }
@@ -219,12 +224,25 @@ final class StdoutSink {
         flush(blocking: false)
     }
 
-    func flush(blocking: Bool) {
+    /// The last flush: waits for stdout until `deadline` (CLOCK_MONOTONIC seconds), then drops
+    /// what is left. Returns the bytes dropped.
+    func finish(deadline: Double) -> Int {
+        flush(until: deadline)
+        let left = gone ? 0 : buffer.count - start
+        buffer.removeAll()
+        start = 0
+        return left
+    }
+
+    func flush(blocking: Bool) { flush(until: blocking ? .infinity : 0) }
+
+    private func flush(until deadline: Double) {
         while start < buffer.count {
             var pfd = pollfd(fd: 1, events: Int16(POLLOUT), revents: 0)
-            let ready = poll(&pfd, 1, blocking ? 1000 : 0)
+            let wait = deadline == 0 ? 0 : Int32(max(0, min(100, (deadline - Clock.seconds()) * 1000)))
+            let ready = poll(&pfd, 1, wait)
             if ready < 0 && errno == EINTR { continue }
-            if ready <= 0 { if blocking && ready == 0 { continue } else { break } }
+            if ready <= 0 { if ready == 0 && deadline > 0 && Clock.seconds() < deadline { continue } else { break } }
             if pfd.revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 { stdoutGone(); return }
             let n = buffer.withUnsafeBytes { Glibc.write(1, $0.baseAddress! + start, min(Int(PIPE_BUF), buffer.count - start)) }
             if n < 0 {

@@ -181,6 +181,73 @@ final class UserFeatureTests: XCTestCase {
         XCTAssertTrue(try String(contentsOfFile: "/proc/\(target.pid)/status", encoding: .utf8).contains("TracerPid:\t0\n"))
     }
 
+    /// A reader that stops reading hookit's stdout (a stalled pipe) cannot keep hookit from
+    /// detaching on SIGINT: the output it cannot write is dropped, the hooks are removed.
+    func testSigintDetachesPromptlyWhileStdoutReaderHasStopped() throws {
+        let target = try TargetProcess("hooktarget")
+        XCTAssertEqual(try target.send("spinbg 2"), "spinning 2")
+        var fds: [Int32] = [0, 0]
+        XCTAssertEqual(pipe(&fds), 0)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        let words: [String] = [Repo.hookit, "attach", "\(target.pid)", "--trace", "hooktarget:add"]
+        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
+        var pid: pid_t = 0
+        XCTAssertEqual(posix_spawn(&pid, Repo.hookit, &actions, nil, argv, environ), 0)
+        argv.forEach { free($0) }
+        posix_spawn_file_actions_destroy(&actions)
+        close(fds[1])
+        defer { close(fds[0]) }
+        // Read until traced calls arrive, then stop reading: the pipe fills and stays full.
+        var got = 0, buf = [UInt8](repeating: 0, count: 4096)
+        let end = now() + 20
+        while got < 5 && now() < end {
+            let n = read(fds[0], &buf, buf.count)
+            if n <= 0 { break }
+            got += buf[..<n].filter { $0 == 10 }.count
+        }
+        XCTAssertGreaterThanOrEqual(got, 5, "trace lines arrived")
+        var size: Int32 = 0
+        XCTAssertEqual(ioctl(fds[0], UInt(FIONREAD), &size), 0)
+        usleep(500_000)                                   // hookit's own backlog grows meanwhile
+        XCTAssertEqual(ioctl(fds[0], UInt(FIONREAD), &size), 0)
+        XCTAssertGreaterThan(size, 32 * 1024, "the pipe is full of unread output")
+        kill(pid, SIGINT)
+        let start = now()
+        var status: Int32 = 0
+        while waitpid(pid, &status, WNOHANG) == 0 && now() - start < 30 { usleep(20_000) }
+        let took = now() - start
+        if waitpid(pid, &status, WNOHANG) == 0 { kill(pid, SIGKILL); _ = waitpid(pid, &status, 0) }
+        XCTAssertLessThan(took, 5, "hookit left within seconds of SIGINT, not when the reader came back")
+        XCTAssertTrue(try codeEqualsFile(target, "add"), "detached cleanly: add is as in the file")
+        XCTAssertTrue(try String(contentsOfFile: "/proc/\(target.pid)/status", encoding: .utf8).contains("TracerPid:\t0\n"))
+        XCTAssertTrue(try target.send("stop").hasPrefix("stopped "))
+        XCTAssertEqual(try target.send("spinbad"), "0")
+    }
+
+    /// One function of a batch that cannot be patched (its entry is 2 bytes before a page end,
+    /// so the 5-byte patch would span two pages) is refused at analysis, before any stop, with
+    /// its reason; the rest of the batch is hooked and counts exactly.
+    func testAnUnpatchableFunctionIsRefusedWithoutFailingItsBatch() throws {
+        let target = try TargetProcess("hooktarget")
+        XCTAssertEqual(try target.send("edges 41"), "42 42")
+        let h = Background(["attach", "\(target.pid)", "--json", "--count", "hooktarget:edge_*", "--no-time"])
+        try attached(h, target)
+        for _ in 0..<3 { XCTAssertEqual(try target.send("edges 41"), "42 42") }
+        let out = h.finish().output
+        let ev = events(out)
+        let refused = try XCTUnwrap(ev.first { $0["event"] as? String == "refused" }, out)
+        XCTAssertTrue("\(refused)".contains("edge_cross") && "\(refused)".contains("page boundary"), "\(refused)")
+        let attachedEvent = try XCTUnwrap(ev.first { $0["event"] as? String == "attached" })
+        XCTAssertEqual(attachedEvent["functions"] as? Int, 1)
+        let stats = ev.filter { $0["event"] as? String == "stats" }
+        XCTAssertEqual(stats.first { ($0["function"] as? String)?.hasSuffix("edge_fine") == true }?["calls"] as? Int, 3, out)
+        XCTAssertEqual(try target.send("edges 1"), "2 2")
+        XCTAssertTrue(try codeEqualsFile(target, "edge_fine"))
+    }
+
     // MARK: - count
 
     /// Calls, time and a histogram per function, every --interval and at detach.
