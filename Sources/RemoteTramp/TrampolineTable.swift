@@ -122,19 +122,26 @@ public final class TrampolineTable {
         // Everything that can refuse does so before anything is loaded into the tracee
         // (invariant 6): the entry is analysed and the program's symbol looked up in the file.
         let trampoline = try get(function)
+        // A trampoline made for this link alone goes again if the link is refused (get/put).
+        var linked = false
+        defer { if !linked { put(trampoline) } }
         try checkCanLink(kind, spec, trampoline, label)
         if case .user(let library, let symbol) = spec, libraries[library] == nil {
             try Self.checkLibraryExports(library, symbol, pid: tracee.pid)
         }
         let program = try resolve(spec, kind: kind, function: function)
+        let givesBack: RegisterSet
+        if kind == .replace, !raw, case .user(_, _, let address) = program {
+            givesBack = try registersToGiveBack(original: trampoline.site, replacement: address)
+        } else {
+            givesBack = []
+        }
         let counter = program == .count ? try cells.allocate(tracee: tracee) : nil
         let stats = program == .count ? nil : cells.cell(try cells.allocateTriple(tracee: tracee), cpu: 0)
         let link = Link(id: nextLinkID, kind: kind, code: program, cookie: cookie, function: function,
                         statsAddress: stats, counter: counter)
         nextLinkID += 1
-        if kind == .replace, !raw, case .user(_, _, let address) = program {
-            link.givesBack = try registersToGiveBack(original: trampoline.site, replacement: address)
-        }
+        link.givesBack = givesBack
         if kind == .replace, case .user(let lib, _, _) = program, let handle = libraries[lib] {
             // Hand the replacement the original, through the HOOKIT_ORIGINAL(name) variable.
             if let slot = try tracee.dlsym(handle: handle, name: "hookit_original_\(function.name)", symbols: symbols) {
@@ -145,7 +152,16 @@ public final class TrampolineTable {
         trampoline.links[kind, default: []].append(link)
         trampoline.dirty = true
         links[link.id] = link
+        linked = true
         return link
+    }
+
+    /// Puts an unlinked program back in its lists (a removal rolled back). Live at `update()`.
+    func relink(_ link: Link) {
+        guard let t = trampolines[link.function.address], links[link.id] == nil else { return }
+        t.links[link.kind, default: []].append(link)
+        t.dirty = true
+        links[link.id] = link
     }
 
     /// Removes a program. The change goes live at the next `update()`.
@@ -207,6 +223,20 @@ public final class TrampolineTable {
         trampolines[f.address] = t
         order.append(f.address)
         return t
+    }
+
+    /// The undo of `get` (the seed's bpf_trampoline_put) for a trampoline that has no program
+    /// and was never live: its relocated prologue goes back to the allocator (no thread can have
+    /// reached it) and the table forgets it. A trampoline that was live stays: threads may still
+    /// be in its relocated prologue, which detach retires with everything else.
+    func put(_ t: Trampoline) {
+        guard t.programCount == 0, t.image == nil, t.selector == 0, trampolines[t.site.function.address] === t else { return }
+        if let b = t.relocatedBlock {
+            pendingCode.removeAll { $0.address == b.lowerBound }
+            code.release(b.lowerBound, size: b.count)
+        }
+        trampolines[t.site.function.address] = nil
+        order.removeAll { $0 == t.site.function.address }
     }
 
     /// The main executable and the vDSO cannot be unloaded; every other module is pinned once.

@@ -6,9 +6,9 @@ import RemoteTramp
 extension HookSession {
     /// The links one feature needs at one function. Data the runtime programs read (timing
     /// blocks, override settings, trace ring) is in place before the links go live.
-    func link(_ feature: Feature, to f: FunctionSymbol, into hook: inout Hook) throws {
+    func link(_ feature: Feature, to f: FunctionSymbol, into hook: inout Hook, _ change: HookTransaction) throws {
         func attach(_ kind: ProgramKind, _ spec: ProgramSpec, cookie: UInt64 = 0, raw: Bool = false) throws -> Link {
-            let l = try table.link(kind, spec, to: f, cookie: cookie, raw: raw)
+            let l = try change.link(kind, spec, to: f, cookie: cookie, raw: raw)
             hook.links.append(l)
             return l
         }

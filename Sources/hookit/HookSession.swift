@@ -66,8 +66,8 @@ final class HookSession {
         nextInterval = options.interval.map { Clock.seconds() + $0 }
     }
 
-    /// Links every function the requests match, live: entries are read and relocated while the
-    /// process runs, then one stop links and patches them all. A function that cannot be hooked
+    /// Links every function the requests match, live, in one transaction: entries are read,
+    /// relocated and linked while the process runs, then one stop patches them all. A function that cannot be hooked
     /// safely does not sink a pattern (it is reported), but a pattern that hooks nothing is an
     /// error, and then nothing of this add stays. Returns with the tracee running (held, with
     /// `resume` false: a spawned program waiting at main).
@@ -77,7 +77,8 @@ final class HookSession {
             var seen = Set<UInt64>()
             return (r, try resolve(r.pattern).filter { seen.insert($0.address).inserted })
         }
-        _ = table.prepare(plan.flatMap { $0.1 })
+        let change = table.begin()
+        change.prepare(plan.flatMap { $0.1 })
         var hook = Hook(id: nextHookID, text: text, links: [])
         var report = AddReport()
         do {
@@ -85,7 +86,7 @@ final class HookSession {
                 var linked = 0, refused = 0
                 for f in functions {
                     do {
-                        try link(request.feature, to: f, into: &hook)
+                        try link(request.feature, to: f, into: &hook, change)
                         linked += 1
                     } catch let e as TrampolineError {
                         guard functions.count > 1, let reason = e.refusalReason else { throw e }
@@ -96,10 +97,9 @@ final class HookSession {
                 if linked == 0 { throw TrampolineError.cannotPatch(function: request.pattern.text, reason: "every matching function was refused") }
                 report.patterns.append(.init(request: request.text, hooked: linked, refused: refused))
             }
-            try table.update()
+            try change.commit()
         } catch {
-            for l in hook.links { try? table.unlink(l.id) }
-            try? table.update()
+            change.rollback()
             try? tracee.resumeWorld()
             throw error
         }
@@ -114,8 +114,9 @@ final class HookSession {
         guard let i = hooks.firstIndex(where: { $0.id == id }) else { throw TrampolineError.unknownLink(id: id) }
         let hook = hooks[i]
         let stats = total(hook)
-        for l in hook.links { try table.unlink(l.id) }
-        try table.update()
+        let change = table.begin()
+        for l in hook.links { try change.unlink(l.id) }
+        try change.commit()
         hooks.remove(at: i)
         drainTrace()
         return (hook, stats)
@@ -255,6 +256,8 @@ final class HookSession {
         ring.close(tracee: tracee, unmap: tableUnmapped)
     }
 
+    /// With stdout stalled (see Output.finish) this ends within ~1 s: the events still in the
+    /// ring are read and dropped, not waited for.
     private func drainAll(_ ring: TraceRing) {
         var deadline = Clock.seconds() + 0.2
         while true {

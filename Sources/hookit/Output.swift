@@ -190,12 +190,13 @@ struct Output {
     /// tracee's writers then count drops; nothing waits on hookit's reader).
     var backlogged: Bool { StdoutSink.shared.backlogged }
 
-    /// Everything still buffered, written out, waiting for stdout at most `waitSeconds`: a reader
-    /// that stopped reading must not keep hookit (already detached) from exiting. What stdout did
-    /// not take by then is dropped, and stderr says how much.
-    func finish(waitSeconds: Double = 1.5) {
-        let dropped = StdoutSink.shared.finish(deadline: Clock.seconds() + waitSeconds)
-        if dropped > 0 { problem("stdout did not take the last \(dropped) bytes of output within \(waitSeconds) s; they were dropped") }
+    /// Everything still buffered, written out, for as long as stdout keeps taking it; a reader
+    /// that took nothing for `stallSeconds` has stopped reading, and must not keep hookit from
+    /// detaching and exiting: the rest is dropped (stderr says how much), and later output is not
+    /// waited for again.
+    func finish(stallSeconds: Double = 1) {
+        let dropped = StdoutSink.shared.finish(stallSeconds: stallSeconds)
+        if dropped > 0 { problem("stdout took nothing for \(stallSeconds) s; \(dropped) bytes of output were dropped") }
     }
 
     private func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
@@ -212,6 +213,8 @@ final class StdoutSink {
     private var buffer: [UInt8] = []
     private var start = 0
     private var gone = false
+    /// A last flush ran out of time once: later ones do not wait.
+    private var stalled = false
     /// Above this, the trace ring is left unread (its writers count the drops).
     static let limit = 8 << 20
 
@@ -224,25 +227,27 @@ final class StdoutSink {
         flush(blocking: false)
     }
 
-    /// The last flush: waits for stdout until `deadline` (CLOCK_MONOTONIC seconds), then drops
-    /// what is left. Returns the bytes dropped.
-    func finish(deadline: Double) -> Int {
-        flush(until: deadline)
+    /// A last flush: waits for stdout while it takes something at least every `stallSeconds`,
+    /// then drops what is left. Returns the bytes dropped.
+    func finish(stallSeconds: Double) -> Int {
+        flush(stallSeconds: stalled ? 0 : stallSeconds)
         let left = gone ? 0 : buffer.count - start
+        if left > 0 { stalled = true }
         buffer.removeAll()
         start = 0
         return left
     }
 
-    func flush(blocking: Bool) { flush(until: blocking ? .infinity : 0) }
+    func flush(blocking: Bool) { flush(stallSeconds: blocking ? .infinity : 0) }
 
-    private func flush(until deadline: Double) {
+    private func flush(stallSeconds: Double) {
+        var idleUntil = Clock.seconds() + stallSeconds
         while start < buffer.count {
             var pfd = pollfd(fd: 1, events: Int16(POLLOUT), revents: 0)
-            let wait = deadline == 0 ? 0 : Int32(max(0, min(100, (deadline - Clock.seconds()) * 1000)))
+            let wait = stallSeconds == 0 ? 0 : Int32(max(0, min(100, (idleUntil - Clock.seconds()) * 1000)))
             let ready = poll(&pfd, 1, wait)
             if ready < 0 && errno == EINTR { continue }
-            if ready <= 0 { if ready == 0 && deadline > 0 && Clock.seconds() < deadline { continue } else { break } }
+            if ready <= 0 { if ready == 0 && stallSeconds > 0 && Clock.seconds() < idleUntil { continue } else { break } }
             if pfd.revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 { stdoutGone(); return }
             let n = buffer.withUnsafeBytes { Glibc.write(1, $0.baseAddress! + start, min(Int(PIPE_BUF), buffer.count - start)) }
             if n < 0 {
@@ -251,6 +256,7 @@ final class StdoutSink {
                 return
             }
             start += n
+            idleUntil = Clock.seconds() + stallSeconds
         }
         if start == buffer.count { buffer.removeAll(keepingCapacity: buffer.count < 1 << 20); start = 0 }
         else if start > 1 << 20 { buffer.removeSubrange(0..<start); start = 0 }

@@ -67,6 +67,31 @@ final class ThreadControlTests: XCTestCase {
         XCTAssertEqual(try target.send("ping"), "pong")
     }
 
+    /// attachRunning stops nothing; the first stop of the world settles the thread list (a
+    /// thread seized inside clone may create its child after the last read), so every thread is
+    /// stopped then; a remote syscall meanwhile lends one thread only; detaching thread by thread
+    /// leaves none traced or stopped.
+    func testAttachRunningUnderChurnStopsNothingUntilTheFirstStopWorldCatchesEveryThread() throws {
+        let target = try TargetProcess("target")
+        XCTAssertEqual(try target.send("threads 20"), "threads 20")
+        XCTAssertEqual(try target.send("churn 4"), "churning 4")
+        for round in 0..<15 {
+            let tracee = try Tracee.attachRunning(pid: target.pid)
+            XCTAssertFalse(tracee.held)
+            XCTAssertEqual(tracee.stopStats.count, 0, "attaching stopped the world")
+            XCTAssertEqual(try tracee.syscall(39), Int64(target.pid), "getpid on a lent thread")
+            try tracee.pump(seconds: 0.005)
+            try tracee.stopWorld()
+            assertWholeWorldStopped(tracee)
+            try tracee.resumeWorld()
+            if round % 2 == 0 { try tracee.stopWorld() }        // detach from both states
+            XCTAssertEqual(tracee.detach().problems, [])
+            assertDetached(target)
+        }
+        XCTAssertTrue(try target.send("quiet").hasPrefix("made "))
+        XCTAssertEqual(try target.send("add 2 3"), "5")
+    }
+
     func testSignalsSentWhileStoppedAreDeliveredAfterResume() throws {
         let target = try TargetProcess("target")
         let tracee = try Tracee.attach(pid: target.pid)

@@ -36,14 +36,18 @@ final class HookHarness {
     func link(_ kind: ProgramKind, _ function: String, _ program: String? = nil, cookie: UInt64 = 0) throws -> Link {
         let spec: ProgramSpec = program.map { .user(library: $0.hasPrefix("/") ? String($0.split(separator: ":")[0]) : Self.progs,
                                                     symbol: String($0.split(separator: ":").last!)) } ?? .count
-        let l = try table.link(kind, spec, to: try self.function(function), cookie: cookie)
+        let l = try change.link(kind, spec, to: try self.function(function), cookie: cookie)
         links.append(l)
         return l
     }
 
+    /// The links made since the last `go`, as the CLI makes them.
+    private lazy var change = table.begin()
+
     /// Makes the links live and lets the target run.
     func go() throws {
-        try table.update()
+        try change.commit()
+        change = table.begin()
         try tracee.resumeWorld()
     }
 

@@ -95,8 +95,37 @@ final class RefusalTests: XCTestCase {
             guard case .unsupported(let kind, _, _) = e as? TrampolineError else { return XCTFail("\(e)") }
             XCTAssertEqual(kind, "fmod_ret")
         }
+        XCTAssertNil(h.table.trampoline(at: try h.function("patch5").address), "the refused links' trampoline was put back")
+        XCTAssertEqual(h.table.codeBytesUsed, 0)
         try h.finish()
         XCTAssertEqual(try h.target.send("patch5 3"), "9")
+    }
+
+    /// get/put: a refusal after the trampoline was made (here a relocated entry, whose prologue
+    /// block is allocated first) gives the block back; a transaction that fails rolls back
+    /// every link it made and leaves the entries as in the file.
+    func testRefusedLinksAndRolledBackTransactionsLeaveNothingBehind() throws {
+        let h = try HookHarness()
+        let add = try h.function("add")
+        XCTAssertThrowsError(try h.table.link(.fentry, .user(library: HookHarness.progs, symbol: "no_such_program"), to: add))
+        XCTAssertNil(h.table.trampoline(at: add.address))
+        XCTAssertEqual(h.table.codeBytesUsed, 0, "the relocated prologue went back to the allocator")
+        let change = h.table.begin()
+        try change.link(.fentry, .count, to: add)
+        try change.link(.fexit, .count, to: try h.function("fallible"))
+        change.rollback()
+        XCTAssertNil(h.table.trampoline(at: add.address))
+        XCTAssertEqual(h.table.links.count, 0)
+        XCTAssertEqual(h.table.codeBytesUsed, 0)
+        try h.finish()
+        XCTAssertEqual(try h.target.send("add 2 3"), "5")
+        XCTAssertTrue(try codeMatchesFile(h, "add") && codeMatchesFile(h, "fallible"))
+    }
+
+    private func codeMatchesFile(_ h: HookHarness, _ name: String) throws -> Bool {
+        let f = try h.function(name)
+        let m = try XCTUnwrap(h.symbols.executable)
+        return try h.tracee.memory.read(at: f.address, count: 16) == m.fileBytes(at: f.address, count: 16)
     }
 }
 
