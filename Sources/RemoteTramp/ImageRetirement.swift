@@ -14,7 +14,8 @@ enum ImageRetirement {
     static let stackScanLimit = 512 * 1024
 
     /// `inflight`: each image's range with the current sum of its in-flight counter.
-    static func busyRanges(_ ranges: [Range<UInt64>], inflight: [(Range<UInt64>, Int64)], tracee: Tracee) -> [Range<UInt64>] {
+    static func busyRanges(_ ranges: [Range<UInt64>], inflight: [(Range<UInt64>, Int64)], tracee: Tracee,
+                           stacks: inout StackExtents) -> [Range<UInt64>] {
         guard !ranges.isEmpty else { return [] }
         let sorted = ranges.sorted { $0.lowerBound < $1.lowerBound }
         let low = sorted.first!.lowerBound, high = ranges.map(\.upperBound).max()!
@@ -30,12 +31,10 @@ enum ImageRetirement {
         }
         var busy = Set<Range<UInt64>>()
         for (range, count) in inflight where count != 0 { busy.insert(range) }
-        let maps = (try? ProcMaps.read(tracee.pid)) ?? []
         for tid in tracee.threadIDs {
             guard let regs = try? tracee.registers(of: tid) else { continue }
             if let r = owner(regs.rip) { busy.insert(r) }
-            guard let stack = maps.first(where: { regs.rsp >= $0.start && regs.rsp < $0.end }) else { continue }
-            let length = Int(min(stack.end - regs.rsp, UInt64(stackScanLimit))) & ~7
+            guard let (_, length) = stacks.range(from: regs.rsp, limit: stackScanLimit) else { continue }
             guard let words = try? tracee.memory.read(at: regs.rsp, count: length) else { continue }
             words.withUnsafeBytes { raw in
                 for i in stride(from: 0, to: length, by: 8) {

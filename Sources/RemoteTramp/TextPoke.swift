@@ -27,7 +27,7 @@ enum TextPoke {
     /// middle of bytes about to be rewritten — to the equivalent instruction (invariant 1).
     /// A PC exactly at `address` is fine: the thread will execute the new instruction whole.
     ///
-    /// `pcs` holds every stopped thread's PC, read once per stop by `threadPCs`: a batch of pokes
+    /// `pcs` holds every stopped thread's PC, read once per stop by `threadState`: a batch of pokes
     /// then costs one PTRACE_GETREGS per thread, not one per thread per function. It is kept up
     /// to date here when a thread is moved.
     static func moveThreads(outOf address: UInt64, length: Int, tracee: Tracee, pcs: inout [pid_t: UInt64],
@@ -44,46 +44,46 @@ enum TextPoke {
         }
     }
 
-    /// Words near the top of every thread's stack, sorted: a signal handler running on a
-    /// thread keeps the interrupted PC in its signal frame there, and `sigreturn` will jump
-    /// back to it. A saved PC inside bytes about to be patched cannot be moved (the frame's
-    /// layout is the kernel's), so such a patch is refused instead (invariant 1).
-    static func stackWords(_ tracee: Tracee, bytes: Int = 16 * 1024) throws -> [UInt64] {
-        // (Unsorted: callers look the words up in their own, much shorter, sorted site list.)
-        let maps = (try? ProcMaps.read(tracee.pid)) ?? []
-        var words: [UInt64] = []
+    /// Every stopped thread's PC and stack pointer, one PTRACE_GETREGS each: a batch of pokes
+    /// reads them once per stop, however many functions it patches.
+    static func threadState(_ tracee: Tracee) throws -> (pcs: [pid_t: UInt64], sps: [pid_t: UInt64]) {
+        var pcs: [pid_t: UInt64] = [:], sps: [pid_t: UInt64] = [:]
         for tid in tracee.threadIDs {
-            let rsp = try tracee.registers(of: tid).rsp
-            guard let m = maps.first(where: { rsp >= $0.start && rsp < $0.end }) else { continue }
-            let n = Int(min(m.end - rsp, UInt64(bytes))) & ~7
-            guard let raw = try? tracee.memory.read(at: rsp, count: n) else { continue }
-            raw.withUnsafeBytes { b in
-                for i in stride(from: 0, to: n, by: 8) { words.append(b.loadUnaligned(fromByteOffset: i, as: UInt64.self)) }
-            }
+            let r = try tracee.registers(of: tid)
+            pcs[tid] = r.rip
+            sps[tid] = r.rsp
         }
-        return words
+        return (pcs, sps)
     }
 
-    /// The first word strictly inside (site, site + length) of one of `sites` (sorted), with
-    /// the index of that site.
-    static func firstHit(_ words: [UInt64], sites: [UInt64], length: Int) -> (site: Int, word: UInt64)? {
-        guard let low = sites.first, let high = sites.last else { return nil }
-        for w in words where w > low && w < high + UInt64(length) {
-            var lo = 0, hi = sites.count                     // the last site below w
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if sites[mid] < w { lo = mid + 1 } else { hi = mid }
+    /// A word near the top of some thread's stack strictly inside (site, site + length) of one
+    /// of `sites` (sorted), with the index of that site. A signal handler running on a thread
+    /// keeps the interrupted PC in its signal frame there, and `sigreturn` will jump back to it;
+    /// a saved PC inside bytes about to be patched cannot be moved (the frame's layout is the
+    /// kernel's), so such a patch is refused instead (invariant 1). Every thread's top `bytes`
+    /// are read in one vectored read and scanned in place.
+    static func signalFrameHit(_ tracee: Tracee, sps: [pid_t: UInt64], stacks extents: inout StackExtents,
+                               sites: [UInt64], length: Int, bytes: Int = 16 * 1024) throws -> (site: Int, word: UInt64)? {
+        guard let low = sites.first, let high = sites.last.map({ $0 + UInt64(length) }) else { return nil }
+        let ranges = sps.keys.sorted().compactMap { extents.range(from: sps[$0]!, limit: bytes) }
+        let stacks = (try? tracee.memory.read(ranges: ranges)) ?? []
+        for raw in stacks {
+            let hit: (Int, UInt64)? = raw.withUnsafeBytes { b in
+                for i in stride(from: 0, to: b.count & ~7, by: 8) {
+                    let w = b.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                    guard w > low && w < high else { continue }
+                    var lo = 0, hi = sites.count                     // the last site below w
+                    while lo < hi {
+                        let mid = (lo + hi) / 2
+                        if sites[mid] < w { lo = mid + 1 } else { hi = mid }
+                    }
+                    if lo > 0 && w < sites[lo - 1] + UInt64(length) { return (lo - 1, w) }
+                }
+                return nil
             }
-            if lo > 0 && w < sites[lo - 1] + UInt64(length) { return (lo - 1, w) }
+            if let h = hit { return h }
         }
         return nil
-    }
-
-    /// The PC of every thread, while the world is stopped.
-    static func threadPCs(_ tracee: Tracee) throws -> [pid_t: UInt64] {
-        var pcs: [pid_t: UInt64] = [:]
-        for tid in tracee.threadIDs { pcs[tid] = try tracee.registers(of: tid).rip }
-        return pcs
     }
 }
 

@@ -328,6 +328,7 @@ public final class TrampolineTable {
             for (_, image) in built { if let i = image { release(i) } }
             throw error
         }
+        var stacks = StackExtents(pid: tracee.pid)
         let stopsHere = !tracee.held
         if stopsHere {
             do { try tracee.stopWorld() } catch {
@@ -336,25 +337,25 @@ public final class TrampolineTable {
             }
         }
         defer { if stopsHere { try? tracee.resumeWorld() } }
-        try swapAll(built)
+        try swapAll(built, stacks: &stacks)
         if stopsHere { try tracee.resumeWorld() }
         writePerfMap()
     }
 
     /// The part of `update` that needs the world stopped.
-    private func swapAll(_ built: [(Trampoline, Image?)]) throws {
+    private func swapAll(_ built: [(Trampoline, Image?)], stacks: inout StackExtents) throws {
         precondition(tracee.held, "swaps need the world stopped")
         // A first patch of a site is refused, before any poke of this batch, if a signal frame
         // on some thread's stack would return into the middle of its bytes.
+        var (pcs, sps) = try TextPoke.threadState(tracee)
         let firstPatches = built.filter { $0.0.image == nil && $0.1 != nil }.map(\.0).sorted { $0.site.address < $1.site.address }
         if !firstPatches.isEmpty,
-           let hit = TextPoke.firstHit(try TextPoke.stackWords(tracee), sites: firstPatches.map(\.site.address),
-                                       length: PatchSite.patchLength) {
+           let hit = try TextPoke.signalFrameHit(tracee, sps: sps, stacks: &stacks, sites: firstPatches.map(\.site.address),
+                                                 length: PatchSite.patchLength) {
             for (_, image) in built { if let i = image { release(i) } }
             throw TrampolineError.cannotPatch(function: firstPatches[hit.site].label,
                 reason: "a thread's stack holds 0x\(String(hit.word, radix: 16)), inside the bytes to patch (an interrupted frame of a running signal handler); try again")
         }
-        var pcs = try TextPoke.threadPCs(tracee)
         // Every site's current bytes in a few reads; each poke still checks them.
         let current = try tracee.memory.read(ranges: built.map { ($0.0.site.address, PatchSite.patchLength) })
         for (i, (t, image)) in built.enumerated() {
@@ -365,7 +366,7 @@ public final class TrampolineTable {
                 throw error
             }
         }
-        collectRetired()
+        collectRetired(stacks: &stacks)
     }
 
     /// Names every live image, retired image and relocated prologue for `perf report`.
@@ -453,10 +454,15 @@ public final class TrampolineTable {
     /// the others wait for a later call. Needs the world stopped. Returns how many were freed.
     @discardableResult
     public func collectRetired() -> Int {
+        var stacks = StackExtents(pid: tracee.pid)
+        return collectRetired(stacks: &stacks)
+    }
+
+    func collectRetired(stacks: inout StackExtents) -> Int {
         precondition(tracee.held, "retirement checks need the world stopped")
         guard !retired.isEmpty else { return 0 }
         let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, counters.read($0) ?? 1) } }
-        let busy = Set(ImageRetirement.busyRanges(retired.map(\.range), inflight: inflight, tracee: tracee))
+        let busy = Set(ImageRetirement.busyRanges(retired.map(\.range), inflight: inflight, tracee: tracee, stacks: &stacks))
         let (keep, free) = (retired.filter { busy.contains($0.range) }, retired.filter { !busy.contains($0.range) })
         for image in free { release(image) }
         retired = keep
@@ -533,10 +539,13 @@ public final class TrampolineTable {
         if stopsHere { do { try tracee.stopWorld() } catch { report.problems.append("\(error)"); return report } }
         defer { if stopsHere { try? tracee.resumeWorld() } }
         let kept = keeping.filter { a in trampolines[a].map { $0.image != nil && !($0.links[.replace] ?? []).isEmpty } ?? false }
-        for address in order where !kept.contains(address) {
-            guard let t = trampolines[address], let image = t.image else { continue }
+        let live = order.filter { !kept.contains($0) }.compactMap { a in trampolines[a].flatMap { t in t.image.map { (t, $0) } } }
+        // Every site's current bytes in a few reads; each poke still checks them.
+        let current = (try? tracee.memory.read(ranges: live.map { ($0.0.site.address, PatchSite.patchLength) })) ?? []
+        for (i, (t, image)) in live.enumerated() {
             do {
-                try TextPoke.poke(tracee, at: t.site.address, expected: t.patchBytes(for: image), new: t.site.original, function: t.label)
+                try TextPoke.poke(tracee, at: t.site.address, expected: t.patchBytes(for: image), new: t.site.original, function: t.label,
+                                  current: i < current.count ? current[i] : nil)
                 _ = t.install(nil)
                 retired.append(image)
                 report.restored += 1
@@ -564,7 +573,8 @@ public final class TrampolineTable {
         let deadline = Clock.seconds() + waitSeconds
         while true {
             let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, counters.read($0) ?? 1) } }
-            let busy = ImageRetirement.busyRanges(ranges, inflight: inflight, tracee: tracee)
+            var stacks = StackExtents(pid: tracee.pid)
+            let busy = ImageRetirement.busyRanges(ranges, inflight: inflight, tracee: tracee, stacks: &stacks)
             if busy.isEmpty { break }
             if Clock.seconds() >= deadline {
                 // Not a failure: a thread blocked inside a hooked function (read, epoll_wait...)
