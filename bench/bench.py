@@ -7,6 +7,10 @@
 Per-call overhead is measured by the target itself (testtargets/bench.c: T threads call
 bench_fn in a tight loop; the slowest thread's time per call), with and without hooks, side
 by side in this run, and reported as ns above the unhooked call and as a ratio to it.
+
+The "pause seen by the process" table (bench/pause.py) is the longest time a probe thread of the
+target was kept from running while a tool attached, stayed 0.3 s and detached.
+`python3 bench/bench.py --only-pause [--peers] [--quick]` runs that table alone.
 """
 import argparse
 import datetime
@@ -18,6 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import BUILD, ROOT, HookitSession, Target  # noqa: E402
+import pause  # noqa: E402
 import plot  # noqa: E402
 
 PROGS = os.path.join(BUILD, "libbenchprogs.so")
@@ -132,8 +137,10 @@ def fmt(v, digits=1):
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def render(per_call_rows, attach_rows, peer_rows, peer_attach_rows, peer_status):
+def render(per_call_rows, attach_rows, peer_rows, peer_attach_rows, peer_status, pause_rows=None):
     out = []
+    if per_call_rows is None:  # --only-pause
+        return pause.render(pause_rows, machine())
     out.append("Per-call overhead (measured by the target; median of 5 runs; \"direct\" rows against the unhooked direct-call loop)")
     out.append(f"{'tool':<10} {'configuration':<42} {'threads':>7} {'ns/call':>9} {'+ns':>9} {'x base':>8}")
     for r in per_call_rows + peer_rows:
@@ -150,6 +157,9 @@ def render(per_call_rows, attach_rows, peer_rows, peer_attach_rows, peer_status)
     if peer_status:
         out.append("")
         out.append("Peer tools: " + ", ".join(f"{k}: {'used' if v is None else 'unavailable (' + v + ')'}" for k, v in peer_status.items()))
+    if pause_rows is not None:
+        out.append("")
+        out.append(pause.render(pause_rows, machine()))
     return "\n".join(out)
 
 
@@ -158,8 +168,18 @@ def main():
     ap.add_argument("--hookit", default=os.path.join(ROOT, ".build", "release", "hookit"))
     ap.add_argument("--peers", action="store_true", help="add bpftrace, Frida and ltrace rows")
     ap.add_argument("--quick", action="store_true", help="fewer rows (smoke test)")
+    ap.add_argument("--only-pause", action="store_true",
+                    help="only the \"pause seen by the process\" table (with --peers: Frida's rows too); printed, not written to RESULTS.md")
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "RESULTS.md"))
     a = ap.parse_args()
+
+    if a.only_pause:
+        frida = False
+        if a.peers:
+            import peers
+            frida = peers.tools()["frida"]
+        print(render(None, None, None, None, None, pause.rows(a.hookit, frida=frida, quick=a.quick)))
+        return
 
     threads = [1, 2]
     counts = [1, 100] if a.quick else [1, 100, 2000, 10000]
@@ -181,8 +201,12 @@ def main():
             peer_attach_rows = peers.attach_rows(target, (2000,))
         finally:
             target.close()
+    try:
+        pause_rows = pause.rows(a.hookit, frida=peer_status.get("frida") if a.peers else False, quick=a.quick)
+    except Exception as e:
+        pause_rows = pause.failed(e)
 
-    table = render(per_call_rows, attach_rows, peer_rows, peer_attach_rows, peer_status)
+    table = render(per_call_rows, attach_rows, peer_rows, peer_attach_rows, peer_status, pause_rows)
     print(table)
     svg = os.path.join(ROOT, "bench", "overhead.svg")
     plot.overhead_svg(per_call_rows + peer_rows, svg)

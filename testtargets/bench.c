@@ -7,15 +7,29 @@
 //             loop keep values in caller-saved registers across the call, as real callers do).
 //   many A B  calls many_A .. many_(B-1) once each; answers the sum of their results.
 //   idle T    starts T threads that sleep (for attach-time rows with many threads); "idle T".
+//   probe start  starts the pause probe: a thread that loops forever reading CLOCK_MONOTONIC
+//             (clock_gettime, the vDSO: no syscall) and keeps the longest gap between two of its
+//             iterations. It calls nothing else (nothing a bench hooks), so what it sees is the
+//             time the process was kept from running (ptrace stops), not the cost of a hook. It
+//             spins: it keeps one core busy. It asks for nice -20 (as hookit does for itself), so
+//             that other work on the machine preempts it less. "probe started nice N" (N: the
+//             nice value it got; also answered when already running).
+//   probe read   "GAP_NS ITERATIONS": the longest gap since the last read (or start) and the
+//             iterations in that time, then resets both. It first waits for two new iterations,
+//             so a gap that ended before the read is counted in this read, not the next one.
 //   quit
 // bench_fn and bench_fn_nop are ordinary functions (relocated entries); bench_fn_patchable has a
 // patchable entry. many.c (generated) adds many_0 .. many_9999 for attach-time rows.
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <errno.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,6 +65,40 @@ static void *work(void *arg) {
 
 static void *sleeper(void *arg) { (void)arg; for (;;) pause(); return NULL; }
 
+// The pause probe (see the header). Only the probe writes probe_iters and raises probe_worst; the
+// main thread resets probe_worst with an exchange.
+static _Atomic long probe_worst;
+static _Atomic long probe_iters;
+static int probe_running;
+
+static int probe_nice;
+
+static void *probe(void *arg) {
+    (void)arg;
+    // As hookit raises its own priority (nice -20), the probe asks for the same, so that other
+    // work on the machine preempts it less; a ptrace stop stops it whatever its priority.
+    setpriority(PRIO_PROCESS, (id_t)gettid(), -20);
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, (id_t)gettid());
+    probe_nice = errno ? 0 : nice;
+    long prev = now_ns(), n = 0;
+    for (;;) {
+        long t = now_ns();
+        long gap = t - prev;
+        prev = t;
+        long cur = atomic_load_explicit(&probe_worst, memory_order_relaxed);
+        while (gap > cur && !atomic_compare_exchange_weak_explicit(&probe_worst, &cur, gap, memory_order_relaxed,
+                                                                    memory_order_relaxed)) {}
+        atomic_store_explicit(&probe_iters, ++n, memory_order_release);
+    }
+    return NULL;
+}
+
+static void probe_wait(long iterations) {
+    long s = atomic_load_explicit(&probe_iters, memory_order_acquire);
+    while (atomic_load_explicit(&probe_iters, memory_order_acquire) < s + iterations) sched_yield();
+}
+
 extern long (*const many_table[10000])(long);
 
 int main(void) {
@@ -84,6 +132,27 @@ int main(void) {
         } else if (!strcmp(cmd, "idle")) {
             for (long i = 0; i < a; i++) { pthread_t t; pthread_create(&t, NULL, sleeper, NULL); }
             printf("idle %ld\n", a);
+        } else if (!strcmp(cmd, "probe")) {
+            char sub[16] = {0};
+            sscanf(line, "%*s %15s", sub);
+            if (!strcmp(sub, "start")) {
+                if (!probe_running) {
+                    pthread_t t;
+                    pthread_create(&t, NULL, probe, NULL);
+                    probe_running = 1;
+                    probe_wait(1);
+                }
+                printf("probe started nice %d\n", probe_nice);
+            } else if (!strcmp(sub, "read") && probe_running) {
+                static long last_iters;
+                probe_wait(2);
+                long worst = atomic_exchange_explicit(&probe_worst, 0, memory_order_acq_rel);
+                long iters = atomic_load_explicit(&probe_iters, memory_order_acquire);
+                printf("%ld %ld\n", worst, iters - last_iters);
+                last_iters = iters;
+            } else {
+                printf("unknown probe %s%s\n", sub, !strcmp(sub, "read") ? " (not started)" : "");
+            }
         } else if (!strcmp(cmd, "quit")) {
             printf("bye\n");
             return 0;
