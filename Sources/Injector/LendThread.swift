@@ -26,7 +26,7 @@ extension Tracee {
 
     /// True once `thread` sits in a stop it can be lent from; false when it vanished (the caller
     /// picks another). Throws at the deadline, with the thread released again.
-    private func waitForLentStop(_ thread: TraceeThread, deadline: UInt64) throws -> Bool {
+    func waitForLentStop(_ thread: TraceeThread, deadline: UInt64) throws -> Bool {
         var asked = false
         while true {
             guard threads[thread.tid] === thread else { return false }
@@ -65,5 +65,25 @@ extension Tracee {
     func returnLentThread(_ thread: TraceeThread) {
         thread.borrowed = false
         if !held { try? release(thread) }
+    }
+
+    /// Runs `body` for every thread with that thread stopped: all at once while the world is
+    /// held, else one at a time (each thread is stopped only for its own turn, the others run).
+    /// A thread that vanishes meanwhile is skipped; a group-stopped one whose registers cannot
+    /// be read is given to `body` with nil, so a caller can count it as unknown.
+    public func forEachThreadStopped(_ body: (pid_t, user_regs_struct?) throws -> Void) throws {
+        if held {
+            for tid in threadIDs { if let r = try? Ptrace.registers(tid) { try body(tid, r) } }
+            return
+        }
+        for tid in threadIDs {
+            guard let thread = threads[tid] else { continue }
+            // A listened-to group stop is still a ptrace stop: its registers read as they are.
+            if thread.groupStopped { try body(tid, try? Ptrace.registers(tid)); continue }
+            thread.borrowed = true
+            guard try waitForLentStop(thread, deadline: Clock.now() + 1_000_000_000) else { continue }
+            defer { returnLentThread(thread) }
+            try body(tid, try? Ptrace.registers(tid))
+        }
     }
 }

@@ -133,13 +133,19 @@ extension Tracee {
                 thread.interruptPending = true
             }
             let deadline = Clock.now() + 1_000_000_000
-            while threads[tid] === thread && !thread.stopped {
-                guard let ev = try? waitEvent(until: deadline) else { break }
+            var exiting = false
+            while threads[tid] === thread && !thread.stopped && Clock.now() < deadline {
+                guard let ev = try? waitEvent(until: min(deadline, Clock.now() + 20_000_000)) else {
+                    // A thread on its way out (or a zombie leader) never stops again.
+                    let state = ProcFS.threadState(pid, tid)
+                    if state == nil || state == "Z" || state == "X" { exiting = true; break }
+                    continue
+                }
                 try? dispatch(tid: ev.tid, status: ev.status)
             }
             guard threads[tid] === thread else { continue }
             if !thread.stopped {
-                report.problems.append("thread \(tid) did not stop; the kernel detaches it when hookit exits")
+                if !exiting { report.problems.append("thread \(tid) did not stop; the kernel detaches it when hookit exits") }
                 threads[tid] = nil
                 continue
             }

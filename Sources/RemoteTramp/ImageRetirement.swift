@@ -2,7 +2,8 @@ import Glibc
 import Injector
 
 /// When may an image (or a relocated prologue) be freed? The seed waits for RCU-tasks and the
-/// image's percpu_ref; in another process hookit checks, with every thread stopped:
+/// image's percpu_ref; in another process hookit checks, once nothing reaches the image any
+/// more, for each thread (stopped on its own, or with the world):
 ///   1. no thread's PC is inside it;
 ///   2. its in-flight counter is zero: no thread is inside a program or inside the original
 ///      called from it (the counter is raised at the image's entry, lowered at its exit);
@@ -14,8 +15,10 @@ enum ImageRetirement {
     static let stackScanLimit = 512 * 1024
 
     /// `inflight`: each image's range with the current sum of its in-flight counter.
+    /// `threads`: every thread's PC and stack pointer, when the caller read them in the stop it
+    /// holds (one PTRACE_GETREGS per thread per stop); nil to read them here.
     static func busyRanges(_ ranges: [Range<UInt64>], inflight: [(Range<UInt64>, Int64)], tracee: Tracee,
-                           stacks: inout StackExtents) -> [Range<UInt64>] {
+                           stacks: inout StackExtents, threads: (pcs: [pid_t: UInt64], sps: [pid_t: UInt64])? = nil) -> [Range<UInt64>] {
         guard !ranges.isEmpty else { return [] }
         let sorted = ranges.sorted { $0.lowerBound < $1.lowerBound }
         let low = sorted.first!.lowerBound, high = ranges.map(\.upperBound).max()!
@@ -31,11 +34,13 @@ enum ImageRetirement {
         }
         var busy = Set<Range<UInt64>>()
         for (range, count) in inflight where count != 0 { busy.insert(range) }
-        for tid in tracee.threadIDs {
-            guard let regs = try? tracee.registers(of: tid) else { continue }
-            if let r = owner(regs.rip) { busy.insert(r) }
-            guard let (_, length) = stacks.range(from: regs.rsp, limit: stackScanLimit) else { continue }
-            guard let words = try? tracee.memory.read(at: regs.rsp, count: length) else { continue }
+        // Once an entry no longer reaches an image, a thread found outside it (PC and stack)
+        // cannot get back in: so each thread may be checked in a stop of its own.
+        var unknown = false
+        func check(pc: UInt64, sp: UInt64) {
+            if let r = owner(pc) { busy.insert(r) }
+            guard let (_, length) = stacks.range(from: sp, limit: stackScanLimit),
+                  let words = try? tracee.memory.read(at: sp, count: length) else { return }
             words.withUnsafeBytes { raw in
                 for i in stride(from: 0, to: length, by: 8) {
                     let v = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
@@ -43,6 +48,16 @@ enum ImageRetirement {
                 }
             }
         }
+        if let t = threads {
+            for (tid, pc) in t.pcs { check(pc: pc, sp: t.sps[tid] ?? 0) }
+        } else {
+            try? tracee.forEachThreadStopped { _, r in
+                guard let regs = r else { unknown = true; return }
+                check(pc: regs.rip, sp: regs.rsp)
+            }
+        }
+        // A thread hookit could not look at (group-stopped) may be anywhere.
+        if unknown { return ranges }
         return ranges.filter { busy.contains($0) }
     }
 }

@@ -23,6 +23,70 @@ enum TextPoke {
         try tracee.memory.writeForced(new, at: address)
     }
 
+    /// One entry patch of a batch.
+    struct Write {
+        let address: UInt64
+        let expected: [UInt8]
+        let new: [UInt8]
+        let function: String
+    }
+
+    /// Many pokes in as few writes as can land whole: the patches that lie in one page are
+    /// written by one pwrite of the bytes from the first to the last of them — the bytes in
+    /// between written back as they are, which nothing can change meanwhile (every thread is
+    /// stopped). A single pwrite within one page lands whole even if hookit dies during it, and
+    /// each page holds only whole patches (a patch that would span two pages is refused at
+    /// analysis), so every state the tracee can be left in has every patch old or new, never
+    /// torn. Every site is checked against its expected bytes first; a mismatch (a foreign
+    /// patch) throws before anything is written.
+    ///
+    /// `landed` is called for every write in place (before an error of a later page is thrown).
+    static func pokeAll(_ tracee: Tracee, _ writes: [Write], landed: (Write) -> Void) throws {
+        precondition(tracee.held, "text pokes need the world stopped")
+        let sorted = writes.sorted { $0.address < $1.address }
+        var groups: [[Write]] = []
+        for w in sorted {
+            precondition(w.expected.count == w.new.count && w.new.count <= 8)
+            guard w.address / 4096 == (w.address + UInt64(w.new.count) - 1) / 4096 else {
+                throw TrampolineError.cannotPatch(function: w.function, reason: "the patch at 0x\(String(w.address, radix: 16)) would cross a page boundary")
+            }
+            if let last = groups.last?.last, last.address / 4096 == w.address / 4096 {
+                // Overlapping patches (an entry shorter than the patch) are written one by one.
+                if last.address + UInt64(last.new.count) > w.address {
+                    return try sorted.forEach { try poke(tracee, $0); landed($0) }
+                }
+                groups[groups.count - 1].append(w)
+            } else {
+                groups.append([w])
+            }
+        }
+        let spans = groups.map { g in (address: g[0].address, count: Int(g.last!.address - g[0].address) + g.last!.new.count) }
+        let current = try tracee.memory.read(ranges: spans)
+        for (g, (span, bytes)) in zip(groups, zip(spans, current)) {
+            for w in g {
+                let at = Int(w.address - span.address)
+                let found = Array(bytes[at..<at + w.expected.count])
+                guard found == w.expected else {
+                    throw TrampolineError.foreignPatch(function: w.function, address: w.address, found: found, expected: w.expected,
+                                                       what: PatchSite.describeForeign(found.first ?? 0))
+                }
+            }
+        }
+        for (g, (span, bytes)) in zip(groups, zip(spans, current)) {
+            var out = bytes
+            for w in g {
+                let at = Int(w.address - span.address)
+                out.replaceSubrange(at..<at + w.new.count, with: w.new)
+            }
+            try tracee.memory.writeForced(out, at: span.address)
+            g.forEach(landed)
+        }
+    }
+
+    private static func poke(_ tracee: Tracee, _ w: Write) throws {
+        try poke(tracee, at: w.address, expected: w.expected, new: w.new, function: w.function)
+    }
+
     /// Moves every thread whose PC lies strictly inside [address, address + length) — in the
     /// middle of bytes about to be rewritten — to the equivalent instruction (invariant 1).
     /// A PC exactly at `address` is fine: the thread will execute the new instruction whole.

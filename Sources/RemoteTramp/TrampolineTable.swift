@@ -356,17 +356,37 @@ public final class TrampolineTable {
             throw TrampolineError.cannotPatch(function: firstPatches[hit.site].label,
                 reason: "a thread's stack holds 0x\(String(hit.word, radix: 16)), inside the bytes to patch (an interrupted frame of a running signal handler); try again")
         }
-        // Every site's current bytes in a few reads; each poke still checks them.
-        let current = try tracee.memory.read(ranges: built.map { ($0.0.site.address, PatchSite.patchLength) })
-        for (i, (t, image)) in built.enumerated() {
-            do {
-                try swap(t, to: image, pcs: &pcs, current: current[i])
-            } catch {
-                for (_, rest) in built[(i + 1)...] { if let r = rest { release(r) } }
-                throw error
+        // 1. every thread out of the bytes to rewrite; 2. every site checked and written, a page
+        // at a time (TextPoke.pokeAll); 3. the images installed, the old ones retired.
+        var writes: [TextPoke.Write] = []
+        do {
+            for (t, image) in built {
+                if t.image == nil {
+                    try TextPoke.moveThreads(outOf: t.site.address, length: PatchSite.patchLength, tracee: tracee,
+                                             pcs: &pcs, translate: t.translate, function: t.label)
+                }
+                writes.append(.init(address: t.site.address, expected: t.currentBytes,
+                                    new: image.map(t.patchBytes(for:)) ?? t.site.original, function: t.label))
             }
+        } catch {
+            for (_, image) in built { if let i = image { release(i) } }
+            throw error
         }
-        collectRetired(stacks: &stacks)
+        var landed = Set<UInt64>()
+        var failure: Error?
+        do { try TextPoke.pokeAll(tracee, writes) { landed.insert($0.address) } } catch { failure = error }
+        // What landed is live (even if a later page failed); what did not is released.
+        for (t, image) in built {
+            guard landed.contains(t.site.address) else { if let i = image { release(i) }; continue }
+            let old = t.install(image)
+            t.unpatchedBytes = t.site.original
+            t.dirty = false
+            if let o = old { retire(o) }
+        }
+        if let e = failure { throw e }
+        // The threads' PCs and stacks as read for the pokes: a thread moved out of patched
+        // bytes has its new PC there.
+        collectRetired(stacks: &stacks, threads: (pcs, sps))
     }
 
     /// Names every live image, retired image and relocated prologue for `perf report`.
@@ -379,28 +399,6 @@ public final class TrampolineTable {
         }
         for i in retired { entries.append((i.address, i.size, "hookit_trampoline_retired_\(i.selector)")) }
         perfMap.write(entries.sorted { $0.start < $1.start })
-    }
-
-    /// register / modify / unregister: one poke from the current bytes to the new image's.
-    private func swap(_ t: Trampoline, to new: Image?, pcs: inout [pid_t: UInt64], current: [UInt8]) throws {
-        let old = t.image
-        let oldBytes = t.currentBytes
-        let newBytes = new.map(t.patchBytes(for:)) ?? t.site.original
-        do {
-            if old == nil {
-                // register: a thread in the middle of the displaced bytes moves first.
-                try TextPoke.moveThreads(outOf: t.site.address, length: PatchSite.patchLength, tracee: tracee,
-                                         pcs: &pcs, translate: t.translate, function: t.label)
-            }
-            try TextPoke.poke(tracee, at: t.site.address, expected: oldBytes, new: newBytes, function: t.label, current: current)
-        } catch {
-            if let n = new { release(n) }
-            throw error
-        }
-        _ = t.install(new)
-        t.unpatchedBytes = t.site.original
-        t.dirty = false
-        if let o = old { retire(o) }
     }
 
     private func buildImage(_ t: Trampoline) throws -> Image {
@@ -451,18 +449,20 @@ public final class TrampolineTable {
     }
 
     /// Frees the retired images no thread can be in any more (PC, in-flight count, stack);
-    /// the others wait for a later call. Needs the world stopped. Returns how many were freed.
+    /// the others wait for a later call. With the world running, each thread is stopped for its
+    /// own check only. Returns how many were freed.
     @discardableResult
     public func collectRetired() -> Int {
         var stacks = StackExtents(pid: tracee.pid)
         return collectRetired(stacks: &stacks)
     }
 
-    func collectRetired(stacks: inout StackExtents) -> Int {
-        precondition(tracee.held, "retirement checks need the world stopped")
+    @discardableResult
+    func collectRetired(stacks: inout StackExtents, threads: (pcs: [pid_t: UInt64], sps: [pid_t: UInt64])? = nil) -> Int {
         guard !retired.isEmpty else { return 0 }
         let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, counters.read($0) ?? 1) } }
-        let busy = Set(ImageRetirement.busyRanges(retired.map(\.range), inflight: inflight, tracee: tracee, stacks: &stacks))
+        let busy = Set(ImageRetirement.busyRanges(retired.map(\.range), inflight: inflight, tracee: tracee,
+                                                  stacks: &stacks, threads: threads))
         let (keep, free) = (retired.filter { busy.contains($0.range) }, retired.filter { !busy.contains($0.range) })
         for image in free { release(image) }
         retired = keep
@@ -536,22 +536,29 @@ public final class TrampolineTable {
         // no thread can still be in hookit's code; freeing that code afterwards needs no stop
         // (nothing reaches it any more). Called with the world stopped, it stays stopped.
         let stopsHere = !tracee.held
+        var stacks = StackExtents(pid: tracee.pid)
         if stopsHere { do { try tracee.stopWorld() } catch { report.problems.append("\(error)"); return report } }
         defer { if stopsHere { try? tracee.resumeWorld() } }
         let kept = keeping.filter { a in trampolines[a].map { $0.image != nil && !($0.links[.replace] ?? []).isEmpty } ?? false }
         let live = order.filter { !kept.contains($0) }.compactMap { a in trampolines[a].flatMap { t in t.image.map { (t, $0) } } }
-        // Every site's current bytes in a few reads; each poke still checks them.
+        // A site someone else changed since is reported and left as it is; the others are restored.
         let current = (try? tracee.memory.read(ranges: live.map { ($0.0.site.address, PatchSite.patchLength) })) ?? []
+        var writes: [TextPoke.Write] = []
         for (i, (t, image)) in live.enumerated() {
-            do {
-                try TextPoke.poke(tracee, at: t.site.address, expected: t.patchBytes(for: image), new: t.site.original, function: t.label,
-                                  current: i < current.count ? current[i] : nil)
-                _ = t.install(nil)
-                retired.append(image)
-                report.restored += 1
-            } catch {
-                report.problems.append("\(error)")
+            let w = TextPoke.Write(address: t.site.address, expected: t.patchBytes(for: image), new: t.site.original, function: t.label)
+            if i < current.count, current[i] != w.expected {
+                report.problems.append("\(TrampolineError.foreignPatch(function: t.label, address: w.address, found: current[i], expected: w.expected, what: PatchSite.describeForeign(current[i].first ?? 0)))")
+                continue
             }
+            writes.append(w)
+        }
+        var restored = Set<UInt64>()
+        do { try TextPoke.pokeAll(tracee, writes) { restored.insert($0.address) } }
+        catch { report.problems.append("\(error)") }
+        for (t, image) in live where restored.contains(t.site.address) {
+            _ = t.install(nil)
+            retired.append(image)
+            report.restored += 1
         }
         if !report.problems.isEmpty {
             // An entry still patched still reaches its image, its counters and its programs'
@@ -572,9 +579,13 @@ public final class TrampolineTable {
         let ranges = retired.map(\.range) + trampolines.values.compactMap(\.relocatedBlock).filter { !keep.contains($0) }
         let deadline = Clock.seconds() + waitSeconds
         while true {
+            // In the stop that restored the entries, then in short stops while threads leave.
+            if !tracee.held { do { try tracee.stopWorld() } catch { report.problems.append("\(error)"); return report } }
             let inflight = retired.compactMap { i in i.inflightCounter.map { (i.range, counters.read($0) ?? 1) } }
-            var stacks = StackExtents(pid: tracee.pid)
-            let busy = ImageRetirement.busyRanges(ranges, inflight: inflight, tracee: tracee, stacks: &stacks)
+            let threads = try? TextPoke.threadState(tracee)
+            let busy = ImageRetirement.busyRanges(ranges, inflight: inflight, tracee: tracee, stacks: &stacks,
+                                                  threads: threads.map { ($0.pcs, $0.sps) })
+            if stopsHere { try? tracee.resumeWorld() }
             if busy.isEmpty { break }
             if Clock.seconds() >= deadline {
                 // Not a failure: a thread blocked inside a hooked function (read, epoll_wait...)
@@ -585,15 +596,18 @@ public final class TrampolineTable {
             }
             // Let the threads run on a little, so they leave the images.
             do {
-                try tracee.resumeWorld()
-                try tracee.pump(seconds: 0.05)
-                try tracee.stopWorld()
+                if tracee.held {
+                    try tracee.resumeWorld()
+                    try tracee.pump(seconds: 0.05)
+                    try tracee.stopWorld()
+                } else {
+                    try tracee.pump(seconds: 0.05)
+                }
             } catch {
                 report.problems.append("\(error)")
                 return report
             }
         }
-        if stopsHere { try? tracee.resumeWorld() }
         for image in retired { release(image) }
         retired.removeAll()
         for t in trampolines.values where !kept.contains(t.site.address) {
