@@ -27,7 +27,7 @@ bench: deps targets
 bench-peers: deps targets
 	bash scripts/install-peers.sh
 	$(SWIFT) build -c release
-	python3 bench/bench.py --peers
+	PY=.venv-peers/bin/python; [ -x $$PY ] || PY=python3; $$PY bench/bench.py --peers
 
 clean:
 	$(MAKE) -C testtargets clean

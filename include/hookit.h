@@ -75,7 +75,7 @@ static inline uint64_t hookit_return_address(const struct hookit_ctx *ctx) {
  *
  * `add` is the hooked function's name; hookit looks the variable up by that name. */
 #define HOOKIT_ORIGINAL(function, ret, params) \
-    __attribute__((visibility("default"))) ret (*hookit_original_##function) params
+    __attribute__((visibility("protected"))) ret (*hookit_original_##function) params
 
 #ifdef __cplusplus
 }

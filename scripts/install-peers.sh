@@ -6,7 +6,9 @@
 set -euo pipefail
 
 FRIDA_VERSION=17.25.2
-PYTHON=${PYTHON:-python3}
+# Frida's bindings go into a venv of the project's own (make bench-peers runs the bench with it).
+VENV=${VENV:-$(cd "$(dirname "$0")/.." && pwd)/.venv-peers}
+PYTHON="$VENV/bin/python"
 
 say() { echo "install-peers: $*" >&2; }
 unavailable=()
@@ -44,6 +46,10 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 
 # --- Frida's Python bindings ------------------------------------------------------------------
+if [ ! -x "$PYTHON" ]; then
+  say "making the venv $VENV"
+  python3 -m venv "$VENV" >/dev/null 2>&1 || mark frida "python3 -m venv $VENV failed"
+fi
 if ! "$PYTHON" -c "import frida, sys; sys.exit(0 if frida.__version__ == '$FRIDA_VERSION' else 1)" 2>/dev/null; then
   say "installing frida==$FRIDA_VERSION (pip)"
   "$PYTHON" -m pip install -q --disable-pip-version-check "frida==$FRIDA_VERSION" >/dev/null 2>&1 \

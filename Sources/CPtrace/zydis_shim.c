@@ -28,13 +28,18 @@ static uint8_t branch_kind(const ZydisDecodedInstruction *in, const ZydisDecoded
     return HK_BRANCH_OTHER;
 }
 
-int hk_decode_insn(const uint8_t *code, size_t len, uint64_t address, hk_insn *out) {
-    memset(out, 0, sizeof *out);
+// One 64-bit instruction with all its operands (hidden ones included). 0, or -1.
+static int decode_full(const uint8_t *code, size_t len, ZydisDecodedInstruction *in, ZydisDecodedOperand *ops) {
     ZydisDecoder dec;
     if (ZYAN_FAILED(ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64))) return -1;
+    return ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, code, len, in, ops)) ? -1 : 0;
+}
+
+int hk_decode_insn(const uint8_t *code, size_t len, uint64_t address, hk_insn *out) {
+    memset(out, 0, sizeof *out);
     ZydisDecodedInstruction in;
     ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
-    if (ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, code, len, &in, ops))) return -1;
+    if (decode_full(code, len, &in, ops) != 0) return -1;
 
     out->length = in.length;
     out->branch = branch_kind(&in, ops);
@@ -135,25 +140,67 @@ static int replaces_vector_state(ZydisMnemonic m) {
     }
 }
 
+static int8_t gpr64_id(ZydisRegister r) {
+    if (ZydisRegisterGetClass(r) != ZYDIS_REGCLASS_GPR64) return -1;
+    return ZydisRegisterGetId(r);
+}
+
+// 64-bit `lea reg, [m]` and `mov reg, [m]`, and what an indirect call/jmp goes through.
+static void describe_pointer_use(const ZydisDecodedInstruction *in, const ZydisDecodedOperand *ops,
+                                 uint64_t address, hk_writes *out) {
+    out->dest = out->base = out->via = -1;
+    const ZydisDecodedOperand *mem = NULL;
+    if ((in->mnemonic == ZYDIS_MNEMONIC_LEA || in->mnemonic == ZYDIS_MNEMONIC_MOV) && in->operand_count_visible == 2 &&
+        ops[0].type == ZYDIS_OPERAND_TYPE_REGISTER && ops[1].type == ZYDIS_OPERAND_TYPE_MEMORY) {
+        out->dest = gpr64_id(ops[0].reg.value);
+        if (out->dest >= 0) {
+            out->op = in->mnemonic == ZYDIS_MNEMONIC_LEA ? HK_OP_LEA : HK_OP_LOAD;
+            mem = &ops[1];
+        }
+    } else if ((in->meta.category == ZYDIS_CATEGORY_CALL || in->meta.category == ZYDIS_CATEGORY_UNCOND_BR) &&
+               in->operand_count_visible > 0) {
+        if (ops[0].type == ZYDIS_OPERAND_TYPE_REGISTER) out->via = gpr64_id(ops[0].reg.value);
+        else if (ops[0].type == ZYDIS_OPERAND_TYPE_MEMORY) mem = &ops[0];
+    }
+    if (!mem) return;
+    int simple = mem->mem.index == ZYDIS_REGISTER_NONE &&
+                 (mem->mem.segment == ZYDIS_REGISTER_DS || mem->mem.segment == ZYDIS_REGISTER_NONE);
+    if (mem->mem.base == ZYDIS_REGISTER_RIP) {
+        ZyanU64 abs = 0;
+        if (simple && ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(in, mem, address, &abs))) {
+            out->base = HK_BASE_RIP;
+            out->address = abs;
+            out->plain = 1;
+        }
+    } else {
+        out->base = gpr64_id(mem->mem.base);
+        out->plain = simple && out->base >= 0 && (!mem->mem.disp.has_displacement || mem->mem.disp.value == 0);
+    }
+}
+
 int hk_decode_writes(const uint8_t *code, size_t len, uint64_t address, hk_writes *out) {
     memset(out, 0, sizeof *out);
-    ZydisDecoder dec;
-    if (ZYAN_FAILED(ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64))) return -1;
     ZydisDecodedInstruction in;
     ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
-    if (ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, code, len, &in, ops))) return -1;
+    if (decode_full(code, len, &in, ops) != 0) return -1;
     out->length = in.length;
     for (int i = 0; i < in.operand_count; i++)
         if (ops[i].type == ZYDIS_OPERAND_TYPE_REGISTER && (ops[i].actions & ZYDIS_OPERAND_ACTION_MASK_WRITE))
             out->written |= register_class_bit(ops[i].reg.value);
     if (replaces_vector_state(in.mnemonic)) out->written |= (uint64_t)1 << HK_WRITES_ALL_VECTOR;
 
+    describe_pointer_use(&in, ops, address, out);
     const ZydisDecodedOperand *target = in.operand_count_visible > 0 ? &ops[0] : NULL;
     int relative = target && target->type == ZYDIS_OPERAND_TYPE_IMMEDIATE && target->imm.is_relative;
     if (relative) {
         ZyanU64 abs = 0;
         if (ZYAN_FAILED(ZydisCalcAbsoluteAddress(&in, target, address, &abs))) return -1;
         out->target = abs;
+    }
+    if (!relative && target && target->type == ZYDIS_OPERAND_TYPE_MEMORY && target->mem.base == ZYDIS_REGISTER_RIP &&
+        target->mem.index == ZYDIS_REGISTER_NONE) {
+        ZyanU64 abs = 0;
+        if (ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&in, target, address, &abs))) { out->target = abs; out->through_rip = 1; }
     }
     switch (in.meta.category) {
     case ZYDIS_CATEGORY_RET: out->flow = HK_FLOW_RET; break;

@@ -7,15 +7,24 @@ extension TrampolineTable {
     /// known callees write. rax is the return value and always the replacement's. When the
     /// original itself calls out through the PLT or a pointer, its callers rely on nothing
     /// caller-saved, and the image stays a bare `jmp`.
-    func registersToGiveBack(original site: PatchSite, replacement: UInt64) throws -> RegisterSet {
+    ///
+    /// `originalSlot`: the replacement's HOOKIT_ORIGINAL variable, if it has one: a call through
+    /// it reaches the original, so it adds what the original may write, not everything.
+    func registersToGiveBack(original site: PatchSite, replacement: UInt64, originalSlot: UInt64?) throws -> RegisterSet {
         let f = site.function
-        let originalWrites = RegisterUse.written(by: f.address..<f.address + max(f.size, 1), in: site.module,
-                                                 functions: symbols.functions(in: site.module), bound: .assumedByCallers)
+        let extent = f.address..<f.address + max(f.size, 1)
+        let originalFunctions = symbols.functions(in: site.module)
+        let originalWrites = RegisterUse.written(by: extent, in: site.module, functions: originalFunctions, bound: .assumedByCallers)
+        var pointers: [UInt64: RegisterSet] = [:]
+        if let slot = originalSlot {
+            pointers[slot] = RegisterUse.written(by: extent, in: site.module, functions: originalFunctions, bound: .atMost)
+        }
         let replacementWrites: RegisterSet
         if let module = try Modules.module(containing: replacement, pid: tracee.pid, memory: tracee.memory),
            let own = symbols.functions(in: module).first(where: { $0.address == replacement && $0.size > 0 }) {
             replacementWrites = RegisterUse.written(by: own.address..<own.address + own.size, in: module,
-                                                    functions: symbols.functions(in: module), bound: .atMost)
+                                                    functions: symbols.functions(in: module), bound: .atMost, pointers: pointers,
+                                                    readPointer: { [tracee] in try? tracee.memory.readU64(at: $0) })
         } else {
             replacementWrites = .callClobbered
         }

@@ -130,9 +130,14 @@ public final class TrampolineTable {
             try Self.checkLibraryExports(library, symbol, pid: tracee.pid)
         }
         let program = try resolve(spec, kind: kind, function: function)
+        // The replacement's HOOKIT_ORIGINAL(name) variable, through which it calls the original.
+        var originalSlot: UInt64?
+        if kind == .replace, case .user(let lib, _, _) = program, let handle = libraries[lib] {
+            originalSlot = try tracee.dlsym(handle: handle, name: "hookit_original_\(function.name)", symbols: symbols)
+        }
         let givesBack: RegisterSet
         if kind == .replace, !raw, case .user(_, _, let address) = program {
-            givesBack = try registersToGiveBack(original: trampoline.site, replacement: address)
+            givesBack = try registersToGiveBack(original: trampoline.site, replacement: address, originalSlot: originalSlot)
         } else {
             givesBack = []
         }
@@ -142,12 +147,10 @@ public final class TrampolineTable {
                         statsAddress: stats, counter: counter)
         nextLinkID += 1
         link.givesBack = givesBack
-        if kind == .replace, case .user(let lib, _, _) = program, let handle = libraries[lib] {
-            // Hand the replacement the original, through the HOOKIT_ORIGINAL(name) variable.
-            if let slot = try tracee.dlsym(handle: handle, name: "hookit_original_\(function.name)", symbols: symbols) {
-                try tracee.memory.write([UInt8].le(trampoline.originalEntry), at: slot)
-                originalSlots.append((slot, function.address, trampoline))
-            }
+        if let slot = originalSlot {
+            // Hand the replacement the original.
+            try tracee.memory.write([UInt8].le(trampoline.originalEntry), at: slot)
+            originalSlots.append((slot, function.address, trampoline))
         }
         trampoline.links[kind, default: []].append(link)
         trampoline.dirty = true

@@ -77,34 +77,40 @@ final class UserFeatureTests: XCTestCase {
         XCTAssertEqual(trace.filter { $0["name"] as? String == "hooktarget:fallible" }.count, 1)
     }
 
+    /// hookit with its stdout on a pipe the test reads (or stops reading); the pipe's read end.
+    private func hookitWithStdoutPipe(_ args: [String]) throws -> (pid: pid_t, readFD: Int32) {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw TestError("pipe: \(errno)") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        let argv: [UnsafeMutablePointer<CChar>?] = ([Repo.hookit] + args).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, Repo.hookit, &actions, nil, argv, environ)
+        close(fds[1])
+        guard rc == 0 else { close(fds[0]); throw TestError("spawn hookit: \(rc)") }
+        return (pid, fds[0])
+    }
+
     /// `hookit attach ... | head`: when stdout closes, hookit detaches cleanly (EPIPE, not a
     /// SIGPIPE death that would leave the patches to the next hookit). An --output file that
     /// cannot be written is refused before anything touches the process.
     func testClosedStdoutDetachesAndBadOutputFileIsRefused() throws {
         let target = try TargetProcess("hooktarget")
         XCTAssertEqual(try target.send("spinbg 2"), "spinning 2")
-        var fds: [Int32] = [0, 0]
-        XCTAssertEqual(pipe(&fds), 0)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        posix_spawn_file_actions_addclose(&actions, fds[0])
-        let words: [String] = [Repo.hookit, "attach", "\(target.pid)", "--trace", "hooktarget:add"]
-        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
-        var pid: pid_t = 0
-        XCTAssertEqual(posix_spawn(&pid, Repo.hookit, &actions, nil, argv, environ), 0)
-        argv.forEach { free($0) }
-        posix_spawn_file_actions_destroy(&actions)
-        close(fds[1])
+        let (pid, out) = try hookitWithStdoutPipe(["attach", "\(target.pid)", "--trace", "hooktarget:add"])
         // Read a few lines, then close the pipe, as `head -n 3` does.
         var got = 0, buf = [UInt8](repeating: 0, count: 4096)
         let end = now() + 20
         while got < 3 && now() < end {
-            let n = read(fds[0], &buf, buf.count)
+            let n = read(out, &buf, buf.count)
             if n <= 0 { break }
             got += buf[..<n].filter { $0 == 10 }.count
         }
-        close(fds[0])
+        close(out)
         let start = now()
         var status: Int32 = 0
         while waitpid(pid, &status, WNOHANG) == 0 && now() - start < 20 { usleep(20_000) }
@@ -126,33 +132,21 @@ final class UserFeatureTests: XCTestCase {
     func testSigintDetachesPromptlyWhileStdoutReaderHasStopped() throws {
         let target = try TargetProcess("hooktarget")
         XCTAssertEqual(try target.send("spinbg 2"), "spinning 2")
-        var fds: [Int32] = [0, 0]
-        XCTAssertEqual(pipe(&fds), 0)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        posix_spawn_file_actions_addclose(&actions, fds[0])
-        let words: [String] = [Repo.hookit, "attach", "\(target.pid)", "--trace", "hooktarget:add"]
-        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
-        var pid: pid_t = 0
-        XCTAssertEqual(posix_spawn(&pid, Repo.hookit, &actions, nil, argv, environ), 0)
-        argv.forEach { free($0) }
-        posix_spawn_file_actions_destroy(&actions)
-        close(fds[1])
-        defer { close(fds[0]) }
+        let (pid, out) = try hookitWithStdoutPipe(["attach", "\(target.pid)", "--trace", "hooktarget:add"])
+        defer { close(out) }
         // Read until traced calls arrive, then stop reading: the pipe fills and stays full.
         var got = 0, buf = [UInt8](repeating: 0, count: 4096)
         let end = now() + 20
         while got < 5 && now() < end {
-            let n = read(fds[0], &buf, buf.count)
+            let n = read(out, &buf, buf.count)
             if n <= 0 { break }
             got += buf[..<n].filter { $0 == 10 }.count
         }
         XCTAssertGreaterThanOrEqual(got, 5, "trace lines arrived")
         var size: Int32 = 0
-        XCTAssertEqual(ioctl(fds[0], UInt(FIONREAD), &size), 0)
+        XCTAssertEqual(ioctl(out, UInt(FIONREAD), &size), 0)
         usleep(500_000)                                   // hookit's own backlog grows meanwhile
-        XCTAssertEqual(ioctl(fds[0], UInt(FIONREAD), &size), 0)
+        XCTAssertEqual(ioctl(out, UInt(FIONREAD), &size), 0)
         XCTAssertGreaterThan(size, 32 * 1024, "the pipe is full of unread output")
         kill(pid, SIGINT)
         let start = now()

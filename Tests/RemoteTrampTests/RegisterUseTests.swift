@@ -28,3 +28,25 @@ final class RegisterUseTests: XCTestCase {
         XCTAssertEqual(try written("park", .atMost), .callClobbered)
     }
 }
+
+/// Which replace images are a bare jump and which wrap the replacement.
+final class ReplaceImageTests: XCTestCase {
+    func testAReplacementThatOnlyCallsTheOriginalThroughItsPointerIsABareJump() throws {
+        let h = try HookHarness()
+        // my_add: `call *hookit_original_add; add $1000, %rax`: the call reaches add itself, which
+        // writes only rax, as my_add does.
+        let l = try h.link(.replace, "add", "\(HookHarness.replaceLib):my_add")
+        XCTAssertEqual(l.givesBack, [], "nothing to give back: \(l.givesBack)")
+        try h.go()
+        XCTAssertEqual(try h.target.send("add 2 3"), "1005")
+        try h.finish()
+    }
+
+    func testAReplacementThatMayChangeMoreThanTheOriginalIsWrapped() throws {
+        let h = try HookHarness("regcheck")
+        let l = try h.link(.replace, "add_leaf", "\(Repo.target("libregreplace.so")):clobber_add")
+        XCTAssertTrue(l.givesBack.contains(.rcx) && l.givesBack.contains(.vector(15)), "\(l.givesBack)")
+        XCTAssertFalse(l.givesBack.contains(.rax), "rax is the replacement's return value")
+        try h.finish()
+    }
+}

@@ -70,9 +70,22 @@ enum {
 typedef struct {
     uint8_t length;
     uint8_t flow;             // HK_FLOW_*
-    uint64_t target;          // HK_FLOW_JMP / JCC / CALL: absolute target
+    uint64_t target;          // HK_FLOW_JMP / JCC / CALL: absolute target; with `through_rip`, the
+                              // address of the pointer an indirect call or jmp goes through
     uint64_t written;         // register-use classes written (see above), hidden operands included
+    uint8_t through_rip;      // HK_FLOW_CALL_INDIRECT / JMP_POINTER through [rip + disp]
+    // For following a function pointer from its load to its call (see RegisterUse):
+    uint8_t op;               // HK_OP_*
+    int8_t dest;              // HK_OP_LEA / LOAD: the 64-bit general register written, else -1
+    int8_t base;              // the memory operand's base: a general register 0-15, HK_BASE_RIP, or -1
+    int8_t via;               // indirect call/jmp through a general register: its number, else -1
+    uint8_t plain;            // the memory operand is [base] or [rip + disp]: no index, no segment,
+                              // and (for a register base) no displacement
+    uint64_t address;         // [rip + disp]: its absolute address
 } hk_writes;
+
+#define HK_BASE_RIP 16
+enum { HK_OP_OTHER = 0, HK_OP_LEA = 1, HK_OP_LOAD = 2 };
 
 /// Decodes the instruction at `code` (running at `address`) for register-use analysis.
 /// Returns 0, or -1 when the bytes are not a valid instruction.
