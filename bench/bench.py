@@ -36,6 +36,7 @@ def per_call(hookit, threads_list):
     # file, compiled at -O2, so -fipa-ra lets it keep values in caller-saved registers.
     via = f"{PROGS}:bench_fn_via_original"
     direct_via = f"{PROGS}:bench_fn_direct_via_original"
+    clob = f"{PROGS}:bench_fn_clobbering"
     configs = [
         ("unhooked", "bench_fn", "pointer", []),
         ("fentry count", "bench_fn", "pointer", ["--prog", "fentry:benchtarget:bench_fn=count"]),
@@ -48,13 +49,14 @@ def per_call(hookit, threads_list):
         ("--trace (ring buffer)", "bench_fn", "pointer", ["--trace", "benchtarget:bench_fn"]),
         ("--override (function skipped)", "bench_fn", "pointer", ["--override", "benchtarget:bench_fn=0"]),
         ("replace (proven: bare jmp)", "bench_fn", "pointer", ["--prog", f"replace:benchtarget:bench_fn={PROGS}:bench_fn_replacement"]),
-        ("replace, calling the original (wrapped)", "bench_fn", "pointer", ["--replace", f"benchtarget:bench_fn={via}"]),
-        ("--replace-raw, calling the original", "bench_fn", "pointer", ["--replace-raw", f"benchtarget:bench_fn={via}"]),
+        ("replace via HOOKIT_ORIGINAL (proven: jmp)", "bench_fn", "pointer", ["--replace", f"benchtarget:bench_fn={via}"]),
+        ("replace, clobbering (wrapped)", "bench_fn", "pointer", ["--replace", f"benchtarget:bench_fn={clob}"]),
+        ("--replace-raw, clobbering", "bench_fn", "pointer", ["--replace-raw", f"benchtarget:bench_fn={clob}"]),
         ("unhooked, direct call", "bench_fn_direct", "direct", []),
         ("--override, direct call", "bench_fn_direct", "direct", ["--override", "benchtarget:bench_fn_direct=0"]),
         ("replace (proven: bare jmp), direct call", "bench_fn_direct", "direct", ["--replace", f"benchtarget:bench_fn_direct={PROGS}:bench_fn_replacement"]),
-        ("replace via original (wrapped), direct", "bench_fn_direct", "direct", ["--replace", f"benchtarget:bench_fn_direct={direct_via}"]),
-        ("--replace-raw via original, direct", "bench_fn_direct", "direct", ["--replace-raw", f"benchtarget:bench_fn_direct={direct_via}"]),
+        ("replace via HOOKIT_ORIGINAL, direct", "bench_fn_direct", "direct", ["--replace", f"benchtarget:bench_fn_direct={direct_via}"]),
+        ("replace, clobbering (wrapped), direct", "bench_fn_direct", "direct", ["--replace", f"benchtarget:bench_fn_direct={clob}"]),
     ]
     rows = []
     target = Target()

@@ -15,3 +15,10 @@ HOOKIT_ORIGINAL(bench_fn_direct, long, (long));
 
 // The same for the direct-call loop's function.
 long bench_fn_direct_via_original(long x) { return hookit_original_bench_fn_direct(x); }
+
+// bench_fn's work, but free with registers as any C function may be (here on purpose): a
+// replacement hookit must wrap to give back what bench_fn leaves alone.
+long bench_fn_clobbering(long x) {
+    __asm__ volatile("xor %%ecx, %%ecx; xor %%r8d, %%r8d; pxor %%xmm2, %%xmm2" ::: "rcx", "r8", "xmm2");
+    return x * 3 + 1;
+}
