@@ -161,10 +161,13 @@ public final class Tracee {
                 }
                 throw InjectorError.ptraceFailed(request: "waitpid", tid: -1, errno: errno)
             }
-            if Clock.now() >= deadline { return nil }
-            // Stops usually arrive within microseconds: spin briefly, then back off.
+            let now = Clock.now()
+            if now >= deadline { return nil }
+            // Stops usually arrive within microseconds: spin briefly, then sleep (until SIGCHLD
+            // when the process opted in, see ChildSignal), or back off.
             spins += 1
-            if spins < 64 { sched_yield() } else { usleep(spins < 512 ? 20 : 200) }
+            if ChildSignal.fd >= 0 { if spins < 4 { sched_yield() } else { ChildSignal.sleep(upTo: deadline - now) } }
+            else if spins < 64 { sched_yield() } else { usleep(spins < 512 ? 20 : 200) }
         }
     }
 

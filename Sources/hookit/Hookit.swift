@@ -32,6 +32,7 @@ struct StandardError: TextOutputStream {
 /// unwinds and detaches, so the tracee is never left stopped or half-changed.
 /// SIGPIPE is ignored: a closed stdout shows up as EPIPE, and the session detaches.
 func catchTerminationSignals() {
+    Tracee.sleepWhileWaiting()
     let signals: [Int32] = [SIGINT, SIGTERM, SIGHUP, 0]
     signals.withUnsafeBufferPointer { hk_catch_signals($0.baseAddress) }
     signal(SIGPIPE, SIG_IGN)

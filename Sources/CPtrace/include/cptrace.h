@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/signalfd.h>   // signalfd (Glibc's module map leaves it out)
 #include <sys/user.h>
 #include <sys/wait.h>
 #include <sys/ptrace.h>
