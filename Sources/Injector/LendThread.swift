@@ -50,6 +50,14 @@ extension Tracee {
                 asked = true
             }
             guard let ev = try waitEvent(until: min(deadline, Clock.now() + 20_000_000)) else {
+                let state = ProcFS.threadState(pid, thread.tid)
+                if state == nil || state == "Z" || state == "X" {
+                    // Exited (or a zombie leader): another thread is lent instead.
+                    thread.borrowed = false
+                    if state == "Z" { zombies.insert(thread.tid) }
+                    threads[thread.tid] = nil
+                    return false
+                }
                 if Clock.now() >= deadline {
                     thread.borrowed = false
                     if thread.stopped { try? release(thread) }

@@ -123,7 +123,8 @@ extension Tracee {
             do { try restoreStubBytes() } catch { report.problems.append("\(error)") }
         }
         var rounds = 0
-        while let tid = threads.keys.min(), rounds < 100_000 {
+        while rounds < 100_000 {
+            guard let tid = threads.keys.min() ?? stillTraced() else { break }
             rounds += 1
             let thread = threads[tid]!
             thread.borrowed = true                    // dispatch keeps its stop for us
@@ -134,18 +135,27 @@ extension Tracee {
             }
             let deadline = Clock.now() + 1_000_000_000
             var exiting = false
+            var nextLook = Clock.now() + 10_000_000
             while threads[tid] === thread && !thread.stopped && Clock.now() < deadline {
-                guard let ev = try? waitEvent(until: min(deadline, Clock.now() + 20_000_000)) else {
-                    // A thread on its way out (or a zombie leader) never stops again.
+                if Clock.now() >= nextLook {
+                    // A thread on its way out (or a zombie leader) never stops again; other
+                    // threads' events may keep coming all the while, so look every 10 ms.
                     let state = ProcFS.threadState(pid, tid)
                     if state == nil || state == "Z" || state == "X" { exiting = true; break }
-                    continue
+                    nextLook = Clock.now() + 10_000_000
                 }
+                guard let ev = try? waitEvent(until: min(deadline, nextLook)) else { continue }
                 try? dispatch(tid: ev.tid, status: ev.status)
             }
             guard threads[tid] === thread else { continue }
             if !thread.stopped {
-                if !exiting { report.problems.append("thread \(tid) did not stop; the kernel detaches it when hookit exits") }
+                // Gone meanwhile (its exit reported to nobody: reaped with its thread group).
+                let state = ProcFS.threadState(pid, tid)
+                if state == nil || state == "Z" || state == "X" { exiting = true }
+                if !exiting {
+                    let state = ProcFS.threadState(pid, tid) ?? "gone"
+                    report.problems.append("thread \(tid) did not stop in 1 s (state \(state), interrupt \(thread.interruptPending ? "pending" : "not sent")); the kernel detaches it when hookit exits")
+                }
                 threads[tid] = nil
                 continue
             }
@@ -163,11 +173,34 @@ extension Tracee {
         report.stopStats = stopStats
     }
 
+    /// A thread still traced by hookit that it no longer lists: a clone child the kernel
+    /// attached while the last threads were being detached, its clone event not yet seen.
+    /// Adopted so the detach loop detaches it too; nil when there is none.
+    private func stillTraced() -> pid_t? {
+        try? drainEvents()
+        if let t = threads.keys.min() { return t }
+        let me = "\(getpid())"
+        for tid in ProcFS.threads(pid) ?? [] where !zombies.contains(tid) {
+            guard ProcFS.statusField("/proc/\(pid)/task/\(tid)/status", "TracerPid") == me else { continue }
+            let state = ProcFS.threadState(pid, tid)
+            if state == nil || state == "Z" || state == "X" { continue }
+            let t = adopt(tid)
+            // In a ptrace stop whose report hookit may never get (taken before it knew the
+            // thread): it can be detached from that stop as it is.
+            t.stopped = state == "t"
+            return tid
+        }
+        return nil
+    }
+
     /// A thread that exited while traced stays a zombie until its tracer waits for it. Wait for
     /// those of this tracee by id (never waitpid(-1): the caller's other children are not ours).
     func reapExitedThreads() {
         for tid in ProcFS.threads(pid) ?? [] {
             guard ProcFS.statusField("/proc/\(pid)/task/\(tid)/status", "TracerPid") == "\(getpid())" else { continue }
+            // Only the dead: a wait on a live thread would take (and lose) its next stop.
+            let state = ProcFS.threadState(pid, tid)
+            guard state == nil || state == "Z" || state == "X" else { continue }
             var status: Int32 = 0
             _ = waitpid(tid, &status, __WALL | WNOHANG)
         }
