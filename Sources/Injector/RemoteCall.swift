@@ -44,22 +44,28 @@ extension Tracee {
 
     /// `call` while the world runs: one thread is stopped and lent, the others never stop.
     private func callOnLentThread(_ address: UInt64, _ args: [UInt64], name: String?, timeout: Double) throws -> UInt64 {
-        let label = name ?? "0x\(hex(address))"
-        let thread = try lendOneThread()
+        try runStub(on: try lendOneThread(), entry: .call, arguments: [address] + args,
+                    label: name ?? "0x\(hex(address))", timeout: timeout)
+    }
+
+    /// Runs the stub on `thread` (lent by the caller, or one of the held world's) to its end and
+    /// puts the thread back: restored at the sentinel, or left to restore itself (abandon) on a
+    /// timeout, an interruption or a failure while it is in the stub. A lent thread goes back
+    /// to the running world.
+    func runStub(on thread: TraceeThread, entry: StubEntry, arguments: [UInt64], label: String, timeout: Double) throws -> UInt64 {
         let b: Borrowed
-        do { b = try borrow(thread, entry: .call, arguments: [address] + args) }
-        catch { returnLentThread(thread); throw error }
+        do { b = try borrow(thread, entry: entry, arguments: arguments) }
+        catch { if !held { returnLentThread(thread) }; throw error }
         let outcome: StubOutcome
         do { outcome = try runUntilSentinel(b, timeout: timeout) }
         catch {
-            // A thread still in the stub finishes it and restores itself (see abandon).
             if thread.borrowed { abandon(b) } else if !held { returnLentThread(thread) }
             throw error
         }
         switch outcome {
         case .finished(let result):
             try restore(b)
-            returnLentThread(thread)
+            if !held { returnLentThread(thread) }
             return result
         case .timedOut:
             abandon(b)

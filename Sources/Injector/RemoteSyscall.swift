@@ -10,28 +10,9 @@ extension Tracee {
     public func syscall(_ number: Int, _ args: UInt64..., timeout: Double = 5) throws -> Int64 {
         precondition(args.count <= 6)
         let thread = held ? try pickThread() : try lendOneThread()
-        let b: Borrowed
-        do { b = try borrow(thread, entry: .syscall, arguments: [UInt64(number)] + args) }
-        catch { if !held { returnLentThread(thread) }; throw error }
-        let outcome: StubOutcome
-        do { outcome = try runUntilSentinel(b, timeout: timeout) }
-        catch {
-            // A thread still in the stub finishes it and restores itself (see abandon).
-            if thread.borrowed { abandon(b) } else if !held { returnLentThread(thread) }
-            throw error
-        }
-        switch outcome {
-        case .finished(let result):
-            try restore(b)
-            if !held { returnLentThread(thread) }
-            return Int64(bitPattern: result)
-        case .timedOut:
-            abandon(b)
-            throw InjectorError.remoteCallTimedOut(function: "syscall \(number)", tid: thread.tid, seconds: timeout)
-        case .interrupted:
-            abandon(b)
-            throw InjectorError.remoteCallInterrupted(function: "syscall \(number)", tid: thread.tid)
-        }
+        let result = try runStub(on: thread, entry: .syscall, arguments: [UInt64(number)] + args,
+                                 label: "syscall \(number)", timeout: timeout)
+        return Int64(bitPattern: result)
     }
 
     /// `syscall`, with a negative result thrown as a typed error naming the call.

@@ -3,32 +3,42 @@ import Injector
 
 /// Rewriting code in the tracee (the seed's bpf_arch_text_poke): only while every thread is
 /// stopped, only after checking that the bytes there are the ones expected (a foreign patch is
-/// reported, never overwritten), and as one pwrite of at most 8 bytes within one page, which
-/// lands whole even if hookit dies mid-way (design.md, "Text pokes").
+/// reported, never overwritten), and as pwrites that each stay within one page and hold whole
+/// patches only, so each lands whole even if hookit dies mid-way (design.md, "Text pokes").
 enum TextPoke {
-    /// `current`: the bytes there now, when the caller read them already (a batch of pokes
-    /// reads all its sites in a few vectored reads); nil to read them here.
-    static func poke(_ tracee: Tracee, at address: UInt64, expected old: [UInt8], new: [UInt8], function: String,
-                     current known: [UInt8]? = nil) throws {
-        precondition(tracee.held, "text pokes need the world stopped")
-        precondition(old.count == new.count && new.count <= 8)
-        guard address / 4096 == (address + UInt64(new.count) - 1) / 4096 else {
-            throw TrampolineError.cannotPatch(function: function, reason: "the patch at 0x\(String(address, radix: 16)) would cross a page boundary")
-        }
-        let current = try known ?? tracee.memory.read(at: address, count: old.count)
-        guard current == old else {
-            throw TrampolineError.foreignPatch(function: function, address: address, found: current, expected: old,
-                                               what: PatchSite.describeForeign(current.first ?? 0))
-        }
-        try tracee.memory.writeForced(new, at: address)
-    }
-
-    /// One entry patch of a batch.
+    /// One entry patch: the bytes expected at `address` and the bytes to write there.
     struct Write {
         let address: UInt64
         let expected: [UInt8]
         let new: [UInt8]
         let function: String
+
+        /// A poke lands whole only within one page.
+        func checkPage() throws {
+            precondition(expected.count == new.count && new.count <= 8)
+            guard address / 4096 == (address + UInt64(new.count) - 1) / 4096 else {
+                throw TrampolineError.cannotPatch(function: function, reason: "the patch at 0x\(String(address, radix: 16)) would cross a page boundary")
+            }
+        }
+
+        /// The bytes there now must be the expected ones: anything else is someone else's patch.
+        func check(found: [UInt8]) throws {
+            guard found == expected else {
+                throw TrampolineError.foreignPatch(function: function, address: address, found: found, expected: expected,
+                                                   what: PatchSite.describeForeign(found.first ?? 0))
+            }
+        }
+    }
+
+    static func poke(_ tracee: Tracee, at address: UInt64, expected old: [UInt8], new: [UInt8], function: String) throws {
+        try poke(tracee, Write(address: address, expected: old, new: new, function: function))
+    }
+
+    static func poke(_ tracee: Tracee, _ w: Write) throws {
+        precondition(tracee.held, "text pokes need the world stopped")
+        try w.checkPage()
+        try w.check(found: try tracee.memory.read(at: w.address, count: w.expected.count))
+        try tracee.memory.writeForced(w.new, at: w.address)
     }
 
     /// Many pokes in as few writes as can land whole: the patches that lie in one page are
@@ -46,10 +56,7 @@ enum TextPoke {
         let sorted = writes.sorted { $0.address < $1.address }
         var groups: [[Write]] = []
         for w in sorted {
-            precondition(w.expected.count == w.new.count && w.new.count <= 8)
-            guard w.address / 4096 == (w.address + UInt64(w.new.count) - 1) / 4096 else {
-                throw TrampolineError.cannotPatch(function: w.function, reason: "the patch at 0x\(String(w.address, radix: 16)) would cross a page boundary")
-            }
+            try w.checkPage()
             if let last = groups.last?.last, last.address / 4096 == w.address / 4096 {
                 // Overlapping patches (an entry shorter than the patch) are written one by one.
                 if last.address + UInt64(last.new.count) > w.address {
@@ -65,11 +72,7 @@ enum TextPoke {
         for (g, (span, bytes)) in zip(groups, zip(spans, current)) {
             for w in g {
                 let at = Int(w.address - span.address)
-                let found = Array(bytes[at..<at + w.expected.count])
-                guard found == w.expected else {
-                    throw TrampolineError.foreignPatch(function: w.function, address: w.address, found: found, expected: w.expected,
-                                                       what: PatchSite.describeForeign(found.first ?? 0))
-                }
+                try w.check(found: Array(bytes[at..<at + w.expected.count]))
             }
         }
         for (g, (span, bytes)) in zip(groups, zip(spans, current)) {
@@ -81,10 +84,6 @@ enum TextPoke {
             try tracee.memory.writeForced(out, at: span.address)
             g.forEach(landed)
         }
-    }
-
-    private static func poke(_ tracee: Tracee, _ w: Write) throws {
-        try poke(tracee, at: w.address, expected: w.expected, new: w.new, function: w.function)
     }
 
     /// Moves every thread whose PC lies strictly inside [address, address + length) — in the

@@ -549,10 +549,8 @@ public final class TrampolineTable {
         var writes: [TextPoke.Write] = []
         for (i, (t, image)) in live.enumerated() {
             let w = TextPoke.Write(address: t.site.address, expected: t.patchBytes(for: image), new: t.site.original, function: t.label)
-            if i < current.count, current[i] != w.expected {
-                report.problems.append("\(TrampolineError.foreignPatch(function: t.label, address: w.address, found: current[i], expected: w.expected, what: PatchSite.describeForeign(current[i].first ?? 0)))")
-                continue
-            }
+            do { if i < current.count { try w.check(found: current[i]) } }
+            catch { report.problems.append("\(error)"); continue }
             writes.append(w)
         }
         var restored = Set<UInt64>()

@@ -363,21 +363,30 @@ final class RegisterPreservationTests: XCTestCase {
         "\(what) changed \(registers(m)) (mask \(hex(m))), which the original leaves alone"
     }
 
+    /// Runs one checker command ("MASK RESULT..."): asserts the mask is 0, returns the fields,
+    /// or nil (a failure recorded) when the answer has not `fields` fields.
+    private func probe(_ t: TargetProcess, _ command: String, fields: Int, _ what: String,
+                       file: StaticString, line: UInt) throws -> [Substring]? {
+        let f = try t.send(command).split(separator: " ")
+        guard f.count == fields, let m = mask(f[0]) else {
+            XCTFail("\(what): \(command) answered \(f)", file: file, line: line)
+            return nil
+        }
+        XCTAssertEqual(m, 0, maskMessage(what, m), file: file, line: line)
+        return f
+    }
+
     /// check_add 100 23: nothing but rax changed, and rax is `expected`.
     private func assertAddLeaf(_ t: TargetProcess, gives expected: Int, _ mode: String,
                                file: StaticString = #filePath, line: UInt = #line) throws {
-        let f = try t.send("check_add 100 23").split(separator: " ")
-        guard f.count == 2, let m = mask(f[0]) else { return XCTFail("\(mode): check_add answered \(f)", file: file, line: line) }
-        XCTAssertEqual(m, 0, maskMessage("\(mode): add_leaf(100, 23)", m), file: file, line: line)
+        guard let f = try probe(t, "check_add 100 23", fields: 2, "\(mode): add_leaf(100, 23)", file: file, line: line) else { return }
         XCTAssertEqual(Int(f[1]), expected, "\(mode): add_leaf(100, 23) returned", file: file, line: line)
     }
 
     /// check_pair 100 23: nothing but rax and rdx changed; rax is `expected`, rdx as `high` says.
     private func assertPairLeaf(_ t: TargetProcess, gives expected: Int, high: High, _ mode: String,
                                 file: StaticString = #filePath, line: UInt = #line) throws {
-        let f = try t.send("check_pair 100 23").split(separator: " ")
-        guard f.count == 4, let m = mask(f[0]) else { return XCTFail("\(mode): check_pair answered \(f)", file: file, line: line) }
-        XCTAssertEqual(m, 0, maskMessage("\(mode): pair_leaf(100, 23)", m), file: file, line: line)
+        guard let f = try probe(t, "check_pair 100 23", fields: 4, "\(mode): pair_leaf(100, 23)", file: file, line: line) else { return }
         XCTAssertEqual(Int(f[1]), expected, "\(mode): pair_leaf(100, 23) returned rax", file: file, line: line)
         switch high {
         case .value(let v):
@@ -392,9 +401,7 @@ final class RegisterPreservationTests: XCTestCase {
     /// xmm0 is `expected`.
     private func assertDblLeaf(_ t: TargetProcess, gives expected: Double, _ mode: String,
                                file: StaticString = #filePath, line: UInt = #line) throws {
-        let f = try t.send("check_dbl 1.5 2.25").split(separator: " ")
-        guard f.count == 2, let m = mask(f[0]) else { return XCTFail("\(mode): check_dbl answered \(f)", file: file, line: line) }
-        XCTAssertEqual(m, 0, maskMessage("\(mode): dbl_leaf(1.5, 2.25)", m), file: file, line: line)
+        guard let f = try probe(t, "check_dbl 1.5 2.25", fields: 2, "\(mode): dbl_leaf(1.5, 2.25)", file: file, line: line) else { return }
         XCTAssertEqual(Double(f[1]), expected, "\(mode): dbl_leaf(1.5, 2.25) returned", file: file, line: line)
     }
 
