@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <stddef.h>
 
-volatile int hookit_rt_time_enabled = 1;
+volatile int hookit_rt_time_enabled = 0;
 volatile int hookit_rt_cpus = 1;
 
 // Initial-exec TLS: reading it is one fs-relative load, never a call into the loader (which
@@ -13,7 +13,6 @@ static __thread int hookit_rt_active __attribute__((tls_model("initial-exec")));
 // This thread's errno, found once: `errno` is a call to __errno_location, which may be hooked
 // (the first lookup then counts as one miss on it; later runs call nothing).
 static __thread int *hookit_rt_errno __attribute__((tls_model("initial-exec")));
-__thread int hookit_rt_pending_errno __attribute__((tls_model("initial-exec")));
 
 // Offset of glibc's `tid` field of struct pthread from the thread pointer, found by hookit (it
 // reads each thread's fs base and tid); 0: unknown, ask the kernel. glibc keeps the field right
@@ -30,28 +29,20 @@ uint32_t hookit_rt_tid(void) {
 // no libc function, which may itself be hooked; hookit converts ticks to nanoseconds.
 static uint64_t now_ticks(void) { return __builtin_ia32_rdtsc(); }
 
-// glibc (2.35+) registers an rseq area per thread at this offset from the thread pointer;
-// weak, so a libc without them leaves both at 0 (CPU 0's cells for everyone).
-extern const ptrdiff_t __rseq_offset __attribute__((weak));
-extern const unsigned int __rseq_size __attribute__((weak));
-
-// This CPU's cells: threads on different CPUs never share a cache line for statistics. The CPU
-// number is read straight from the rseq area: no libc call may run before the recursion guard,
-// since that very function may be hooked (sched_getcpu would recurse forever).
-void *hookit_rt_cpu_cells(void *cpu0) {
-    int cpu = 0;
-    if (&__rseq_size && __rseq_size >= 8) {
-        const char *tp = (const char *)__builtin_thread_pointer();
-        cpu = (int)*(const volatile unsigned int *)(tp + __rseq_offset + 4);     // struct rseq.cpu_id
-    }
-    if (cpu < 0 || cpu >= hookit_rt_cpus) cpu = 0;
-    return (char *)cpu0 + (long)cpu * HOOKIT_RT_CPU_STRIDE;
+int *hookit_rt_errno_location(void) {
+    if (hookit_rt_errno) return hookit_rt_errno;
+    if (hookit_rt_active) return 0;
+    hookit_rt_active = 1;
+    hookit_rt_errno = &errno;
+    hookit_rt_active = 0;
+    return hookit_rt_errno;
 }
 
+// Statistics are per-CPU rseq adds (no locked instruction, no shared line); time costs two TSC
+// reads per run, so it is kept only when hookit asks (the kernel's bpf_stats_enabled).
 uint64_t hookit_rt_run(hookit_prog_fn prog, struct hookit_ctx *ctx, struct hookit_rt_stats *cpu0) {
-    struct hookit_rt_stats *stats = hookit_rt_cpu_cells(cpu0);
     if (hookit_rt_active) {
-        __atomic_fetch_add(&stats->misses, 1, __ATOMIC_RELAXED);
+        rt_percpu_add(&cpu0->misses, 1);
         return 0;
     }
     hookit_rt_active = 1;
@@ -63,16 +54,12 @@ uint64_t hookit_rt_run(hookit_prog_fn prog, struct hookit_ctx *ctx, struct hooki
     if (hookit_rt_time_enabled) {
         uint64_t t0 = now_ticks();
         r = prog(ctx);
-        __atomic_fetch_add(&stats->nsecs, now_ticks() - t0, __ATOMIC_RELAXED);
+        rt_percpu_add(&cpu0->nsecs, now_ticks() - t0);
     } else {
         r = prog(ctx);
     }
-    __atomic_fetch_add(&stats->calls, 1, __ATOMIC_RELAXED);
+    rt_percpu_add(&cpu0->calls, 1);
     *hookit_rt_errno = saved_errno;
-    if (hookit_rt_pending_errno) {
-        *hookit_rt_errno = hookit_rt_pending_errno;
-        hookit_rt_pending_errno = 0;
-    }
     hookit_rt_active = 0;
     return r;
 }

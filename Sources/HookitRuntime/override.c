@@ -21,13 +21,23 @@ static uint32_t random32(void) {
     return (uint32_t)((x * 0x2545F4914F6CDD1Dull) >> 32);
 }
 
+// Called by the image itself (no hookit_rt_run): it calls no libc function, so it cannot recurse,
+// and the errno it sets is the one the caller sees, since nothing runs after it on a skip.
 uint64_t hookit_rt_override(struct hookit_ctx *ctx) {
     struct override *o = (struct override *)(uintptr_t)ctx->cookie;
-    uint64_t n = __atomic_add_fetch(&o->calls, 1, __ATOMIC_RELAXED);
-    if (o->every > 1 && n % o->every != 0) return 0;
+    if (o->every > 1) {
+        // Every Nth call of the process needs one sequence: CPU 0's cell, shared by all.
+        uint64_t n = __atomic_add_fetch(&o->calls, 1, __ATOMIC_RELAXED);
+        if (n % o->every != 0) return 0;
+    } else {
+        rt_percpu_add(&o->calls, 1);
+    }
     if (o->threshold < (1ull << 32) && random32() >= o->threshold) return 0;
-    __atomic_fetch_add(&o->injected, 1, __ATOMIC_RELAXED);
+    rt_percpu_add(&o->injected, 1);
     ctx->ret = o->value;
-    if (o->err) hookit_rt_pending_errno = (int)o->err;
+    if (o->err) {
+        int *e = hookit_rt_errno_location();
+        if (e) *e = (int)o->err;
+    }
     return 1;
 }

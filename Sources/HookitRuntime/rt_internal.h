@@ -2,6 +2,7 @@
 // hooked, and a program runs before or after it (see hookit_rt.c).
 #ifndef HOOKIT_RT_INTERNAL_H
 #define HOOKIT_RT_INTERNAL_H
+#include <stddef.h>
 #include <stdint.h>
 #include "hookit_rt.h"
 #include "hookit.h"
@@ -24,14 +25,65 @@ static inline long rt_syscall6(long n, long a, long b, long c, long d, long e, l
     return r;
 }
 
-/// This CPU's copy of per-CPU cells whose CPU 0 copy is at `cpu0` (stride HOOKIT_RT_CPU_STRIDE).
-__attribute__((visibility("hidden"))) void *hookit_rt_cpu_cells(void *cpu0);
+/// Adds `delta` to this CPU's copy of a per-CPU cell whose CPU 0 copy is at `cpu0`: the kernel's
+/// this_cpu_add, in user space, as the images do it (PerCPUCounters.swift). The add is the commit
+/// of an rseq critical section: a thread preempted, migrated or signalled between reading its CPU
+/// number and the add restarts at the abort handler, so each cell is only written by the thread
+/// running on its CPU and no locked instruction is needed. The section is disarmed after the
+/// commit: its descriptor lives in this library, which detach may unload. Without rseq (or for a
+/// thread that never registered one), a locked add on CPU 0's cell.
+extern const ptrdiff_t __rseq_offset __attribute__((weak));
+extern const unsigned int __rseq_size __attribute__((weak));
+
+_Static_assert(HOOKIT_RT_CPU_STRIDE == 1 << 24, "the add below shifts the CPU number by 24");
+
+static inline __attribute__((always_inline)) void rt_percpu_add(uint64_t *cpu0, uint64_t delta) {
+    unsigned cpus = (unsigned)hookit_rt_cpus;
+    if (!&__rseq_size || __rseq_size < 8) {
+        __atomic_fetch_add(cpu0, delta, __ATOMIC_RELAXED);
+        return;
+    }
+    long rseq = (long)__rseq_offset;     // struct rseq: cpu_id at +4, rseq_cs at +8
+    // The descriptor (struct rseq_cs: version, flags, start_ip, post_commit_offset, abort_ip) is
+    // in a data section of this library; the 4 bytes before the abort handler are glibc's
+    // RSEQ_SIG, which the kernel checks before jumping there.
+    __asm__ volatile(
+        ".pushsection .data.rel.ro.hookit_rseq, \"aw\"\n\t"
+        ".balign 32\n"
+        "3:\n\t"
+        ".long 0, 0\n\t"
+        ".quad 1f, 2f - 1f, 4f\n\t"
+        ".popsection\n"
+        "6:\n\t"
+        "leaq 3b(%%rip), %%rax\n\t"
+        "movq %%rax, %%fs:8(%[rseq])\n"
+        "1:\n\t"
+        "movl %%fs:4(%[rseq]), %%eax\n\t"
+        "cmpl %[cpus], %%eax\n\t"
+        "jae 5f\n\t"
+        "shlq $24, %%rax\n\t"
+        "addq %[delta], (%[cell], %%rax)\n"
+        "2:\n\t"
+        "movq $0, %%fs:8(%[rseq])\n\t"
+        "jmp 7f\n\t"
+        ".byte 0x0f, 0xb9, 0x3d\n\t"
+        ".long 0x53053053\n"
+        "4:\n\t"
+        "jmp 6b\n"
+        "5:\n\t"
+        "movq $0, %%fs:8(%[rseq])\n\t"
+        "lock addq %[delta], (%[cell])\n"
+        "7:\n"
+        :
+        : [rseq] "r"(rseq), [cpus] "r"(cpus), [cell] "r"(cpu0), [delta] "r"(delta)
+        : "rax", "memory", "cc");
+}
 
 /// The calling thread's id, without a system call when hookit found glibc's tid field.
 __attribute__((visibility("hidden"))) uint32_t hookit_rt_tid(void);
 
-/// An errno for hookit_rt_run to leave in the calling thread after the program (fault injection):
-/// it restores the thread's errno around every program, so a program cannot set it directly.
-extern __thread int hookit_rt_pending_errno __attribute__((visibility("hidden"))) __attribute__((tls_model("initial-exec")));
+/// The calling thread's errno, found without a libc call after the first time (see hookit_rt.c);
+/// NULL when that first lookup would run inside a program (a hooked __errno_location).
+__attribute__((visibility("hidden"))) int *hookit_rt_errno_location(void);
 
 #endif

@@ -11,8 +11,8 @@ enum { CALLS = 0, NSECS = 1, HIST = 2, BUCKETS = 65 };   // bucket k: [2^(k-1), 
 // the old image's epilogue, which skips fexit programs (see ImageBuilder) — its time is lost,
 // never the call. The histogram's total is the number of timed calls.
 uint64_t hookit_rt_time_enter(struct hookit_ctx *ctx) {
-    uint64_t *cells = hookit_rt_cpu_cells((void *)(uintptr_t)ctx->cookie);
-    __atomic_fetch_add(&cells[CALLS], 1, __ATOMIC_RELAXED);
+    uint64_t *cells = (uint64_t *)(uintptr_t)ctx->cookie;
+    rt_percpu_add(&cells[CALLS], 1);
     ctx->scratch[1] = rt_ticks();
     return 0;
 }
@@ -22,8 +22,8 @@ uint64_t hookit_rt_time_exit(struct hookit_ctx *ctx) {
     uint64_t ticks = rt_ticks() - ctx->scratch[1];
     uint64_t ns = (uint64_t)(((unsigned __int128)ticks * hookit_rt_ns_per_tick_q32) >> 32);
     unsigned bucket = ns ? 64 - (unsigned)__builtin_clzll(ns) : 0;
-    uint64_t *cells = hookit_rt_cpu_cells((void *)(uintptr_t)ctx->cookie);
-    __atomic_fetch_add(&cells[NSECS], ns, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&cells[HIST + bucket], 1, __ATOMIC_RELAXED);
+    uint64_t *cells = (uint64_t *)(uintptr_t)ctx->cookie;
+    rt_percpu_add(&cells[NSECS], ns);
+    rt_percpu_add(&cells[HIST + bucket], 1);
     return 0;
 }

@@ -313,20 +313,26 @@ struct ImageBuilder {
     }
 
     /// One program run. `count` is a per-CPU increment and needs nothing in the tracee; a user
-    /// program goes through hookit_rt_run (recursion guard, statistics), with its cookie in ctx.
+    /// program goes through hookit_rt_run (recursion guard, errno, statistics), with its cookie
+    /// in ctx; hookit's runtime programs call no libc function and are called directly.
     /// For fmod_ret, rax is the program's verdict afterwards (a count is never one).
     private static func emitRun(_ w: X86Writer, _ link: Link, _ input: Input,
                                 _ sections: inout [PerCPUCounters.CriticalSection]) throws {
         switch link.code {
         case .count:
             input.cells.emitIncrement(w, link.counter!, sections: &sections)
-        case .user(_, _, let address), .runtime(_, let address):
+        case .user(_, _, let address):
             w.mov(.rax, imm: link.cookie)
             w.store(.rax, .rbp, ctx(ctxCookie))
             w.mov(.rdi, imm: address)
             w.lea(.rsi, .rbp, ctx(0))
             w.mov(.rdx, imm: link.statsAddress!)
             w.callFar(input.runtimeRun!)
+        case .runtime(_, let address):
+            w.mov(.rax, imm: link.cookie)
+            w.store(.rax, .rbp, ctx(ctxCookie))
+            w.lea(.rdi, .rbp, ctx(0))
+            w.callFar(address)
         }
     }
 }

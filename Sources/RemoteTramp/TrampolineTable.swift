@@ -27,9 +27,9 @@ public final class TrampolineTable {
         public var memoryBudget = 64 << 20
         /// libhookit_rt.so, loaded into the tracee when the first user program is attached.
         public var runtimeLibrary: String?
-        /// Time each user program run (the seed's bpf_stats_enabled_key). Counting runs and
-        /// misses is always on; the built-in count program never takes time.
-        public var collectTime = true
+        /// Time each user program run (the seed's bpf_stats_enabled_key; off by default, as
+        /// there: two TSC reads per run). Counting runs and misses is always on.
+        public var timePrograms = false
         public init() {}
     }
 
@@ -296,8 +296,8 @@ public final class TrampolineTable {
         let handle = try load(path)
         runtimeRun = try tracee.dlsym(handle: handle, name: "hookit_rt_run", symbols: symbols)
         if runtimeRun == nil { throw TrampolineError.programNotFound(library: path, symbol: "hookit_rt_run") }
-        if !options.collectTime, let flag = try tracee.dlsym(handle: handle, name: "hookit_rt_time_enabled", symbols: symbols) {
-            try tracee.memory.write([0, 0, 0, 0], at: flag)
+        if options.timePrograms, let flag = try tracee.dlsym(handle: handle, name: "hookit_rt_time_enabled", symbols: symbols) {
+            try tracee.memory.write([1, 0, 0, 0], at: flag)
         }
         if let cpus = try tracee.dlsym(handle: handle, name: "hookit_rt_cpus", symbols: symbols) {
             try tracee.memory.write(Array([UInt8].le(UInt64(counters.cpus)).prefix(4)), at: cpus)

@@ -68,8 +68,11 @@ struct SessionFlags: ParsableArguments {
     @Flag(help: "One JSON object per line.")
     var json = false
 
-    @Flag(name: .customLong("no-time"), help: "Do not time anything (--count then counts calls only; programs' time is not kept).")
+    @Flag(name: .customLong("no-time"), help: "--count counts calls only, without their time (the cheapest count).")
     var noTime = false
+
+    @Flag(name: .customLong("prog-time"), help: "Keep the time spent in each --prog program (two TSC reads per run; the kernel's bpf_stats_enabled).")
+    var progTime = false
 
     @Option(name: .customLong("memory-budget"), help: ArgumentHelp("Bytes of trampoline code hookit may map in the process.", valueName: "bytes"))
     var memoryBudget: Int = 64 << 20
@@ -100,7 +103,8 @@ struct SessionFlags: ParsableArguments {
 
     func sessionOptions(_ hooks: HookSpecs) throws -> SessionOptions {
         var o = SessionOptions()
-        o.table.collectTime = !noTime
+        o.timeCounts = !noTime
+        o.table.timePrograms = progTime && !noTime
         o.table.memoryBudget = memoryBudget
         o.signatures = try hooks.signatures()
         o.interval = interval

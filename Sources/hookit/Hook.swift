@@ -51,6 +51,8 @@ extension TrampolineError {
 /// Options of a session that are not hooks.
 struct SessionOptions {
     var table = TrampolineTable.Options()
+    /// --count takes time (the runtime's timing programs), unless --no-time.
+    var timeCounts = true
     var signatures: [Signature] = []
     var interval: Double?
     var histogram = false

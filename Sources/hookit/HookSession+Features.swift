@@ -48,7 +48,7 @@ extension HookSession {
     /// the built-in counter counts calls alone, and says so once).
     func countsAreTimed() throws -> Bool {
         if let t = timedCounts { return t }
-        var timed = options.table.collectTime
+        var timed = options.timeCounts
         if timed {
             do { try configureRuntime() } catch {
                 output.problem("counting calls without time: \(error)")

@@ -1,6 +1,8 @@
 // The in-tracee runtime for user programs: what the seed's __bpf_prog_enter/exit do, in C.
 // hookit loads libhookit_rt.so into the tracee (dlopen) before any user program runs; images
-// call hookit_rt_run for each user program. The built-in count program needs none of this.
+// call hookit_rt_run for each user program, and hookit's own programs here (timing, trace,
+// override: they call no libc function, so need no recursion guard) directly. The built-in
+// count program needs none of this.
 #ifndef HOOKIT_RT_H
 #define HOOKIT_RT_H
 #include <stdint.h>
@@ -28,7 +30,8 @@ typedef uint64_t (*hookit_prog_fn)(struct hookit_ctx *ctx);
 /// counted as a miss, and 0 returned (for fmod_ret: the original runs).
 uint64_t hookit_rt_run(hookit_prog_fn prog, struct hookit_ctx *ctx, struct hookit_rt_stats *stats);
 
-/// Non-zero: time each run (CLOCK_MONOTONIC). hookit switches it with a memory write.
+/// Non-zero: time each run (TSC). Off unless hookit asks (--prog-time), as the kernel keeps
+/// run_time_ns only under bpf_stats_enabled: two TSC reads cost more than a small program.
 extern volatile int hookit_rt_time_enabled;
 
 #endif
