@@ -45,6 +45,11 @@ HOOKABLE long sum8(long a1, long a2, long a3, long a4, long a5, long a6, long a7
     return a1 + 2 * a2 + 3 * a3 + 4 * a4 + 5 * a5 + 6 * a6 + 7 * a7 + 8 * a8;
 }
 
+// A tail call that hands its own stack arguments on: what sum8 reads counts for it too.
+HOOKABLE long sum8_tail(long a1, long a2, long a3, long a4, long a5, long a6, long a7, long a8) {
+    return sum8(a1, a2, a3, a4, a5, a6, a7, a8);
+}
+
 // Variadic: the caller sets al; with n = 12 seven values travel on the stack.
 HOOKABLE long vsum(int n, ...) {
     va_list ap;
@@ -547,6 +552,8 @@ int main(void) {
             printf("%ld\n", atomic_load(&add_calls));
         } else if (!strcmp(cmd, "sum8")) {
             printf("%ld\n", sum8(1, 2, 3, 4, 5, 6, 7, 8));
+        } else if (!strcmp(cmd, "sum8_tail")) {
+            printf("%ld\n", sum8_tail(1, 2, 3, 4, 5, 6, 7, 8));
         } else if (!strcmp(cmd, "vsum")) {
             printf("%ld\n", vsum(12, 1L, 2L, 3L, 4L, 5L, 6L, 7L, 8L, 9L, 10L, 11L, 12L));
         } else if (!strcmp(cmd, "bigval")) {

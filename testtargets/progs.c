@@ -152,3 +152,15 @@ EXPORT void progs_reset(void) {
     progs_float_arg0 = progs_float_arg1 = progs_float_ret = 0;
     progs_float_farg0 = progs_float_fret = 0;
 }
+
+// Changes vector registers, as code compiled for SSE may: the image must save the vector state
+// around it (RegisterPreservationTests, and ProgramVectorStateTests check it does).
+EXPORT long progs_vector_count;
+
+EXPORT uint64_t clobber_vectors(struct hookit_ctx *ctx) {
+    (void)ctx;
+    __asm__ volatile("pxor %%xmm0, %%xmm0\n\tpcmpeqd %%xmm5, %%xmm5\n\tpcmpeqd %%xmm15, %%xmm15"
+                     ::: "xmm0", "xmm5", "xmm15");
+    __atomic_fetch_add(&progs_vector_count, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}

@@ -123,6 +123,8 @@ static uint64_t register_class_bit(ZydisRegister reg) {
     case ZYDIS_REGCLASS_MASK: return (uint64_t)1 << HK_WRITES_MASK;
     default: break;
     }
+    // MXCSR (ldmxcsr, vldmxcsr) is vector state a caller relies on: counted as all of it.
+    if (reg == ZYDIS_REGISTER_MXCSR) return (uint64_t)1 << HK_WRITES_ALL_VECTOR;
     // x87 control, status and tag words are not in a class of their own.
     if (reg == ZYDIS_REGISTER_X87CONTROL || reg == ZYDIS_REGISTER_X87STATUS || reg == ZYDIS_REGISTER_X87TAG)
         return (uint64_t)1 << HK_WRITES_X87;
@@ -216,6 +218,30 @@ int hk_decode_writes(const uint8_t *code, size_t len, uint64_t address, hk_write
         if (in.mnemonic == ZYDIS_MNEMONIC_UD2 || in.mnemonic == ZYDIS_MNEMONIC_HLT || in.mnemonic == ZYDIS_MNEMONIC_INT3)
             out->flow = HK_FLOW_STOP;
         break;
+    }
+    return 0;
+}
+
+int hk_decode_stack_use(const uint8_t *code, size_t len, uint64_t address, hk_stack_use *out) {
+    memset(out, 0, sizeof *out);
+    hk_writes w;
+    if (hk_decode_writes(code, len, address, &w) != 0) return -1;
+    out->length = w.length;
+    out->flow = w.flow;
+    out->target = w.target;
+    ZydisDecodedInstruction in;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    if (decode_full(code, len, &in, ops) != 0) return -1;
+    for (int i = 0; i < in.operand_count && out->count < 2; i++) {
+        const ZydisDecodedOperand *op = &ops[i];
+        if (op->type != ZYDIS_OPERAND_TYPE_MEMORY) continue;
+        hk_memop *m = &out->mem[out->count++];
+        m->base = op->mem.base == ZYDIS_REGISTER_RIP ? HK_BASE_RIP
+                : op->mem.base == ZYDIS_REGISTER_NONE ? -1 : gpr64_id(op->mem.base);
+        m->has_index = op->mem.index != ZYDIS_REGISTER_NONE;
+        m->is_address = op->mem.type == ZYDIS_MEMOP_TYPE_AGEN;
+        m->size = m->is_address ? 0 : (uint16_t)((op->size + 7) / 8);
+        m->disp = op->mem.disp.has_displacement ? op->mem.disp.value : 0;
     }
     return 0;
 }

@@ -30,7 +30,8 @@ import Injector
 ///
 /// Flags are not given back (no compiler keeps a value in them across a call); DF is never set.
 ///
-///     rbp + 16 ...   stack arguments of the call (copied below before calling the original)
+///     rbp + 16 ...   stack arguments of the call (copied below before calling the original: as
+///                    many bytes as StackArguments finds the original may read, most often none)
 ///     rbp + 8        caller's return address        <- ctx.entry_sp
 ///     rbp            saved rbp
 ///     rbp - 272      struct hookit_ctx (272 bytes)
@@ -61,6 +62,9 @@ struct ImageBuilder {
         var counters: PerCPUCounters
         /// ...built-in count links' counters here.
         var cells: PerCPUCounters
+        /// Bytes of the caller's frame the original may read as stack arguments (StackArguments):
+        /// what a call-original image copies.
+        var stackArgumentBytes: Int32 = ImageBuilder.stackArgumentBytes
     }
 
     struct Built {
@@ -114,10 +118,11 @@ struct ImageBuilder {
         links.values.contains { $0.contains { $0.code != .count } }
     }
 
-    /// User C programs may use any vector register (and x87); hookit's runtime programs and the
-    /// built-in count use none, so images with only those skip the XSAVE.
-    static func runsUserCode(_ links: [ProgramKind: [Link]]) -> Bool {
-        links.values.contains { $0.contains { if case .user = $0.code { return true } else { return false } } }
+    /// User C programs may use any vector register (and x87), unless their code proves they
+    /// cannot (Link.changesVectorState); hookit's runtime programs and the built-in count use
+    /// none. Images with only those skip the XSAVE.
+    static func savesVectorState(_ links: [ProgramKind: [Link]]) -> Bool {
+        links.values.contains { $0.contains { $0.changesVectorState } }
     }
 
     static func build(_ input: Input, at address: UInt64) throws -> Built {
@@ -146,7 +151,7 @@ struct ImageBuilder {
             w.jmpFar(input.originalEntry)
             return try finish()
         }
-        let vectors = runsUserCode(input.links)
+        let vectors = savesVectorState(input.links)
         w.push(.rbp)
         w.mov(.rbp, .rsp)
         w.lea(.rsp, .rsp, -frameSize)
@@ -174,10 +179,10 @@ struct ImageBuilder {
         // The original runs in the entry state, and sees its stack arguments at its own rsp+8,
         // as from its real caller.
         if vectors { restoreVectorState(w) }
-        copyStackArguments(w)                          // r11 is reloaded below
+        copyStackArguments(w, input.stackArgumentBytes)    // r11 is reloaded below
         restoreRegisters(w)
         w.callFar(input.originalEntry)
-        w.lea(.rsp, .rsp, stackArgumentBytes)
+        if input.stackArgumentBytes > 0 { w.lea(.rsp, .rsp, input.stackArgumentBytes) }
         saveRegisters(w)                               // now the original's state (ctx.ret: rax)
         w.store(.rax, .rbp, ctx(ctxRet))
         w.store(.rdx, .rbp, ctx(ctxRetHi))
@@ -205,11 +210,13 @@ struct ImageBuilder {
         return try finish(afterCall, epilogue)
     }
 
-    /// The caller's stack arguments, copied below rsp so a function called from the image finds
-    /// them at its own rsp+8 as from its real caller. Clobbers r11.
-    private static func copyStackArguments(_ w: X86Writer) {
-        w.lea(.rsp, .rsp, -stackArgumentBytes)
-        for off in stride(from: Int32(0), to: stackArgumentBytes, by: 8) {
+    /// The caller's stack arguments, `bytes` of them (a multiple of 16: rsp stays aligned),
+    /// copied below rsp so a function called from the image finds them at its own rsp+8 as from
+    /// its real caller. Clobbers r11.
+    private static func copyStackArguments(_ w: X86Writer, _ bytes: Int32 = stackArgumentBytes) {
+        guard bytes > 0 else { return }
+        w.lea(.rsp, .rsp, -bytes)
+        for off in stride(from: Int32(0), to: bytes, by: 8) {
             w.load(.r11, .rbp, 16 + off)
             w.store(.r11, .rsp, off)
         }

@@ -43,6 +43,11 @@ public final class Link {
     /// replacement may change them and the original does not (see RegisterUse). Empty: the image
     /// is a bare `jmp` (proven needless, or asked for with a raw replace).
     public internal(set) var givesBack: RegisterSet = []
+    /// A user program that may change vector, x87 or mask state (or MXCSR), read from its code
+    /// and call graph as an upper bound (RegisterUse): its image saves that state around it with
+    /// XSAVE/XRSTOR. A program proven to use general registers only (built with
+    /// -mgeneral-regs-only, say) runs without. hookit's runtime programs never do.
+    public internal(set) var changesVectorState = false
 
     init(id: Int, kind: ProgramKind, code: ProgramCode, cookie: UInt64, function: FunctionSymbol,
          statsAddress: UInt64?, counter: Int?) {

@@ -1,6 +1,17 @@
 import Injector
 
 extension TrampolineTable {
+    /// Whether a user program at `address` may change vector, x87 or mask state: anything it or
+    /// its library's call graph may write, read as an upper bound (a call through the PLT or a
+    /// pointer may change everything).
+    func programChangesVectorState(_ address: UInt64) throws -> Bool {
+        guard let module = try Modules.module(containing: address, pid: tracee.pid, memory: tracee.memory),
+              let own = symbols.functions(in: module).first(where: { $0.address == address && $0.size > 0 }) else { return true }
+        let writes = RegisterUse.written(by: own.address..<own.address + own.size, in: module,
+                                         functions: symbols.functions(in: module), bound: .atMost)
+        return !writes.isDisjoint(with: .extended)
+    }
+
     /// The registers a replace image must give back (see ImageBuilder's replace wrapper): those
     /// the replacement may change — its code and its library's call graph, read as an upper
     /// bound — that the original's callers may rely on — all but what the original and its

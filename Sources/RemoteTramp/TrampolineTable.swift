@@ -49,6 +49,7 @@ public final class TrampolineTable {
     private var libraries: [String: UInt64] = [:]       // path -> dlopen handle
     private var runtimeRun: UInt64?
     private var runtimeSymbols: [String: UInt64] = [:]
+    private let stackArguments = StackArgumentCache()
     var retired: [Image] = []
     /// Code written to the tracee in batches: allocations in a page are contiguous, so one
     /// pwrite covers many images (thousands of functions cost a few writes, not thousands).
@@ -147,6 +148,9 @@ public final class TrampolineTable {
                         statsAddress: stats, counter: counter)
         nextLinkID += 1
         link.givesBack = givesBack
+        if kind != .replace, case .user(_, _, let address) = program {
+            link.changesVectorState = try programChangesVectorState(address)
+        }
         if let slot = originalSlot {
             // Hand the replacement the original.
             try tracee.memory.write([UInt8].le(trampoline.originalEntry), at: slot)
@@ -406,8 +410,9 @@ public final class TrampolineTable {
 
     private func buildImage(_ t: Trampoline) throws -> Image {
         let counter = ImageBuilder.needsInflight(t.links) ? try counters.allocate(tracee: tracee) : nil
-        let input = ImageBuilder.Input(site: t.site, links: t.links, originalEntry: t.originalEntry,
+        var input = ImageBuilder.Input(site: t.site, links: t.links, originalEntry: t.originalEntry,
                                        runtimeRun: runtimeRun, inflightCounter: counter, counters: counters, cells: cells)
+        if ImageBuilder.callsOriginal(t.links) { input.stackArgumentBytes = stackArguments.bytes(for: t.site, symbols: symbols) }
         // Code is assembled for the address it runs at, so the space comes first: an upper
         // bound, whose unused tail goes straight back to the allocator (and is the next
         // image's start, which keeps a page's images contiguous for flushCode).

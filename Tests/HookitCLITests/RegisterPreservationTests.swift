@@ -136,6 +136,16 @@ final class RegisterPreservationTests: XCTestCase {
         }
     }
 
+    /// C programs that change vector registers (clobber_vectors), on both paths: their images
+    /// save the vector state, where those of record_exit and count_entry (proven to use general
+    /// registers only) save none.
+    func testVectorClobberingProgramsKeepEveryRegister() throws {
+        let args = leaves.flatMap { prog("fexit", $0, "clobber_vectors") } + prog("fentry", "add", "clobber_vectors")
+        try transparent(args, "fexit/fentry clobber_vectors") { out in
+            self.assertStats(out, kind: nil)
+        }
+    }
+
     /// fmod_ret that lets the function run (pass_through returns 0) and fentry C programs.
     func testFmodRetPassAndFentryProgramsKeepEveryRegister() throws {
         let args = prog("fmod_ret", "add_leaf", "pass_through") + prog("fentry", "pair_leaf", "count_entry")

@@ -50,3 +50,19 @@ final class ReplaceImageTests: XCTestCase {
         try h.finish()
     }
 }
+
+/// Which C programs' images save the vector state: only those whose code may change it.
+final class ProgramVectorStateTests: XCTestCase {
+    func testOnlyProgramsThatMayChangeVectorStateHaveItSaved() throws {
+        let h = try HookHarness()
+        let plain = try h.link(.fexit, "add", "record_exit")
+        let vectors = try h.link(.fentry, "add", "clobber_vectors")
+        let viaPLT = try h.link(.fentry, "sum8", "calls_add")
+        XCTAssertFalse(plain.changesVectorState, "record_exit: general registers only")
+        XCTAssertTrue(vectors.changesVectorState, "clobber_vectors writes xmm0, xmm5, xmm15")
+        XCTAssertTrue(viaPLT.changesVectorState, "calls_add calls dlsym through the PLT: anything")
+        try h.go()
+        XCTAssertEqual(try h.target.send("add 2 3"), "5")
+        try h.finish()
+    }
+}

@@ -14,5 +14,11 @@ hk_fde_index *hk_fde_open(const char *path);
 /// Returns 0 on success.
 int hk_fde_range(hk_fde_index *index, uint64_t vaddr, uint64_t *start, uint64_t *end);
 
+/// The rule for the canonical frame address at `vaddr`: CFA = DWARF register `reg` + `offset`
+/// (7 is rsp, 6 rbp), valid for every address in [row_start, row_end). Returns 0; 1 when the
+/// rule is not register + offset (an expression, as after a stack realignment); -1 when no FDE
+/// covers `vaddr`.
+int hk_fde_cfa(hk_fde_index *index, uint64_t vaddr, int *reg, int64_t *offset, uint64_t *row_start, uint64_t *row_end);
+
 void hk_fde_close(hk_fde_index *index);
 #endif

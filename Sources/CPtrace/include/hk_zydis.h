@@ -91,4 +91,25 @@ enum { HK_OP_OTHER = 0, HK_OP_LEA = 1, HK_OP_LOAD = 2 };
 /// Returns 0, or -1 when the bytes are not a valid instruction.
 int hk_decode_writes(const uint8_t *code, size_t len, uint64_t address, hk_writes *out);
 
+/// A memory operand (or a `lea`'s address) of one instruction, for the stack-argument analysis.
+typedef struct {
+    int8_t base;              // general register 0-15, HK_BASE_RIP, or -1 (none)
+    uint8_t has_index;
+    uint8_t is_address;       // lea: only the address is computed
+    uint16_t size;            // bytes accessed (0 for lea)
+    int64_t disp;
+} hk_memop;
+
+typedef struct {
+    uint8_t length;
+    uint8_t flow;             // HK_FLOW_*, as hk_decode_writes
+    uint64_t target;          // HK_FLOW_JMP / JCC / CALL: absolute target
+    uint8_t count;            // memory operands, explicit or hidden (at most 2 on x86)
+    hk_memop mem[2];
+} hk_stack_use;
+
+/// Decodes the instruction at `code` (running at `address`) for its memory operands.
+/// Returns 0, or -1 when the bytes are not a valid instruction.
+int hk_decode_stack_use(const uint8_t *code, size_t len, uint64_t address, hk_stack_use *out);
+
 #endif
