@@ -2,11 +2,12 @@
 // same memfd. Many threads write at once without a lock; nothing here ever waits for the reader.
 #include "rt_internal.h"
 
-// The ring, as hookit lays it out (TraceRing.swift mirrors it): a 4 KiB header, then
-// `capacity` slots of HOOKIT_RT_SLOT bytes. The head and the dropped count have cache lines of
-// their own: every writer touches them.
+// The rings, as hookit lays them out (TraceRing.swift mirrors it): `rings` rings of
+// `ring_stride` bytes each, one per CPU when the process has rseq (else one). Each is a 4 KiB
+// header, then `capacity` slots of HOOKIT_RT_SLOT bytes. The first header's settings hold for
+// all; each ring has its own head and dropped count, on cache lines of their own.
 struct ring_header {
-    uint64_t magic, capacity, slot_size, pad0[5];
+    uint64_t magic, capacity, slot_size, rings, ring_stride, pad0[3];
     uint64_t head, pad1[7];       // next position to reserve (writers)
     uint64_t dropped, pad2[7];    // events given up because the ring was full
 };
@@ -14,11 +15,13 @@ struct ring_header {
 #define HOOKIT_RT_SLOT 256
 #define STR_BYTES 80
 
-// A slot's `seq` is its turn (Vyukov's bounded queue): a writer may take position p when the
-// slot says p; it says p + 1 once the event is complete (the reader's signal); the reader hands
-// it back for the next lap with p + capacity. So a slow reader makes writers drop, never wait.
+// A slot's `turn` says whose it is (Vyukov's bounded queue, counted from the slot's index so
+// that zeroed memory is a ready ring): for position p of lap L = p & ~mask, a writer may take
+// it when turn == L, publishes L + 1 once the event is complete (the reader's signal), and the
+// reader hands it back for the next lap with L + capacity. A slow reader makes writers drop,
+// never wait.
 struct event {
-    uint64_t seq;
+    uint64_t turn;
     uint32_t tid, flags;        // 1: no entry time (the enter program did not run); 2 << n: string n
                                 // was a null pointer; 8 << n: string n could not be read
     uint64_t cookie;            // function index (low 32 bits) and string mask
@@ -29,6 +32,87 @@ struct event {
 _Static_assert(sizeof(struct event) == HOOKIT_RT_SLOT, "slot size");
 
 struct ring_header *volatile hookit_rt_ring = 0;
+
+// Takes the next position of this CPU's ring inside an rseq critical section whose commit is
+// the head's store: only threads running on this CPU ever move this head, so no locked
+// instruction and no line shared between CPUs. Once committed, the slot is this thread's even if
+// it migrates before publishing. NULL: the ring is full, or the thread has no CPU number; the
+// drop is counted in `*ring_out`.
+static struct event *reserve_on_this_cpu(struct ring_header *ring0, uint64_t *pos_out, struct ring_header **ring_out) {
+    char *ring;
+    uint64_t pos, tmp;
+    char *slot;
+    long rseq = (long)__rseq_offset;      // struct rseq: cpu_id at +4, rseq_cs at +8
+    __asm__ volatile(
+        ".pushsection .data.rel.ro.hookit_rseq, \"aw\"\n\t"
+        ".balign 32\n"
+        "3:\n\t"
+        ".long 0, 0\n\t"
+        ".quad 1f, 2f - 1f, 4f\n\t"
+        ".popsection\n"
+        "6:\n\t"
+        "leaq 3b(%%rip), %[ring]\n\t"
+        "movq %[ring], %%fs:8(%[rseq])\n"
+        "1:\n\t"
+        "movl %%fs:4(%[rseq]), %k[ring]\n\t"
+        "cmpl %k[rings], %k[ring]\n\t"
+        "jae 8f\n\t"
+        "imulq %[stride], %[ring]\n\t"
+        "addq %[base], %[ring]\n\t"
+        "movq 64(%[ring]), %[pos]\n\t"
+        "movq %[pos], %[slot]\n\t"
+        "andq %[mask], %[slot]\n\t"
+        "shlq $8, %[slot]\n\t"
+        "leaq 4096(%[ring], %[slot]), %[slot]\n\t"
+        "movq %[mask], %[tmp]\n\t"
+        "notq %[tmp]\n\t"
+        "andq %[pos], %[tmp]\n\t"
+        "cmpq %[tmp], (%[slot])\n\t"
+        "jne 5f\n\t"
+        "leaq 1(%[pos]), %[tmp]\n\t"
+        "movq %[tmp], 64(%[ring])\n"
+        "2:\n\t"
+        "movq $0, %%fs:8(%[rseq])\n\t"
+        "jmp 7f\n\t"
+        ".byte 0x0f, 0xb9, 0x3d\n\t"
+        ".long 0x53053053\n"
+        "4:\n\t"
+        "jmp 6b\n"
+        "8:\n\t"
+        "movq %[base], %[ring]\n"
+        "5:\n\t"
+        "movq $0, %%fs:8(%[rseq])\n\t"
+        "xorl %k[slot], %k[slot]\n"
+        "7:\n"
+        : [ring] "=&r"(ring), [pos] "=&r"(pos), [slot] "=&r"(slot), [tmp] "=&r"(tmp)
+        : [rseq] "r"(rseq), [rings] "r"(ring0->rings), [stride] "r"(ring0->ring_stride), [base] "r"(ring0),
+          [mask] "r"(ring0->capacity - 1)
+        : "memory", "cc");
+    *pos_out = pos;
+    *ring_out = (struct ring_header *)ring;
+    return (struct event *)slot;
+}
+
+// Without rseq: one ring, its head taken with a compare-and-swap.
+static struct event *reserve_shared(struct ring_header *ring, uint64_t *pos_out) {
+    uint64_t mask = ring->capacity - 1;
+    struct event *slots = (struct event *)((char *)ring + 4096);
+    uint64_t pos = __atomic_load_n(&ring->head, __ATOMIC_RELAXED);
+    for (;;) {
+        struct event *e = &slots[pos & mask];
+        int64_t turn = (int64_t)(__atomic_load_n(&e->turn, __ATOMIC_ACQUIRE) - (pos & ~mask));
+        if (turn == 0) {
+            if (__atomic_compare_exchange_n(&ring->head, &pos, pos + 1, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+                *pos_out = pos;
+                return e;
+            }
+        } else if (turn < 0) {
+            return 0;                                  // full: the reader is a lap behind
+        } else {
+            pos = __atomic_load_n(&ring->head, __ATOMIC_RELAXED);
+        }
+    }
+}
 
 uint64_t hookit_rt_trace_enter(struct hookit_ctx *ctx) {
     ctx->scratch[0] = rt_ticks();
@@ -57,25 +141,15 @@ static unsigned copy_string(char *dst, uint64_t src) {
 }
 
 uint64_t hookit_rt_trace_exit(struct hookit_ctx *ctx) {
-    struct ring_header *ring = hookit_rt_ring;
-    if (!ring) return 0;
+    struct ring_header *ring0 = hookit_rt_ring, *ring = ring0;
+    if (!ring0) return 0;
     uint64_t end = rt_ticks();
-    uint64_t mask = ring->capacity - 1;
-    struct event *slots = (struct event *)((char *)ring + 4096);
-    uint64_t pos = __atomic_load_n(&ring->head, __ATOMIC_RELAXED);
-    struct event *e;
-    for (;;) {
-        e = &slots[pos & mask];
-        uint64_t seq = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE);
-        int64_t turn = (int64_t)(seq - pos);
-        if (turn == 0) {
-            if (__atomic_compare_exchange_n(&ring->head, &pos, pos + 1, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) break;
-        } else if (turn < 0) {
-            __atomic_fetch_add(&ring->dropped, 1, __ATOMIC_RELAXED);    // full: the reader is a lap behind
-            return 0;
-        } else {
-            pos = __atomic_load_n(&ring->head, __ATOMIC_RELAXED);
-        }
+    uint64_t pos;
+    int percpu = &__rseq_size && __rseq_size >= 8;
+    struct event *e = percpu ? reserve_on_this_cpu(ring0, &pos, &ring) : reserve_shared(ring0, &pos);
+    if (!e) {
+        __atomic_fetch_add(&ring->dropped, 1, __ATOMIC_RELAXED);
+        return 0;
     }
     e->tid = hookit_rt_tid();
     e->cookie = ctx->cookie;
@@ -92,6 +166,6 @@ uint64_t hookit_rt_trace_exit(struct hookit_ctx *ctx) {
             n++;
         }
     }
-    __atomic_store_n(&e->seq, pos + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&e->turn, (pos & ~(ring0->capacity - 1)) + 1, __ATOMIC_RELEASE);
     return 0;
 }

@@ -16,67 +16,123 @@ public struct TraceEvent: Sendable {
     /// Copies of the arguments (or return value) marked as strings, in order, at most two; nil
     /// for a null or unreadable pointer.
     public var strings: [String?]
+
+    /// When the call returned, in TSC ticks (the order of a thread's events).
+    var returnTicks: UInt64 { ticks &+ durationTicks }
 }
 
-/// The trace ring: a memfd shared by the tracee's threads (writers, hookit_rt_trace_exit, any
-/// number at once, lock-free) and hookit (the one reader). The layout is trace.c's.
+/// The trace rings: a memfd shared by the tracee's threads (writers, hookit_rt_trace_exit, any
+/// number at once, lock-free) and hookit (the one reader). The layout is trace.c's: one ring per
+/// CPU when the process has rseq (a writer reserves in its CPU's ring inside an rseq critical
+/// section: no locked instruction, no line shared between CPUs), else one ring taken by CAS.
 ///
-///     0      header: magic, capacity, slot size; head at 64; dropped at 128
-///     4096   capacity slots of 256 bytes: seq, tid, flags, cookie, ts, dur, args[6], ret, str[2][80]
+///     ring r at r * stride:
+///     0      header: magic, capacity, slot size, rings, stride (ring 0's hold for all); head at
+///            64; dropped at 128
+///     4096   capacity slots of 256 bytes: turn, tid, flags, cookie, ts, dur, args[6], ret, str[2][80]
 ///
-/// Slot turns (seq): a writer takes position p when the slot holds p and publishes p + 1; the
-/// reader consumes p when it holds p + 1 and hands it to the next lap with p + capacity. A full
-/// ring makes writers count a drop and return: the tracee never waits for hookit.
+/// Slot turns, counted from the lap L = p & ~mask of position p (so zeroed memory is a ready
+/// ring): a writer takes p when the slot holds L and publishes L + 1; the reader consumes p when
+/// it holds L + 1 and hands it to the next lap with L + capacity. A full ring makes writers count
+/// a drop and return: the tracee never waits for hookit.
+///
+/// A thread that migrates writes its next event into another ring, which the reader may look at
+/// before the first's event is published. So the reader holds each event back for one pass: an
+/// event seen in the previous pass is given out with every event of its thread that returned
+/// before it (those were published before it was reserved, so they are seen by now); the others
+/// wait for the next pass. Each thread's events thus come out in the order its calls returned.
 public final class TraceRing {
     static let slotSize = 256
     static let headerSize = 4096
+    /// Slots per ring.
     public let capacity: Int
+    public let rings: Int
+    let stride: Int
     let memory: SharedMemory
-    private var tail: UInt64 = 0
+    private var tails: [UInt64]
+    private var held: [TraceEvent] = []
+    private var given: UInt64 = 0
     private let ringSymbol: UInt64
 
-    /// Maps a ring of `capacity` slots (a power of two) and points the runtime at it. Needs the
-    /// world stopped and the runtime loadable.
-    public init(table: TrampolineTable, capacity: Int = 1 << 16) throws {
-        precondition(capacity > 0 && capacity & (capacity - 1) == 0)
-        self.capacity = capacity
+    /// Maps the rings, one per CPU with cells in `table` (or one when the tracee has no rseq),
+    /// `totalSlots` between them (at least 1024 each, powers of two), and points the runtime at
+    /// them. Needs the world stopped and the runtime loadable.
+    public init(table: TrampolineTable, totalSlots: Int = 1 << 16) throws {
+        rings = table.cells.cpuIDOffset == nil ? 1 : table.cells.cpus
+        var c = 1024
+        while c * 2 * rings <= totalSlots { c *= 2 }
+        capacity = c
+        stride = Self.headerSize + capacity * Self.slotSize
+        tails = Array(repeating: 0, count: rings)
         ringSymbol = try table.runtimeSymbol("hookit_rt_ring")
-        memory = try SharedMemory(tracee: table.tracee, length: Self.headerSize + capacity * Self.slotSize, name: "hookit-trace")
+        memory = try SharedMemory(tracee: table.tracee, length: rings * stride, name: "hookit-trace")
         let words = memory.local.assumingMemoryBound(to: UInt64.self)
         words[0] = 0x3130_474E_4952_4B48      // "HKRING01"
         words[1] = UInt64(capacity)
         words[2] = UInt64(Self.slotSize)
-        for i in 0..<capacity { slot(i)[0] = UInt64(i) }
+        words[3] = UInt64(rings)
+        words[4] = UInt64(stride)
         try table.tracee.memory.write([UInt8].le(memory.remote), at: ringSymbol)
     }
 
-    private func slot(_ i: Int) -> UnsafeMutablePointer<UInt64> {
-        (memory.local + Self.headerSize + i * Self.slotSize).assumingMemoryBound(to: UInt64.self)
+    private func header(_ r: Int) -> UnsafeMutablePointer<UInt64> {
+        (memory.local + r * stride).assumingMemoryBound(to: UInt64.self)
     }
 
-    /// Events writers gave up because the ring was full.
-    public var dropped: UInt64 { atomicLoad(memory.local.assumingMemoryBound(to: UInt64.self) + 16) }
+    private func slot(_ r: Int, _ p: UInt64) -> UnsafeMutablePointer<UInt64> {
+        (memory.local + r * stride + Self.headerSize + Int(p & UInt64(capacity - 1)) * Self.slotSize).assumingMemoryBound(to: UInt64.self)
+    }
+
+    private var lapMask: UInt64 { ~UInt64(capacity - 1) }
+
+    /// Events writers gave up because a ring was full.
+    public var dropped: UInt64 { (0..<rings).reduce(0) { $0 &+ atomicLoad(header($1) + 16) } }
 
     /// Positions reserved by writers so far.
-    public var reserved: UInt64 { atomicLoad(memory.local.assumingMemoryBound(to: UInt64.self) + 8) }
+    public var reserved: UInt64 { (0..<rings).reduce(0) { $0 &+ atomicLoad(header($1) + 8) } }
 
-    /// The complete events available now, in ring order (per thread, the order the calls
-    /// returned), at most `max`. A reserved slot still being written ends the batch: the next
-    /// call continues there.
+    /// The complete events available now, at most about `max`: per thread in the order its calls
+    /// returned. A reserved slot still being written ends its ring's batch: the next call
+    /// continues there.
     public func drain(max: Int = .max) -> [TraceEvent] {
-        var out: [TraceEvent] = []
-        while out.count < max {
-            let s = slot(Int(tail & UInt64(capacity - 1)))
-            guard atomicLoad(s) == tail + 1 else { break }
-            out.append(Self.decode(s))
-            atomicStore(s, tail + UInt64(capacity))
-            tail += 1
+        var fresh: [TraceEvent] = []
+        for r in 0..<rings {
+            while fresh.count < max {
+                let s = slot(r, tails[r])
+                let lap = tails[r] & lapMask
+                guard atomicLoad(s) == lap + 1 else { break }
+                fresh.append(Self.decode(s))
+                atomicStore(s, lap + UInt64(capacity))
+                tails[r] += 1
+            }
         }
+        let out: [TraceEvent]
+        if rings == 1 {
+            out = held + fresh
+            held = []
+        } else {
+            (out, held) = Self.release(held: held, fresh: fresh)
+        }
+        given += UInt64(out.count)
         return out
     }
 
-    /// Slots reserved but not yet complete (a writer between its reservation and its publish).
-    public var pending: UInt64 { reserved &- tail }
+    /// Of the events held from the last pass and those seen in this one, those that can be given
+    /// out (see the type's comment), in the order the calls returned, and those to hold.
+    static func release(held: [TraceEvent], fresh: [TraceEvent]) -> (out: [TraceEvent], hold: [TraceEvent]) {
+        var lastHeld: [UInt32: UInt64] = [:]
+        for e in held { lastHeld[e.tid] = max(lastHeld[e.tid] ?? 0, e.returnTicks) }
+        var out = held, hold: [TraceEvent] = []
+        for e in fresh {
+            if let last = lastHeld[e.tid], e.returnTicks <= last { out.append(e) } else { hold.append(e) }
+        }
+        out.sort { $0.returnTicks < $1.returnTicks }
+        return (out, hold)
+    }
+
+    /// Slots reserved but not yet given out (a writer between its reservation and its publish,
+    /// or an event the reader holds for one more pass).
+    public var pending: UInt64 { reserved &- given }
 
     static func decode(_ s: UnsafeMutablePointer<UInt64>) -> TraceEvent {
         let raw = UnsafeMutableRawPointer(s)
