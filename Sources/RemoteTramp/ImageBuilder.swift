@@ -300,13 +300,16 @@ struct ImageBuilder {
         w.xrstor()
     }
 
-    /// The ctx: argument registers, al (variadic vector count), xmm0-7, the entry stack pointer,
-    /// the function's address, zeroed return values.
+    /// The ctx: argument registers, al (variadic vector count), xmm0-7 (for user programs), the
+    /// entry stack pointer, the function's address, zeroed return values.
     private static func fillContext(_ w: X86Writer, _ input: Input) {
         for (i, r) in argRegs.enumerated() { w.store(r, .rbp, ctx(Int32(i * 8))) }
         w.load(.rax, .rbp, gpr(.rax))
         w.store(.rax, .rbp, ctx(ctxNvec))
-        for x in 0..<8 { w.storeXmm(UInt8(x), .rbp, ctx(ctxXmmArgs + Int32(x * 16))) }
+        // hookit's runtime programs read no floating-point argument: only user programs get them.
+        if input.links.values.contains(where: { $0.contains { if case .user = $0.code { return true } else { return false } } }) {
+            for x in 0..<8 { w.storeXmm(UInt8(x), .rbp, ctx(ctxXmmArgs + Int32(x * 16))) }
+        }
         w.lea(.rax, .rbp, 8)
         w.store(.rax, .rbp, ctx(ctxEntrySP))
         w.mov(.rax, imm: input.site.function.address)
