@@ -545,6 +545,15 @@ int main(void) {
                 if (r < 0) failed++;
             }
             printf("%ld %d %ld\n", r, e, failed);
+        } else if (!strcmp(cmd, "greetlit")) {
+            // A literal in the executable (memory that is never unmapped), longer than a trace
+            // keeps, and a short one.
+            long a = greet("The quick brown fox jumps over the lazy dog; the quick brown fox jumps over the lazy dog again.");
+            printf("%ld %ld\n", a, greet("fox"));
+        } else if (!strcmp(cmd, "greetheap")) {
+            char *h = strdup("on the heap");
+            printf("%ld\n", greet(h));
+            free(h);
         } else if (!strcmp(cmd, "greet")) {
             char name[64];
             printf("%ld\n", word(line, 1, name, sizeof name) ? greet(name) : greet(""));

@@ -139,3 +139,26 @@ int hk_elf_walk_mem(const void *image, size_t len, hk_sym_cb sym_cb, hk_rela_cb 
     elf_end(e);
     return rc;
 }
+
+int hk_elf_needed_fd(int fd, hk_needed_cb cb, void *ctx) {
+    char err[8];
+    if (elf_ready(err, sizeof err) != 0) return -1;
+    Elf *e = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+    if (!e) return -1;
+    Elf_Scn *scn = NULL;
+    while ((scn = elf_nextscn(e, scn)) != NULL) {
+        GElf_Shdr sh;
+        if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_DYNAMIC || sh.sh_entsize == 0) continue;
+        Elf_Data *d = elf_getdata(scn, NULL);
+        for (size_t i = 0; d && i < sh.sh_size / sh.sh_entsize; i++) {
+            GElf_Dyn dyn;
+            if (!gelf_getdyn(d, (int)i, &dyn)) break;
+            if (dyn.d_tag == DT_NULL) break;
+            if (dyn.d_tag != DT_NEEDED) continue;
+            const char *name = elf_strptr(e, sh.sh_link, dyn.d_un.d_val);
+            if (name) cb(name, ctx);
+        }
+    }
+    elf_end(e);
+    return 0;
+}

@@ -10,6 +10,9 @@ struct ring_header {
     uint64_t magic, capacity, slot_size, rings, ring_stride, pad0[3];
     uint64_t head, pad1[7];       // next position to reserve (writers)
     uint64_t dropped, pad2[7];    // events given up because the ring was full
+    uint64_t pad3[8];
+    uint64_t stable_count;        // ring 0: memory that is never unmapped (modules the process
+    uint64_t stable[][2];         // cannot unload), sorted [start, end) pairs
 };
 
 #define HOOKIT_RT_SLOT 256
@@ -119,13 +122,35 @@ uint64_t hookit_rt_trace_enter(struct hookit_ctx *ctx) {
     return 0;
 }
 
+// The end of the stable range holding `p`, or 0.
+static uint64_t stable_end(const struct ring_header *ring0, uint64_t p) {
+    uint64_t lo = 0, hi = ring0->stable_count;
+    while (lo < hi) {
+        uint64_t mid = (lo + hi) / 2;
+        if (ring0->stable[mid][0] <= p) lo = mid + 1; else hi = mid;
+    }
+    return lo > 0 && p < ring0->stable[lo - 1][1] ? ring0->stable[lo - 1][1] : 0;
+}
+
 // Copies a C string of this process without ever faulting: a traced argument may be any bad
-// pointer, so the bytes come through process_vm_readv. Returns 0, 2 (null) or 8 (unreadable),
-// shifted by the caller into the event's flags.
-static unsigned copy_string(char *dst, uint64_t src) {
+// pointer. Inside memory that is never unmapped (a string literal, most often) plain loads
+// copy it, up to that memory's end; elsewhere the bytes come through process_vm_readv, which
+// cannot fault. Returns 0, 2 (null) or 8 (unreadable), shifted by the caller into the event's
+// flags.
+static unsigned copy_string(const struct ring_header *ring0, char *dst, uint64_t src) {
     dst[0] = 0;
     if (src == 0) return 2;
     if (src < 4096) return 8;
+    uint64_t end = stable_end(ring0, src);
+    if (end) {
+        const volatile char *s = (const volatile char *)src;
+        uint64_t n = end - src < STR_BYTES - 1 ? end - src : STR_BYTES - 1;
+        for (uint64_t i = 0; i < n; i++) {
+            if (!(dst[i] = s[i])) return 0;
+        }
+        if (n == STR_BYTES - 1) { dst[n] = 0; return 0; }
+        // The range ended before the string did: the rest may be anywhere.
+    }
     long pid = rt_syscall3(39 /* getpid */, 0, 0, 0);
     // Split at the page boundary: a read stops at the first iovec it cannot complete, so the
     // bytes of a string ending just before an unmapped page still arrive.
@@ -162,7 +187,7 @@ uint64_t hookit_rt_trace_exit(struct hookit_ctx *ctx) {
     unsigned strings = (unsigned)(ctx->cookie >> 32) & 0x7f, n = 0;
     for (int i = 0; i < 7 && n < 2; i++) {
         if (strings & (1u << i)) {
-            e->flags |= copy_string(e->str[n], i < 6 ? ctx->args[i] : ctx->ret) << n;
+            e->flags |= copy_string(ring0, e->str[n], i < 6 ? ctx->args[i] : ctx->ret) << n;
             n++;
         }
     }

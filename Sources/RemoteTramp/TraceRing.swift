@@ -28,7 +28,8 @@ public struct TraceEvent: Sendable {
 ///
 ///     ring r at r * stride:
 ///     0      header: magic, capacity, slot size, rings, stride (ring 0's hold for all); head at
-///            64; dropped at 128
+///            64; dropped at 128; ring 0: at 256 the count of stable ranges, then [start, end)
+///            pairs (memory strings may be read from directly)
 ///     4096   capacity slots of 256 bytes: turn, tid, flags, cookie, ts, dur, args[6], ret, str[2][80]
 ///
 /// Slot turns, counted from the lap L = p & ~mask of position p (so zeroed memory is a ready
@@ -44,6 +45,8 @@ public struct TraceEvent: Sendable {
 public final class TraceRing {
     static let slotSize = 256
     static let headerSize = 4096
+    /// Ranges of never-unmapped memory in ring 0's header, from byte 264 to its end.
+    static let maxStableRanges = (headerSize - 264) / 16
     /// Slots per ring.
     public let capacity: Int
     public let rings: Int
@@ -72,6 +75,11 @@ public final class TraceRing {
         words[2] = UInt64(Self.slotSize)
         words[3] = UInt64(rings)
         words[4] = UInt64(stride)
+        // Where strings can be copied with plain loads (permanentRanges): the rest goes through
+        // process_vm_readv, which cannot fault but costs a microsecond.
+        let stable = table.symbols.permanentRanges().prefix(Self.maxStableRanges)
+        words[32] = UInt64(stable.count)
+        for (i, r) in stable.enumerated() { words[33 + 2 * i] = r.lowerBound; words[34 + 2 * i] = r.upperBound }
         try table.tracee.memory.write([UInt8].le(memory.remote), at: ringSymbol)
     }
 

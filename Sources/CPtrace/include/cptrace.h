@@ -145,6 +145,11 @@ int hk_elf_walk_fd(int fd, hk_sym_cb sym_cb, hk_rela_cb rela_cb, void *ctx, char
 int hk_elf_walk_mem(const void *image, size_t len, hk_sym_cb sym_cb, hk_rela_cb rela_cb, void *ctx,
                     char *err, size_t errlen);
 
+typedef void (*hk_needed_cb)(const char *name, void *ctx);
+
+/// Calls `cb` with each DT_NEEDED name of the dynamic section. Returns 0, or -1.
+int hk_elf_needed_fd(int fd, hk_needed_cb cb, void *ctx);
+
 
 
 // ---- starting a program -------------------------------------------------------

@@ -1,0 +1,24 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// String arguments are copied in the tracee without a fault: with plain loads from memory that
+/// is never unmapped (a literal of the executable), through process_vm_readv elsewhere (the heap,
+/// the stack), and a bad pointer is reported, not followed.
+final class TraceStringTests: XCTestCase {
+    func testLiteralsHeapAndStackStringsAreCopiedAndTruncatedAlike() throws {
+        let target = try TargetProcess("hooktarget")
+        let h = Background(["attach", "\(target.pid)", "--json", "--trace", "hooktarget:greet", "--sig", "greet(str) -> long"])
+        try attached(h, target)
+        XCTAssertEqual(try target.send("greetlit"), "95 3")
+        XCTAssertEqual(try target.send("greetheap"), "11")
+        XCTAssertEqual(try target.send("greet stackname"), "9")
+        let (status, out) = h.finish()
+        XCTAssertEqual(status, 0, out.suffix(500).description)
+        let calls = events(out).filter { $0["event"] as? String == "call" }
+        let strings = calls.compactMap { ($0["strings"] as? [Any])?.first as? String ?? ($0["args"] as? [Any])?.first as? String }
+        let literal = "The quick brown fox jumps over the lazy dog; the quick brown fox jumps over the lazy dog again."
+        XCTAssertEqual(strings, [String(literal.prefix(79)), "fox", "on the heap", "stackname"], out.suffix(1500).description)
+        XCTAssertEqual(calls.compactMap { $0["ret"] as? Int }, [95, 3, 11, 9])
+    }
+}
