@@ -11,8 +11,50 @@ import Injector
 ///      from rsp to the end of its mapping, which also sees return addresses that a counter
 ///      cannot (a relocated `call` in a prologue, a frame left by longjmp).
 /// Anything that fails a check is busy; it stays mapped until a later check passes.
-enum ImageRetirement {
+///
+/// Holds the retired images (the seed's bpf_tramp_image_put queue) until they are freed.
+final class ImageRetirement {
     static let stackScanLimit = 512 * 1024
+
+    private(set) var images: [Image] = []
+
+    /// An image that no entry reaches any more. Threads may still be inside it, or inside the
+    /// original called from it; its after-call site is patched to jump straight to its epilogue
+    /// (the seed's ip_after_call -> ip_epilogue), so such a thread skips the fexit programs of a
+    /// list that has changed. Needs the world stopped.
+    func retire(_ image: Image, tracee: Tracee) {
+        if let site = image.afterCall, let epilogue = image.epilogue {
+            try? TextPoke.poke(tracee, at: site, expected: PatchSite.nop5, new: EntryPatch.jmp(from: site, to: epilogue),
+                               function: "retired image 0x\(String(image.address, radix: 16))")
+        }
+        images.append(image)
+    }
+
+    /// An image whose entry was restored (detach): nothing to patch, only to wait for.
+    func add(_ image: Image) { images.append(image) }
+
+    /// Each retired image's range with the current sum of its in-flight counter.
+    func inflight(_ counters: PerCPUCounters) -> [(Range<UInt64>, Int64)] {
+        images.compactMap { i in i.inflightCounter.map { (i.range, counters.read($0) ?? 1) } }
+    }
+
+    /// Takes out and returns the images no thread can be in any more (PC, in-flight count,
+    /// stack); the others stay for a later call.
+    func collect(tracee: Tracee, counters: PerCPUCounters, stacks: inout StackExtents,
+                 threads: (pcs: [pid_t: UInt64], sps: [pid_t: UInt64])?) -> [Image] {
+        guard !images.isEmpty else { return [] }
+        let busy = Set(Self.busyRanges(images.map(\.range), inflight: inflight(counters), tracee: tracee,
+                                       stacks: &stacks, threads: threads))
+        let free = images.filter { !busy.contains($0.range) }
+        images.removeAll { !busy.contains($0.range) }
+        return free
+    }
+
+    /// Takes out every image (detach, once none is busy).
+    func takeAll() -> [Image] {
+        defer { images.removeAll() }
+        return images
+    }
 
     /// `inflight`: each image's range with the current sum of its in-flight counter.
     /// `threads`: every thread's PC and stack pointer, when the caller read them in the stop it

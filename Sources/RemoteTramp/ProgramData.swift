@@ -4,6 +4,19 @@ import Injector
 /// Data of hookit's runtime programs (libhookit_rt.so), handed to each through its link's
 /// cookie: per-CPU blocks the tracee's threads write and hookit reads in place.
 extension TrampolineTable {
+    /// A link's runs (built-in count: calls), time and misses, summed over the CPUs.
+
+    public func stats(_ link: Link) throws -> LinkStats {
+        if let c = link.counter {
+            return LinkStats(calls: UInt64(max(0, cells.read(c) ?? 0)), nsecs: 0, misses: 0)
+        }
+        // struct hookit_rt_stats cells, per CPU; time is kept in TSC ticks.
+        let first = index(of: link.statsAddress!)
+        func sum(_ i: Int) -> UInt64 { UInt64(max(0, cells.read(first + i) ?? 0)) }
+        let ticks = sum(1)
+        return LinkStats(calls: sum(0), nsecs: ticks == 0 ? 0 : UInt64(Double(ticks) * 1e9 / Self.tscHz), misses: sum(2))
+    }
+
     /// `cells` zeroed 8-byte cells per CPU; returns CPU 0's address in the tracee (CPU c's is
     /// HOOKIT_RT_CPU_STRIDE bytes further). Never freed before detach.
     public func allocateProgramData(cells: Int) throws -> UInt64 {
