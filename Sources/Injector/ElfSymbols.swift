@@ -11,20 +11,6 @@ public struct FunctionSymbol: Sendable, Equatable {
     public var size: UInt64
     /// For an IFUNC: the resolver's address (`address` is the implementation the tracee runs).
     public var ifuncResolver: UInt64?
-
-    /// Why this symbol, although typed FUNC, is not a function entered by a `call` (so an entry
-    /// hook, which assumes a return address on top of the stack, would be wrong there); nil for
-    /// ordinary functions. Such symbols appear in full .symtab tables (unstripped programs,
-    /// debug files): gcc's `.cold` parts of a hot/cold split function are reached by a jump
-    /// from the middle of their function, and glibc's `__restore_rt` is "returned" into by
-    /// the kernel when a signal handler ends.
-    public var notEnteredByCall: String? {
-        if name.hasSuffix(".cold") || name.contains(".cold.") {
-            return "it is the cold part of a split function, entered by a jump from its middle, not by a call"
-        }
-        if name == "__restore_rt" { return "it is the signal-return trampoline, entered by a return, not by a call" }
-        return nil
-    }
 }
 
 /// A raw ELF relocation (RELA), with its symbol's name.

@@ -90,12 +90,12 @@ public enum InjectorError: Error, Equatable, CustomStringConvertible {
         case .execFailed(let command, let e):
             return "cannot execute \(command): \(errnoText(e))"
         case .noMain(let command, let path):
-            return "\(command): \(path) has no 'main' symbol (stripped, or not a C-style program), so hookit cannot tell when it reaches main; start it on its own and use 'hookit attach PID'"
+            return "\(command): \(path) has no 'main' symbol (stripped, or not a C-style program), so hookit cannot tell when it reaches main; start it on its own and attach to its PID"
         case .exitedBeforeMain(let command, let status):
             let how = hk_wifsignaled(status) != 0 ? "was killed by signal \(hk_wtermsig(status))" : "exited with status \(hk_wexitstatus(status))"
             return "\(command) \(how) before reaching main"
         case .execedBeforeMain(let command, let path):
-            return "\(command) executed another program (\(path)) before reaching main; start that program with hookit instead"
+            return "\(command) executed another program (\(path)) before reaching main; start that program itself instead"
         }
     }
 }

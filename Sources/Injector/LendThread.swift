@@ -40,12 +40,10 @@ extension Tracee {
                 asked = false
             }
             if !asked && !thread.stopped && !thread.interruptPending {
-                let e = Ptrace.interrupt(thread.tid)
+                let e: Int32
+                do { e = try Ptrace.tolerating([ESRCH]) { try Ptrace.interrupt(thread.tid) } }
+                catch { thread.borrowed = false; throw error }
                 if e == ESRCH { thread.borrowed = false; return false }
-                if e != 0 {
-                    thread.borrowed = false
-                    throw InjectorError.ptraceFailed(request: "PTRACE_INTERRUPT", tid: thread.tid, errno: e)
-                }
                 thread.interruptPending = true
                 asked = true
             }

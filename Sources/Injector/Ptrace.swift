@@ -2,51 +2,65 @@ import CPtrace
 import Glibc
 
 /// One thin typed wrapper per ptrace request used by Injector; each throws
-/// `InjectorError.ptraceFailed` naming the request and thread. The raw calls live here only.
+/// `InjectorError.ptraceFailed` naming the request, the thread and the errno (a caller that
+/// expects one, ESRCH for a thread that is gone, catches it by `ptraceErrno`). The raw calls
+/// live here only.
 enum Ptrace {
+    private static func check(_ rc: Int, _ request: String, _ tid: pid_t) throws {
+        if rc == -1 { throw InjectorError.ptraceFailed(request: request, tid: tid, errno: errno) }
+    }
+
+    /// Runs a request whose failure with one of `expected` the caller handles: returns that
+    /// errno, or 0 on success; any other failure is thrown.
+    @discardableResult
+    static func tolerating(_ expected: Set<Int32>, _ request: () throws -> Void) throws -> Int32 {
+        do { try request() } catch InjectorError.ptraceFailed(_, _, let e) where expected.contains(e) { return e }
+        return 0
+    }
+
     static let seizeOptions = UInt64(HK_PTRACE_O_TRACECLONE | HK_PTRACE_O_TRACESYSGOOD | HK_PTRACE_O_TRACEEXEC)
 
     /// The ptrace request is PTRACE_SEIZE, with the options hookit always uses. Deliberately
     /// without PTRACE_O_EXITKILL: if hookit dies, the tracee must live on (design.md invariant 4).
-    static func seize(_ tid: pid_t) -> Int32 {
-        hk_ptrace(Int32(HK_PTRACE_SEIZE), tid, 0, seizeOptions) == -1 ? errno : 0
+    static func seize(_ tid: pid_t) throws {
+        try check(hk_ptrace(Int32(HK_PTRACE_SEIZE), tid, 0, seizeOptions), "PTRACE_SEIZE", tid)
     }
 
     /// The ptrace request is PTRACE_SEIZE with `seizeOptions` plus PTRACE_O_EXITKILL: for a program
     /// hookit starts itself, killed with hookit until it reaches main (see Spawn.swift).
-    static func seizeKillingOnExit(_ tid: pid_t) -> Int32 {
-        hk_ptrace(Int32(HK_PTRACE_SEIZE), tid, 0, seizeOptions | UInt64(HK_PTRACE_O_EXITKILL)) == -1 ? errno : 0
+    static func seizeKillingOnExit(_ tid: pid_t) throws {
+        try check(hk_ptrace(Int32(HK_PTRACE_SEIZE), tid, 0, seizeOptions | UInt64(HK_PTRACE_O_EXITKILL)), "PTRACE_SEIZE", tid)
     }
 
     /// The ptrace request is PTRACE_SETOPTIONS, back to `seizeOptions` (drops PTRACE_O_EXITKILL).
-    static func resetOptions(_ tid: pid_t) -> Int32 {
-        hk_ptrace(Int32(HK_PTRACE_SETOPTIONS), tid, 0, seizeOptions) == -1 ? errno : 0
+    static func resetOptions(_ tid: pid_t) throws {
+        try check(hk_ptrace(Int32(HK_PTRACE_SETOPTIONS), tid, 0, seizeOptions), "PTRACE_SETOPTIONS", tid)
     }
 
     /// The ptrace request is PTRACE_INTERRUPT.
-    static func interrupt(_ tid: pid_t) -> Int32 {
-        hk_ptrace(Int32(HK_PTRACE_INTERRUPT), tid, 0, 0) == -1 ? errno : 0
+    static func interrupt(_ tid: pid_t) throws {
+        try check(hk_ptrace(Int32(HK_PTRACE_INTERRUPT), tid, 0, 0), "PTRACE_INTERRUPT", tid)
     }
 
     /// The ptrace request is PTRACE_CONT, delivering `signal` (0 for none).
-    static func cont(_ tid: pid_t, signal: Int32 = 0) -> Int32 {
-        hk_ptrace(Int32(HK_PTRACE_CONT), tid, 0, UInt64(signal)) == -1 ? errno : 0
+    static func cont(_ tid: pid_t, signal: Int32 = 0) throws {
+        try check(hk_ptrace(Int32(HK_PTRACE_CONT), tid, 0, UInt64(signal)), "PTRACE_CONT", tid)
     }
 
     /// The ptrace request is PTRACE_SYSCALL: resume until the next syscall entry or exit.
-    static func syscall(_ tid: pid_t, signal: Int32 = 0) -> Int32 {
-        hk_ptrace(Int32(HK_PTRACE_SYSCALL), tid, 0, UInt64(signal)) == -1 ? errno : 0
+    static func syscall(_ tid: pid_t, signal: Int32 = 0) throws {
+        try check(hk_ptrace(Int32(HK_PTRACE_SYSCALL), tid, 0, UInt64(signal)), "PTRACE_SYSCALL", tid)
     }
 
     /// The ptrace request is PTRACE_LISTEN: leave a group-stopped thread stopped, but let it
     /// report SIGCONT and new signals.
-    static func listen(_ tid: pid_t) -> Int32 {
-        hk_ptrace(Int32(HK_PTRACE_LISTEN), tid, 0, 0) == -1 ? errno : 0
+    static func listen(_ tid: pid_t) throws {
+        try check(hk_ptrace(Int32(HK_PTRACE_LISTEN), tid, 0, 0), "PTRACE_LISTEN", tid)
     }
 
     /// The ptrace request is PTRACE_DETACH, delivering `signal`.
-    static func detach(_ tid: pid_t, signal: Int32 = 0) -> Int32 {
-        hk_ptrace(Int32(HK_PTRACE_DETACH), tid, 0, UInt64(signal)) == -1 ? errno : 0
+    static func detach(_ tid: pid_t, signal: Int32 = 0) throws {
+        try check(hk_ptrace(Int32(HK_PTRACE_DETACH), tid, 0, UInt64(signal)), "PTRACE_DETACH", tid)
     }
 
     /// The ptrace request is PTRACE_GETEVENTMSG.

@@ -98,12 +98,12 @@ extension Tracee {
         let deadline = Clock.now() + UInt64(timeout * 1e9)
         var resumeSignal: Int32 = 0
         while true {
-            let e = Ptrace.syscall(tid, signal: resumeSignal)
-            if e != 0 { throw InjectorError.remoteThreadDied(tid: tid, detail: "PTRACE_SYSCALL: \(errnoText(e))") }
+            do { try Ptrace.syscall(tid, signal: resumeSignal) }
+            catch InjectorError.ptraceFailed(_, _, let e) { throw InjectorError.remoteThreadDied(tid: tid, detail: "PTRACE_SYSCALL: \(errnoText(e))") }
             b.thread.stopped = false
             resumeSignal = 0
             while true {
-                if hk_interrupt_signal != 0 { return .interrupted }
+                if Interruption.requested { return .interrupted }
                 guard let ev = try waitEvent(until: min(deadline, Clock.now() + 50_000_000)) else {
                     if Clock.now() >= deadline { return .timedOut }
                     continue
@@ -158,7 +158,7 @@ extension Tracee {
         let tid = b.thread.tid
         if !b.thread.stopped {
             // Switch it from syscall-stepping to running freely: stop it, then continue it.
-            if Ptrace.interrupt(tid) == 0 {
+            if (try? Ptrace.interrupt(tid)) != nil {
                 let deadline = Clock.now() + 1_000_000_000
                 while let ev = try? waitEvent(until: deadline) {
                     if ev.tid == tid {

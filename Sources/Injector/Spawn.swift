@@ -61,11 +61,9 @@ extension Tracee {
 
         let t = Tracee(pid: child)
         do {
-            let e = Ptrace.seizeKillingOnExit(child)
-            if e == EPERM {
+            if try Ptrace.tolerating([EPERM], { try Ptrace.seizeKillingOnExit(child) }) == EPERM {
                 throw InjectorError.permissionDenied(pid: child, operation: "trace its own child", hint: Preflight.permissionHint(child))
             }
-            if e != 0 { throw InjectorError.ptraceFailed(request: "PTRACE_SEIZE", tid: child, errno: e) }
             t.threads[child] = TraceeThread(tid: child)
             var byte: UInt8 = 1
             _ = Glibc.write(goFD, &byte, 1)
@@ -153,9 +151,8 @@ extension Tracee {
         let thread = adopt(tid)
         held = true
         heldSince = Clock.now()
-        var e = Ptrace.interrupt(tid)
-        if e == 0 { e = Ptrace.cont(tid, signal: 0) }
-        if e != 0 { throw InjectorError.ptraceFailed(request: "PTRACE_INTERRUPT/PTRACE_CONT", tid: tid, errno: e) }
+        try Ptrace.interrupt(tid)
+        try Ptrace.cont(tid, signal: 0)
         thread.stopped = false
         thread.interruptPending = true
         thread.pendingSignal = 0
@@ -163,8 +160,7 @@ extension Tracee {
         // with hookit.
         try bringAllToStop()
         for tid in threads.keys {
-            let e = Ptrace.resetOptions(tid)
-            if e != 0 && e != ESRCH { throw InjectorError.ptraceFailed(request: "PTRACE_SETOPTIONS", tid: tid, errno: e) }
+            try Ptrace.tolerating([ESRCH]) { try Ptrace.resetOptions(tid) }
         }
     }
 
@@ -204,8 +200,7 @@ extension Tracee {
 
     /// Ends a breakpoint's SIGTRAP stop without delivering the trap (it was hookit's).
     private func continueTrapped(_ tid: pid_t) throws {
-        let e = Ptrace.cont(tid, signal: 0)
-        if e != 0 { throw InjectorError.ptraceFailed(request: "PTRACE_CONT", tid: tid, errno: e) }
+        try Ptrace.cont(tid, signal: 0)
         adopt(tid).stopped = false
     }
 

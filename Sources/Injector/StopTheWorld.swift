@@ -29,9 +29,8 @@ extension Tracee {
     /// stops again and is left out) or an error.
     func bringAllToStop(timeout: Double = 3) throws {
         for thread in threads.values where !thread.stopped && !thread.interruptPending {
-            let e = Ptrace.interrupt(thread.tid)
-            if e == ESRCH { continue }   // exiting; its exit status will arrive
-            if e != 0 { throw InjectorError.ptraceFailed(request: "PTRACE_INTERRUPT", tid: thread.tid, errno: e) }
+            // ESRCH: exiting; its exit status will arrive.
+            if try Ptrace.tolerating([ESRCH], { try Ptrace.interrupt(thread.tid) }) == ESRCH { continue }
             thread.interruptPending = true
         }
         let deadline = Clock.now() + UInt64(timeout * 1e9)
@@ -99,11 +98,11 @@ extension Tracee {
                 continue
             }
             let sig = thread.groupStopped ? 0 : thread.pendingSignal
-            let e = Ptrace.detach(thread.tid, signal: sig)
-            if e != 0 && e != ESRCH {
-                report.problems.append(InjectorError.ptraceFailed(request: "PTRACE_DETACH", tid: thread.tid, errno: e).description)
-            } else {
+            do {
+                try Ptrace.tolerating([ESRCH]) { try Ptrace.detach(thread.tid, signal: sig) }
                 report.detachedThreads += 1
+            } catch {
+                report.problems.append("\(error)")
             }
         }
         threads.removeAll()
@@ -129,8 +128,7 @@ extension Tracee {
             let thread = threads[tid]!
             thread.borrowed = true                    // dispatch keeps its stop for us
             if !thread.stopped && !thread.interruptPending {
-                let e = Ptrace.interrupt(tid)
-                if e == ESRCH { threads[tid] = nil; continue }
+                if (try? Ptrace.tolerating([ESRCH]) { try Ptrace.interrupt(tid) }) == ESRCH { threads[tid] = nil; continue }
                 thread.interruptPending = true
             }
             let deadline = Clock.now() + 1_000_000_000
@@ -160,11 +158,11 @@ extension Tracee {
                 continue
             }
             let sig = thread.groupStopped ? 0 : thread.pendingSignal
-            let e = Ptrace.detach(tid, signal: sig)
-            if e != 0 && e != ESRCH {
-                report.problems.append(InjectorError.ptraceFailed(request: "PTRACE_DETACH", tid: tid, errno: e).description)
-            } else {
+            do {
+                try Ptrace.tolerating([ESRCH]) { try Ptrace.detach(tid, signal: sig) }
                 report.detachedThreads += 1
+            } catch {
+                report.problems.append("\(error)")
             }
             threads[tid] = nil
         }

@@ -112,7 +112,7 @@ public final class Tracee {
     }
 
     private func seize(_ tid: pid_t) throws {
-        let e = Ptrace.seize(tid)
+        let e = try Ptrace.tolerating([ESRCH, EPERM]) { try Ptrace.seize(tid) }
         switch e {
         case 0:
             threads[tid] = TraceeThread(tid: tid)
@@ -136,7 +136,7 @@ public final class Tracee {
             }
             throw InjectorError.permissionDenied(pid: pid, operation: "attach to", hint: Preflight.permissionHint(pid))
         default:
-            throw InjectorError.ptraceFailed(request: "PTRACE_SEIZE", tid: tid, errno: e)
+            break
         }
     }
 
@@ -231,14 +231,11 @@ public final class Tracee {
     /// signal it stopped for.
     func release(_ thread: TraceeThread) throws {
         guard thread.stopped else { return }
-        let e: Int32
-        if thread.groupStopped && thread.pendingSignal == 0 {
-            e = Ptrace.listen(thread.tid)
-        } else {
-            e = Ptrace.cont(thread.tid, signal: thread.pendingSignal)
+        let e = try Ptrace.tolerating([ESRCH]) {
+            if thread.groupStopped && thread.pendingSignal == 0 { try Ptrace.listen(thread.tid) }
+            else { try Ptrace.cont(thread.tid, signal: thread.pendingSignal) }
         }
         if e == ESRCH { threads[thread.tid] = nil; return }
-        if e != 0 { throw InjectorError.ptraceFailed(request: "PTRACE_CONT", tid: thread.tid, errno: e) }
         thread.stopped = false
         thread.pendingSignal = 0
     }
@@ -257,10 +254,7 @@ public final class Tracee {
         }
     }
 
-    func checkInterrupted() throws {
-        let s = hk_interrupt_signal
-        if s != 0 { throw InjectorError.interrupted(signal: s) }
-    }
+    func checkInterrupted() throws { try Interruption.check() }
 }
 
 /// How long the world was stopped, for reports and benchmarks.

@@ -39,7 +39,7 @@ struct PatchSite {
     /// overwritten), and decides how to patch it.
     static func analyze(_ f: FunctionSymbol, module: Module, tracee: Tracee) throws -> PatchSite {
         let label = "\(f.module):\(f.name)"
-        if let why = f.notEnteredByCall { throw TrampolineError.cannotPatch(function: label, reason: why) }
+        if let why = Self.notEnteredByCall(f) { throw TrampolineError.cannotPatch(function: label, reason: why) }
         let window = 32
         var live = try tracee.memory.read(at: f.address, count: window)
         var leftover: (offset: Int, bytes: [UInt8])?
@@ -131,5 +131,21 @@ struct PatchSite {
         case 0xE8: return "a call: another hooking tool"
         default: return "bytes that differ from the file"
         }
+    }
+}
+
+extension PatchSite {
+    /// Why this symbol, although typed FUNC, is not a function entered by a `call` (so an entry
+    /// hook, which assumes a return address on top of the stack, would be wrong there); nil for
+    /// ordinary functions. Such symbols appear in full .symtab tables (unstripped programs,
+    /// debug files): gcc's `.cold` parts of a hot/cold split function are reached by a jump
+    /// from the middle of their function, and glibc's `__restore_rt` is "returned" into by
+    /// the kernel when a signal handler ends.
+    static func notEnteredByCall(_ f: FunctionSymbol) -> String? {
+        if f.name.hasSuffix(".cold") || f.name.contains(".cold.") {
+            return "it is the cold part of a split function, entered by a jump from its middle, not by a call"
+        }
+        if f.name == "__restore_rt" { return "it is the signal-return trampoline, entered by a return, not by a call" }
+        return nil
     }
 }

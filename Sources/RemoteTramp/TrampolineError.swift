@@ -40,11 +40,11 @@ public enum TrampolineError: Error, Equatable, CustomStringConvertible {
         case .noPageInReach(let m):
             return "no free address range within ±2 GiB of \(m) for a trampoline page"
         case .memoryBudget(let limit, let req):
-            return "the trampoline memory budget of \(limit) bytes is spent (needed \(req) more); raise it with --memory-budget"
+            return "the trampoline memory budget of \(limit) bytes is spent (needed \(req) more)"
         case .programNotFound(let lib, let sym):
             return "\(lib) has no symbol \(sym)"
         case .runtimeMissing(let path):
-            return "the hookit runtime library is missing at \(path); rebuild hookit (swift build)"
+            return "the hookit runtime library is missing at \(path)"
         case .unknownLink(let id):
             return "no hook with id \(id)"
         case .counterSpace(let limit):
