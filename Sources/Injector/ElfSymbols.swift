@@ -11,6 +11,9 @@ public struct FunctionSymbol: Sendable, Equatable {
     public var size: UInt64
     /// For an IFUNC: the resolver's address (`address` is the implementation the tracee runs).
     public var ifuncResolver: UInt64?
+
+    /// `module:name`, as patterns name functions and every report shows them.
+    public var label: String { "\(module):\(name)" }
 }
 
 /// A raw ELF relocation (RELA), with its symbol's name.

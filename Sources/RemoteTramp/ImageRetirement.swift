@@ -64,16 +64,7 @@ final class ImageRetirement {
         guard !ranges.isEmpty else { return [] }
         let sorted = ranges.sorted { $0.lowerBound < $1.lowerBound }
         let low = sorted.first!.lowerBound, high = ranges.map(\.upperBound).max()!
-        /// The range holding v, by binary search (the ranges do not overlap).
-        func owner(_ v: UInt64) -> Range<UInt64>? {
-            guard v >= low && v < high else { return nil }
-            var lo = 0, hi = sorted.count
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if sorted[mid].lowerBound <= v { lo = mid + 1 } else { hi = mid }
-            }
-            return lo > 0 && sorted[lo - 1].contains(v) ? sorted[lo - 1] : nil
-        }
+        func owner(_ v: UInt64) -> Range<UInt64>? { v >= low && v < high ? sorted.range(containing: v) : nil }
         var busy = Set<Range<UInt64>>()
         for (range, count) in inflight where count != 0 { busy.insert(range) }
         // Once an entry no longer reaches an image, a thread found outside it (PC and stack)
@@ -83,11 +74,9 @@ final class ImageRetirement {
             if let r = owner(pc) { busy.insert(r) }
             guard let (_, length) = stacks.range(from: sp, limit: stackScanLimit),
                   let words = try? tracee.memory.read(at: sp, count: length) else { return }
-            words.withUnsafeBytes { raw in
-                for i in stride(from: 0, to: length, by: 8) {
-                    let v = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-                    if let r = owner(v) { busy.insert(r) }
-                }
+            StackExtents.scanWords(words) { v in
+                if let r = owner(v) { busy.insert(r) }
+                return false
             }
         }
         if let t = threads {

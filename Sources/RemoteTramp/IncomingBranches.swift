@@ -27,11 +27,7 @@ enum IncomingBranches {
         return nil
     }
 
-    private static func lowerBound(_ b: [Branch], _ target: UInt64) -> Int {
-        var lo = 0, hi = b.count
-        while lo < hi { let mid = (lo + hi) / 2; if b[mid].target < target { lo = mid + 1 } else { hi = mid } }
-        return lo
-    }
+    private static func lowerBound(_ b: [Branch], _ target: UInt64) -> Int { b.partitionPoint { $0.target >= target } }
 
     private static func sweep(_ module: Module) -> [Branch] {
         let key = "\(module.path)@\(module.bias)"

@@ -27,10 +27,12 @@ struct PatchSite {
 
     static let patchLength = 5
     static let endbr64: [UInt8] = [0xF3, 0x0F, 0x1E, 0xFA]
+    /// 4 when `bytes` start with endbr64 (an IBT landing pad the patch goes after), else 0.
+    static func landingPadLength(_ bytes: [UInt8]) -> Int { Array(bytes.prefix(4)) == endbr64 ? 4 : 0 }
     static let nop5: [UInt8] = [0x0F, 0x1F, 0x44, 0x00, 0x00]
     static let nop1x5: [UInt8] = [0x90, 0x90, 0x90, 0x90, 0x90]
 
-    var label: String { "\(function.module):\(function.name)" }
+    var label: String { function.label }
 
     /// Where the original function continues after the patched bytes, for patchable entries.
     var afterPatch: UInt64 { address + UInt64(Self.patchLength) }
@@ -38,7 +40,7 @@ struct PatchSite {
     /// Reads the entry, checks it against the file (a foreign patch is refused, never
     /// overwritten), and decides how to patch it.
     static func analyze(_ f: FunctionSymbol, module: Module, tracee: Tracee) throws -> PatchSite {
-        let label = "\(f.module):\(f.name)"
+        let label = f.label
         if let why = Self.notEnteredByCall(f) { throw TrampolineError.cannotPatch(function: label, reason: why) }
         let window = 32
         var live = try tracee.memory.read(at: f.address, count: window)
@@ -46,7 +48,7 @@ struct PatchSite {
         var fileBody: [UInt8]?
         // Only this function's bytes (and what a patch of it would cover) are compared with the
         // file: the window may reach into the next function, which may be hooked already.
-        let own = f.size > 0 ? min(window, max(Int(f.size), (Array(live.prefix(4)) == endbr64 ? 4 : 0) + patchLength)) : window
+        let own = f.size > 0 ? min(window, max(Int(f.size), landingPadLength(live) + patchLength)) : window
         if let full = module.fileBytes(at: f.address, count: window), full.prefix(own) != live.prefix(own) {
             let file = Array(full.prefix(own)) + live.dropFirst(own)
             let i = zip(file, live).enumerated().first { $0.element.0 != $0.element.1 }!.offset
@@ -80,7 +82,7 @@ struct PatchSite {
     /// A `jmp rel32` at the entry (after an endbr64) into a code page with hookit's header, and
     /// nothing else different from the file: the patch of a hookit that died. Its offset.
     static func leftoverPatch(live: [UInt8], file: [UInt8], address: UInt64, tracee: Tracee) -> Int? {
-        let site = Array(file.prefix(4)) == endbr64 ? 4 : 0
+        let site = Self.landingPadLength(file)
         guard live[site] == 0xE9,
               zip(live, file).enumerated().allSatisfy({ $0.element.0 == $0.element.1 || ($0.offset >= site && $0.offset < site + patchLength) })
         else { return nil }
@@ -94,8 +96,8 @@ struct PatchSite {
 
     private static func analyzeEntry(_ f: FunctionSymbol, module: Module, live: [UInt8], fileBody: [UInt8]?,
                                      tracee: Tracee) throws -> PatchSite {
-        let label = "\(f.module):\(f.name)"
-        let skip = Array(live.prefix(4)) == endbr64 ? 4 : 0
+        let label = f.label
+        let skip = Self.landingPadLength(live)
         let entry = Array(live[skip..<skip + patchLength])
         if entry == nop5 || entry == nop1x5 {
             return PatchSite(function: f, module: module, address: f.address + UInt64(skip), original: entry,

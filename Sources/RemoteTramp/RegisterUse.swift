@@ -156,11 +156,7 @@ enum RegisterUse {
             else { result.formUnion(unknown) }
         }
 
-        func extent(containing a: UInt64) -> Range<UInt64>? {
-            var lo = 0, hi = extents.count
-            while lo < hi { let mid = (lo + hi) / 2; if extents[mid].lowerBound <= a { lo = mid + 1 } else { hi = mid } }
-            return lo > 0 && extents[lo - 1].contains(a) ? extents[lo - 1] : nil
-        }
+        func extent(containing a: UInt64) -> Range<UInt64>? { extents.range(containing: a) }
 
         mutating func fdeExtent(containing a: UInt64) -> Range<UInt64>? {
             if !fdesOpened {

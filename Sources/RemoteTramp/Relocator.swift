@@ -175,7 +175,7 @@ public enum Relocator {
             }
             var b = insn.bytes
             let at = Int(insn.info.disp_offset)
-            for k in 0..<4 { b[at + k] = UInt8(truncatingIfNeeded: UInt32(bitPattern: d32) >> (8 * k)) }
+            b.put(UInt32(bitPattern: d32), at: at)
             w.raw(b)
 
         case .jmp:

@@ -102,7 +102,7 @@ enum StackArguments {
             switch Int32(insn.flow) {
             case Int32(HK_FLOW_JMP), Int32(HK_FLOW_JCC):
                 guard !range.contains(insn.target) else { return true }
-                guard let r = extent(containing: insn.target) else { return false }
+                guard let r = extents.range(containing: insn.target) else { return false }
                 if visited.insert(r.lowerBound).inserted { queue.append(r) }
                 return true
             case Int32(HK_FLOW_JMP_REGISTER), Int32(HK_FLOW_JMP_POINTER):
@@ -112,12 +112,6 @@ enum StackArguments {
             default:
                 return true
             }
-        }
-
-        func extent(containing a: UInt64) -> Range<UInt64>? {
-            var lo = 0, hi = extents.count
-            while lo < hi { let mid = (lo + hi) / 2; if extents[mid].lowerBound <= a { lo = mid + 1 } else { hi = mid } }
-            return lo > 0 && extents[lo - 1].contains(a) ? extents[lo - 1] : nil
         }
     }
 }

@@ -34,9 +34,18 @@ struct StackExtents {
         return (sp, Int(min(m.end - sp, UInt64(limit))) & ~7)
     }
 
+    /// Calls `body` with each aligned 8-byte word of a stack copy, from its lowest address,
+    /// until it returns true (found). The conservative scan the retirement and patch checks make.
+    static func scanWords(_ stack: [UInt8], _ body: (UInt64) -> Bool) {
+        stack.withUnsafeBytes { raw in
+            for i in stride(from: 0, to: raw.count & ~7, by: 8) {
+                if body(raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)) { return }
+            }
+        }
+    }
+
     private static func find(_ a: UInt64, in maps: [Mapping]) -> Mapping? {
-        var lo = 0, hi = maps.count
-        while lo < hi { let mid = (lo + hi) / 2; if maps[mid].start <= a { lo = mid + 1 } else { hi = mid } }
-        return lo > 0 && a < maps[lo - 1].end ? maps[lo - 1] : nil
+        let i = maps.partitionPoint { $0.start > a }
+        return i > 0 && a < maps[i - 1].end ? maps[i - 1] : nil
     }
 }

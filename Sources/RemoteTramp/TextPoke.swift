@@ -131,18 +131,12 @@ enum TextPoke {
         let ranges = sps.keys.sorted().compactMap { extents.range(from: sps[$0]!, limit: bytes) }
         let stacks = (try? tracee.memory.read(ranges: ranges)) ?? []
         for raw in stacks {
-            let hit: (Int, UInt64)? = raw.withUnsafeBytes { b in
-                for i in stride(from: 0, to: b.count & ~7, by: 8) {
-                    let w = b.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-                    guard w > low && w < high else { continue }
-                    var lo = 0, hi = sites.count                     // the last site below w
-                    while lo < hi {
-                        let mid = (lo + hi) / 2
-                        if sites[mid] < w { lo = mid + 1 } else { hi = mid }
-                    }
-                    if lo > 0 && w < sites[lo - 1] + UInt64(length) { return (lo - 1, w) }
-                }
-                return nil
+            var hit: (Int, UInt64)?
+            StackExtents.scanWords(raw) { w in
+                guard w > low && w < high else { return false }
+                let lo = sites.partitionPoint { $0 >= w }          // the last site below w
+                if lo > 0 && w < sites[lo - 1] + UInt64(length) { hit = (lo - 1, w) }
+                return hit != nil
             }
             if let h = hit { return h }
         }

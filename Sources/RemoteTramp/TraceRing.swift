@@ -162,7 +162,7 @@ public final class TraceRing {
     /// readable) — only when no thread can still be in a trace program (the table's detach
     /// freed every image). Without, the 16 MiB stay mapped in the tracee, unused.
     public func close(tracee: Tracee, unmap: Bool) {
-        try? tracee.memory.write([UInt8].le(0), at: ringSymbol)
+        try? tracee.memory.write([UInt8].le(UInt64(0)), at: ringSymbol)
         if unmap { try? memory.unmapRemote(tracee: tracee) }
     }
 }

@@ -114,7 +114,7 @@ public final class TrampolineTable {
     /// keeps (a caller compiled with -fipa-ra can then see them changed); the caller's choice.
     public func link(_ kind: ProgramKind, _ spec: ProgramSpec, to function: FunctionSymbol, cookie: UInt64 = 0,
                      raw: Bool = false) throws -> Link {
-        let label = "\(function.module):\(function.name)"
+        let label = function.label
         if spec == .count && (kind == .fmodRet || kind == .replace) {
             throw TrampolineError.unsupported(kind: kind.rawValue, program: "count",
                 reason: "it runs as fentry or fexit (as fmod_ret it would decide nothing; replace needs a function)")
@@ -200,7 +200,7 @@ public final class TrampolineTable {
     private func get(_ f: FunctionSymbol) throws -> Trampoline {
         if let t = trampolines[f.address] { return t }
         guard let module = symbols.modules.first(where: { $0.name == f.module && $0.contains(f.address) }) else {
-            throw TrampolineError.cannotPatch(function: "\(f.module):\(f.name)", reason: "its module is not mapped")
+            throw TrampolineError.cannotPatch(function: f.label, reason: "its module is not mapped")
         }
         let site = try prepared.removeValue(forKey: f.address) ?? PatchSite.analyze(f, module: module, tracee: tracee)
         try pins.pin(module, tracee: tracee, symbols: symbols)
@@ -311,6 +311,4 @@ extension ProgramSpec {
     }
 }
 
-extension Array where Element == UInt8 {
-    static func le(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
-}
+

@@ -44,8 +44,8 @@ enum UnwindInfo {
         return u32(UInt32(b.count)) + b
     }
 
-    private static func u32(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
-    private static func u64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+    private static func u32(_ v: UInt32) -> [UInt8] { .le(v) }
+    private static func u64(_ v: UInt64) -> [UInt8] { .le(v) }
 }
 
 extension TrampolineTable {

@@ -72,7 +72,7 @@ public final class X86Writer {
             } else {
                 value = base &+ UInt64(target)
             }
-            for k in 0..<8 { bytes[f.at + k] = UInt8(truncatingIfNeeded: value >> (8 * k)) }
+            bytes.put(value, at: f.at)
         }
         return bytes
     }
@@ -87,11 +87,11 @@ public final class X86Writer {
 
     public func raw(_ b: [UInt8]) { bytes += b }
     public func u8(_ v: UInt8) { bytes.append(v) }
-    public func u32(_ v: UInt32) { for i in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }
-    public func u64(_ v: UInt64) { for i in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }
+    public func u32(_ v: UInt32) { bytes += [UInt8].le(v) }
+    public func u64(_ v: UInt64) { bytes += [UInt8].le(v) }
 
     private func put32(_ v: UInt32, at i: Int) {
-        for k in 0..<4 { bytes[i + k] = UInt8(truncatingIfNeeded: v >> (8 * k)) }
+        bytes.put(v, at: i)
     }
 
     private func rex(w: Bool, r: Bool = false, x: Bool = false, b: Bool = false, force: Bool = false) {

@@ -105,7 +105,7 @@ final class SpawnTests: XCTestCase {
             (["hookit-no-such-command"], nil, { $0 == .execFailed(command: "hookit-no-such-command", errno: ENOENT) }, "hookit-no-such-command"),
             ([source, "a"], nil, { $0 == .execFailed(command: source, errno: EACCES) }, "Permission denied"),
             (["\(Repo.root)/testtargets/build"], nil, { $0 == .execFailed(command: "\(Repo.root)/testtargets/build", errno: EACCES) }, "Permission denied"),
-            ([Repo.target("spawnee-static-nomain")], nil, { if case .noMain = $0 { return true }; return false }, "hookit attach"),
+            ([Repo.target("spawnee-static-nomain")], nil, { if case .noMain = $0 { return true }; return false }, "attach to its PID"),
             ([Repo.target("x86_32")], nil, { if case .notX86_64 = $0 { return true }; return false }, "x86-64"),
             ([Repo.target("spawnee")], ["SPAWNEE_EXIT=9"], { if case .exitedBeforeMain(_, let s) = $0 { return hk_wexitstatus(s) == 9 }; return false }, "exited with status 9 before reaching main"),
             ([Repo.target("spawnee")], ["SPAWNEE_EXEC=\(Repo.target("target"))"], { if case .execedBeforeMain = $0 { return true }; return false }, "testtargets/build/target"),
