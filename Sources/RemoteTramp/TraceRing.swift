@@ -146,15 +146,14 @@ public final class TraceRing {
         let raw = UnsafeMutableRawPointer(s)
         let tid = raw.load(fromByteOffset: 8, as: UInt32.self)
         let flags = raw.load(fromByteOffset: 12, as: UInt32.self)
-        let cookie = s[2]
+        let (function, mask) = TraceProgram.unpack(cookie: s[2])
         var strings: [String?] = []
-        let mask = (cookie >> 32) & 0x7f
         for i in 0..<min(2, mask.nonzeroBitCount) {
             if flags & (UInt32(10) << UInt32(i)) != 0 { strings.append(nil); continue }
             let p = (raw + 96 + i * 80).assumingMemoryBound(to: UInt8.self)
             strings.append(String(decoding: UnsafeBufferPointer(start: p, count: strnlen(UnsafeRawPointer(p).assumingMemoryBound(to: CChar.self), 79)), as: UTF8.self))
         }
-        return TraceEvent(tid: tid, function: Int(cookie & 0xFFFF_FFFF), ticks: s[3], durationTicks: s[4], timed: flags & 1 == 0,
+        return TraceEvent(tid: tid, function: function, ticks: s[3], durationTicks: s[4], timed: flags & 1 == 0,
                           args: Array(UnsafeBufferPointer(start: s + 5, count: 6)), ret: s[11], strings: strings)
     }
 

@@ -58,3 +58,15 @@ public enum TrampolineError: Error, Equatable, CustomStringConvertible {
 func hexBytes(_ b: [UInt8]) -> String {
     b.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: " ")
 }
+
+extension TrampolineError {
+    /// Why one function of a pattern is refused, when it is refused rather than failing the
+    /// whole change: its entry cannot be patched safely, or someone else patched it.
+    public var refusalReason: String? {
+        switch self {
+        case .cannotPatch(_, let reason): return reason
+        case .foreignPatch: return "\(self)"
+        default: return nil
+        }
+    }
+}

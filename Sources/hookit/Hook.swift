@@ -37,17 +37,6 @@ struct AddReport {
     var patterns: [Pattern] = []
 }
 
-extension TrampolineError {
-    /// Why one function of a pattern is refused, when it is refused rather than failing the add.
-    var refusalReason: String? {
-        switch self {
-        case .cannotPatch(_, let reason): return reason
-        case .foreignPatch: return "\(self)"
-        default: return nil
-        }
-    }
-}
-
 /// Options of a session that are not hooks.
 struct SessionOptions {
     var table = TrampolineTable.Options()

@@ -1,0 +1,105 @@
+import Injector
+
+// hookit's own programs (libhookit_rt.so): what each links at a function, the data it reads in
+// shared memory, and a typed reader of its results. The layouts below are those of timing.c,
+// override.c and trace.c; nothing outside RemoteTramp knows them.
+
+/// --count with time (timing.c): calls counted at entry (exact across live changes), time and a
+/// log2 histogram at exit, in per-CPU cells.
+public struct TimedCount {
+    /// calls, ns, 65 buckets (bucket k: [2^(k-1), 2^k) ns; bucket 0: 0 ns).
+    static let cells = 2 + 65
+    let block: UInt64
+    /// The entry program's link.
+    public let entry: Link
+
+    /// Links the pair of programs at `function`; the block is in place before they go live.
+    public static func link(_ function: FunctionSymbol, _ change: HookTransaction) throws -> (TimedCount, [Link]) {
+        let block = try change.table.allocateProgramData(cells: cells)
+        let enter = try change.link(.fentry, .runtime(symbol: "hookit_rt_time_enter"), to: function, cookie: block)
+        let exit = try change.link(.fexit, .runtime(symbol: "hookit_rt_time_exit"), to: function, cookie: block)
+        return (TimedCount(block: block, entry: enter), [enter, exit])
+    }
+
+    public struct Reading: Sendable {
+        public let calls: UInt64
+        public let nsecs: UInt64
+        /// Calls per log2 bucket of their duration.
+        public let histogram: [UInt64]
+    }
+
+    public func read(_ table: TrampolineTable) -> Reading {
+        let c = table.readProgramData(block, cells: Self.cells)
+        return Reading(calls: c[0], nsecs: c[1], histogram: Array(c[2...]))
+    }
+}
+
+/// --override (override.c): a fmod_ret program that skips the function and returns a value,
+/// leaving an errno, on every call, every Nth or with a probability.
+public struct Override: Sendable {
+    public struct Settings: Equatable, Sendable {
+        public var value: UInt64
+        public var errno: Int32 = 0
+        /// Inject on every Nth call (0 or 1: every call).
+        public var every: UInt64 = 0
+        /// Probability in 1/2^32 units (2^32: always).
+        public var threshold: UInt64 = 1 << 32
+        public init(value: UInt64) { self.value = value }
+
+        /// struct override: value, err, every, threshold, calls, injected.
+        var cells: [UInt64] { [value, UInt64(bitPattern: Int64(errno)), every, threshold, 0, 0] }
+    }
+
+    public let settings: Settings
+    let config: UInt64
+
+    /// Writes the settings and links the program at `function`.
+    public static func link(_ function: FunctionSymbol, _ settings: Settings, _ change: HookTransaction) throws -> (Override, Link) {
+        try change.table.configureRuntime()
+        let config = try change.table.allocateProgramData(cells: settings.cells.count)
+        change.table.writeProgramData(config, settings.cells)
+        let l = try change.link(.fmodRet, .runtime(symbol: "hookit_rt_override"), to: function, cookie: config)
+        return (Override(settings: settings, config: config), l)
+    }
+
+    public struct Reading: Sendable {
+        public let calls: UInt64
+        public let injected: UInt64
+    }
+
+    public func read(_ table: TrampolineTable) -> Reading {
+        let c = table.readProgramData(config, cells: settings.cells.count)
+        return Reading(calls: c[4], injected: c[5])
+    }
+}
+
+/// --trace (trace.c): the entry time at entry, one event per call at exit into the trace rings
+/// (TraceRing). The link's cookie carries the function's index and which values are strings.
+public enum TraceProgram {
+    /// Which of a call's values trace.c copies as C strings (the first two of them).
+    public struct Strings: Equatable, Sendable {
+        public var arguments: [Int]
+        public var returnValue: Bool
+        public init(arguments: [Int] = [], returnValue: Bool = false) {
+            self.arguments = arguments
+            self.returnValue = returnValue
+        }
+
+        /// Bits 0-5: arguments; bit 6: the return value.
+        var mask: UInt64 {
+            arguments.filter { (0..<6).contains($0) }.reduce(returnValue ? UInt64(1) << 6 : 0) { $0 | 1 << UInt64($1) }
+        }
+    }
+
+    /// Links the pair at `function`; its events carry `index` as TraceEvent.function.
+    @discardableResult
+    public static func link(_ function: FunctionSymbol, index: Int, strings: Strings, _ change: HookTransaction) throws -> [Link] {
+        let enter = try change.link(.fentry, .runtime(symbol: "hookit_rt_trace_enter"), to: function)
+        let exit = try change.link(.fexit, .runtime(symbol: "hookit_rt_trace_exit"), to: function,
+                                   cookie: UInt64(UInt32(index)) | strings.mask << 32)
+        return [enter, exit]
+    }
+
+    /// An event's function index and string mask, from its cookie.
+    static func unpack(cookie: UInt64) -> (index: Int, strings: UInt64) { (Int(cookie & 0xFFFF_FFFF), (cookie >> 32) & 0x7f) }
+}
