@@ -127,49 +127,57 @@ struct ImageBuilder {
 
     static func build(_ input: Input, at address: UInt64) throws -> Built {
         var sections: [PerCPUCounters.CriticalSection] = []
-        let built = try layout(input, at: address, sections: &sections)
-        return built
-    }
-
-    private static func layout(_ input: Input, at address: UInt64, sections: inout [PerCPUCounters.CriticalSection]) throws -> Built {
         let w = X86Writer(base: address)
-        func finish(_ afterCall: Int? = nil, _ epilogue: Int? = nil) throws -> Built {
-            PerCPUCounters.emitDescriptors(w, sections)
-            return Built(code: try w.finish(), afterCallOffset: afterCall, epilogueOffset: epilogue)
-        }
+        var offsets: (afterCall: Int?, epilogue: Int?) = (nil, nil)
         if let replacement = input.links[.replace]?.first, case .user(_, _, let target) = replacement.code {
             if replacement.givesBack.isEmpty { w.jmpFar(target) }
             else { emitReplaceWrapper(w, target, givesBack: replacement.givesBack) }
-            return try finish()
+        } else if isLean(input.links) {
+            try emitLean(w, input, &sections)
+        } else {
+            try emitEntry(w, input, &sections)
+            if callsOriginal(input.links) { offsets = try emitCallOriginal(w, input, &sections) }
+            else { emitResume(w, input, &sections) }
         }
-        if isLean(input.links) {
-            w.push(.rax)
-            w.push(.r11)
-            for link in input.links[.fentry] ?? [] { try emitRun(w, link, input, &sections) }
-            w.pop(.r11)
-            w.pop(.rax)
-            w.jmpFar(input.originalEntry)
-            return try finish()
-        }
-        let vectors = savesVectorState(input.links)
+        PerCPUCounters.emitDescriptors(w, sections)
+        return Built(code: try w.finish(), afterCallOffset: offsets.afterCall, epilogueOffset: offsets.epilogue)
+    }
+
+    private static func emitLean(_ w: X86Writer, _ input: Input, _ sections: inout [PerCPUCounters.CriticalSection]) throws {
+        w.push(.rax)
+        w.push(.r11)
+        for link in input.links[.fentry] ?? [] { try emitRun(w, link, input, &sections) }
+        w.pop(.r11)
+        w.pop(.rax)
+        w.jmpFar(input.originalEntry)
+    }
+
+    /// Frame, registers, ctx, vector state, in-flight++, the fentry programs.
+    private static func emitEntry(_ w: X86Writer, _ input: Input, _ sections: inout [PerCPUCounters.CriticalSection]) throws {
         w.push(.rbp)
         w.mov(.rbp, .rsp)
         w.lea(.rsp, .rsp, -frameSize)
         saveRegisters(w)
         if callsPrograms(input.links) { fillContext(w, input) }   // before XSAVE, which clobbers rax and rdx
-        if vectors { saveVectorState(w) }
+        if savesVectorState(input.links) { saveVectorState(w) }
         if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, sections: &sections) }
         for link in input.links[.fentry] ?? [] { try emitRun(w, link, input, &sections) }
+    }
 
-        if !callsOriginal(input.links) {
-            if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, by: -1, sections: &sections) }
-            if vectors { restoreVectorState(w) }
-            restoreRegisters(w)
-            w.leave()
-            w.jmpFar(input.originalEntry)
-            return try finish()
-        }
+    /// fentry only: everything back as at the entry, then on to the original.
+    private static func emitResume(_ w: X86Writer, _ input: Input, _ sections: inout [PerCPUCounters.CriticalSection]) {
+        if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, by: -1, sections: &sections) }
+        if savesVectorState(input.links) { restoreVectorState(w) }
+        restoreRegisters(w)
+        w.leave()
+        w.jmpFar(input.originalEntry)
+    }
 
+    /// fmod_ret programs (non-zero: skip), the original called, fexit programs, return.
+    /// Returns the offsets of ip_after_call and ip_epilogue.
+    private static func emitCallOriginal(_ w: X86Writer, _ input: Input,
+                                         _ sections: inout [PerCPUCounters.CriticalSection]) throws -> (Int?, Int?) {
+        let vectors = savesVectorState(input.links)
         let skipOriginal = w.newLabel(), runFexit = w.newLabel()
         for link in input.links[.fmodRet] ?? [] {
             try emitRun(w, link, input, &sections)
@@ -207,66 +215,19 @@ struct ImageBuilder {
         w.loadXmm(1, .rbp, ctx(ctxXmmRet + 16))
         w.leave()
         w.ret()
-        return try finish(afterCall, epilogue)
+        return (afterCall, epilogue)
     }
 
     /// The caller's stack arguments, `bytes` of them (a multiple of 16: rsp stays aligned),
     /// copied below rsp so a function called from the image finds them at its own rsp+8 as from
     /// its real caller. Clobbers r11.
-    private static func copyStackArguments(_ w: X86Writer, _ bytes: Int32 = stackArgumentBytes) {
+    static func copyStackArguments(_ w: X86Writer, _ bytes: Int32 = stackArgumentBytes) {
         guard bytes > 0 else { return }
         w.lea(.rsp, .rsp, -bytes)
         for off in stride(from: Int32(0), to: bytes, by: 8) {
             w.load(.r11, .rbp, 16 + off)
             w.store(.r11, .rsp, off)
         }
-    }
-
-    /// Replace image for a replacement that may change registers the original leaves alone (an
-    /// ordinary C function may change every caller-saved register; see RegisterUse): it calls
-    /// the replacement like the original's caller did and gives back `givesBack` as they were
-    /// at the call. Everything else comes back as the replacement left it: rax always (the return
-    /// value), and rdx, xmm0, xmm1 and st0 exactly when the original writes them itself (then
-    /// they may be its return value, and no caller relies on them).
-    ///
-    ///     save givesBack (+ r11, the copy's scratch; + rax, rdx for the XSAVE) -> XSAVE if
-    ///     givesBack holds vector/x87/mask registers -> reload rax, rdx (al, the third argument)
-    ///     -> copy the stack arguments -> call the replacement -> keep its rax, rdx, xmm0, xmm1
-    ///     in the ctx slots -> XRSTOR (x87 left out when the original may return in st0) -> the
-    ///     replacement's return registers back -> reload givesBack -> leave; ret
-    ///
-    /// No in-flight counter: a thread inside the replacement has a return address into the image
-    /// on its stack, which retirement's stack scan sees; and a kept patch (--keep) must not
-    /// depend on counters that detach unmaps.
-    private static func emitReplaceWrapper(_ w: X86Writer, _ target: UInt64, givesBack: RegisterSet) {
-        let extended = !givesBack.isDisjoint(with: .extended)
-        let saved = (givesBack.union(extended ? [.r11, .rax, .rdx] : [.r11])).gprs
-        w.push(.rbp)
-        w.mov(.rbp, .rsp)
-        w.lea(.rsp, .rsp, -frameSize)
-        for r in saved { w.store(r, .rbp, gpr(r)) }
-        if extended {
-            saveVectorState(w)
-            w.load(.rax, .rbp, gpr(.rax))
-            w.load(.rdx, .rbp, gpr(.rdx))
-        }
-        copyStackArguments(w)
-        w.callFar(target)
-        w.lea(.rsp, .rsp, stackArgumentBytes)
-        if extended {
-            w.store(.rax, .rbp, ctx(ctxRet))
-            w.store(.rdx, .rbp, ctx(ctxRetHi))
-            w.storeXmm(0, .rbp, ctx(ctxXmmRet))
-            w.storeXmm(1, .rbp, ctx(ctxXmmRet + 16))
-            restoreVectorState(w, mask: givesBack.contains(.x87) ? xsaveMask : xsaveMask & ~1)
-            if !givesBack.contains(.vector(0)) { w.loadXmm(0, .rbp, ctx(ctxXmmRet)) }
-            if !givesBack.contains(.vector(1)) { w.loadXmm(1, .rbp, ctx(ctxXmmRet + 16)) }
-            w.load(.rax, .rbp, ctx(ctxRet))
-            if !givesBack.contains(.rdx) { w.load(.rdx, .rbp, ctx(ctxRetHi)) }
-        }
-        for r in givesBack.gprs where r != .rax { w.load(r, .rbp, gpr(r)) }
-        w.leave()
-        w.ret()
     }
 
     private static func saveRegisters(_ w: X86Writer) {
@@ -280,7 +241,7 @@ struct ImageBuilder {
 
     /// XSAVE into a 64-byte aligned area below the frame; rsp points at it afterwards and stays
     /// 16-byte aligned for program calls. Clobbers rax and rdx (saved already).
-    private static func saveVectorState(_ w: X86Writer) {
+    static func saveVectorState(_ w: X86Writer) {
         w.lea(.rsp, .rbp, -frameSize)
         w.alignRSP(-64)
         w.lea(.rsp, .rsp, -xsaveArea)
@@ -294,7 +255,7 @@ struct ImageBuilder {
 
     /// XRSTOR from the area at rsp, of the components in `mask` (the others stay as they are).
     /// Clobbers rax and rdx (restored after from the GPR area).
-    private static func restoreVectorState(_ w: X86Writer, mask: UInt64 = xsaveMask) {
+    static func restoreVectorState(_ w: X86Writer, mask: UInt64 = xsaveMask) {
         w.mov(.rax, imm: mask & 0xFFFF_FFFF)
         w.mov(.rdx, imm: mask >> 32)
         w.xrstor()
