@@ -4,6 +4,7 @@ import os
 import signal
 import statistics
 import subprocess
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,9 +26,18 @@ class Target:
         self.proc.stdin.flush()
         return self.proc.stdout.readline().strip()
 
-    def ns_per_call(self, threads, calls=2_000_000, repeats=5):
-        """Median over `repeats` runs of the slowest thread's time per call."""
-        samples = [float(self.send(f"run {calls} {threads}").split()[0]) for _ in range(repeats)]
+    def ns_per_call(self, threads, calls=2_000_000, repeats=5, after_run=None):
+        """Median over `repeats` runs of the slowest thread's time per call. A run the target
+        found wrong ("FAIL ...": a limit stub that did not count every call) raises.
+        after_run(total_calls), if given, is called after each run (to let hookit catch up)."""
+        samples = []
+        for _ in range(repeats):
+            answer = self.send(f"run {calls} {threads}")
+            if not answer[:1].isdigit():
+                raise RuntimeError(f"benchtarget: {answer}")
+            samples.append(float(answer.split()[0]))
+            if after_run:
+                after_run(int(answer.split()[1]))
         return statistics.median(samples)
 
     def rss_kib(self):
@@ -47,9 +57,12 @@ class Target:
 
 
 class HookitSession:
-    """`hookit attach PID ... --json` in the background, from spawn to the 'attached' event."""
+    """`hookit attach PID ... --json` in the background, from spawn to the 'attached' event.
 
-    def __init__(self, hookit, pid, args):
+    With read_trace, a thread reads hookit's output while attached and counts the traced calls
+    (wait_traced), so hookit never stops reading its trace ring for want of a reader."""
+
+    def __init__(self, hookit, pid, args, read_trace=False):
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen([hookit, "attach", str(pid), "--json"] + args,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -64,11 +77,38 @@ class HookitSession:
                 self.attached = ev
                 break
         self.attach_s = time.monotonic() - self.t0
+        self.traced = 0
+        self._reader = None
+        if read_trace:
+            self._cond = threading.Condition()
+            self._reader = threading.Thread(target=self._read_trace, daemon=True)
+            self._reader.start()
+
+    def _read_trace(self):
+        # Only the count of call lines is kept: parsing them would cost the machine more CPU
+        # than hookit spends printing them.
+        for line in self.proc.stdout:
+            if line.startswith('{"event":"call"'):
+                with self._cond:
+                    self.traced += 1
+                    self._cond.notify_all()
+            elif line.startswith("{"):
+                self.events.append(json.loads(line))
+
+    def wait_traced(self, total, timeout=30):
+        """Waits until hookit has printed `total` traced calls; False if it did not in time."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.traced >= total, timeout)
 
     def detach(self):
         t = time.monotonic()
         self.proc.send_signal(signal.SIGINT)
-        out, err = self.proc.communicate(timeout=120)
+        if self._reader:
+            self.proc.wait(timeout=120)
+            self._reader.join(timeout=120)
+            out, err = "", self.proc.stderr.read()
+        else:
+            out, err = self.proc.communicate(timeout=120)
         self.detach_s = time.monotonic() - t
         self.events += [json.loads(l) for l in out.splitlines() if l.startswith("{")]
         self.detached = self.events[-1]
