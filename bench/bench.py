@@ -279,10 +279,11 @@ def render(per_call_rows, attach_rows, peer_rows, peer_attach_rows, peer_status,
         fr = "-"
         if peers_ran and r.get("cfg", {}).get("frida") and frida.get(r["threads"]):
             fr = fmt(r["ns"] / frida[r["threads"]], 2)
-        out.append(f"{r['tool']:<10} {r['config']:<42} {r['threads']:>7} {fmt(r['ns'], 2):>9} {fmt(r.get('over'), 2):>9} "
-                   f"{fmt(r.get('ratio'), 1):>8} {fmt(r.get('x_limit'), 2):>8} {fmt(r.get('over_limit'), 2):>8}  "
-                   f"{r.get('goal', '-'):<24} {r.get('met', '-'):<4}" + (f" {fr:>8}" if peers_ran else "")
-                   + (f"  {r['note']}" if r.get("note") else "")).rstrip()
+        line = (f"{r['tool']:<10} {r['config']:<42} {r['threads']:>7} {fmt(r['ns'], 2):>9} {fmt(r.get('over'), 2):>9} "
+                f"{fmt(r.get('ratio'), 1):>8} {fmt(r.get('x_limit'), 2):>8} {fmt(r.get('over_limit'), 2):>8}  "
+                f"{r.get('goal', '-'):<24} {r.get('met', '-'):<4}" + (f" {fr:>8}" if peers_ran else "")
+                + (f"  {r['note']}" if r.get("note") else ""))
+        out.append(line.rstrip())
     out.append("+ns: above the unhooked call of the row's loop. x limit: ns/call over the matching limit row's on that loop "
                "(its baseline plus the limit's +ns); +limit: ns above it.")
     out.append("Limits: \"entry trampoline\" (an extra jump that bumps a thread-local counter) for rows where nothing runs "
