@@ -85,15 +85,25 @@ class HookitSession:
             self._reader.start()
 
     def _read_trace(self):
-        # Only the count of call lines is kept: parsing them would cost the machine more CPU
-        # than hookit spends printing them.
-        for line in self.proc.stdout:
-            if line.startswith('{"event":"call"'):
-                with self._cond:
-                    self.traced += 1
-                    self._cond.notify_all()
-            elif line.startswith("{"):
-                self.events.append(json.loads(line))
+        # Large reads, and only the call lines counted, not parsed: this reader must stay ahead
+        # of hookit, which stops reading its ring for good once 8 MiB of output wait unread.
+        fd = self.proc.stdout.fileno()
+        rest = b""
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            calls = 0
+            for line in lines:
+                if line.startswith(b'{"event":"call"'):
+                    calls += 1
+                elif line.startswith(b"{"):
+                    self.events.append(json.loads(line))
+            with self._cond:
+                self.traced += calls
+                self._cond.notify_all()
 
     def wait_traced(self, total, timeout=30):
         """Waits until hookit has printed `total` traced calls; False if it did not in time."""
