@@ -109,15 +109,18 @@ def configs():
 # its buffer until more comes, so the bench nudges it with single calls (`run 1 1`). A run's
 # output (8192 lines of ~300 bytes) stays well under the 8 MiB of unread output after which
 # hookit stops reading the ring. The session's own count of dropped events, in the note, must
-# then be 0.
-TRACE_EVENTS_PER_RUN = 8192
+# then be 0. Every thread count runs as many calls per thread, so each run lasts about as long
+# (whether hookit's reader wakes during a run depends on it), and two laps of the ring go first:
+# the tracee's first touch of each ring page is a page fault, which steady tracing never pays.
+TRACE_CALLS_PER_THREAD = 4096
+TRACE_WARMUP_CALLS = 2 * 65536
 
 
 def measure(target, session, c, t, calls, repeats):
     """ns per call of one row at t threads, and a note."""
     if not c["every_event"]:
         return target.ns_per_call(t, calls=calls, repeats=repeats), ""
-    n = TRACE_EVENTS_PER_RUN // t
+    n = TRACE_CALLS_PER_THREAD
     nudges = [0]
 
     def printed_all(total):
@@ -128,6 +131,9 @@ def measure(target, session, c, t, calls, repeats):
             target.send("run 1 1")
             session.expected += 1
             nudges[0] += 1
+    if not getattr(session, "warm", False):
+        target.ns_per_call(2, calls=n, repeats=TRACE_WARMUP_CALLS // (2 * n), after_run=printed_all)
+        session.warm = True
     ns = target.ns_per_call(t, calls=n, repeats=5 * repeats, after_run=printed_all)
     return ns, f"{n} calls x {5 * repeats}, each run printed before the next ({nudges[0]} nudges)"
 
