@@ -53,7 +53,7 @@ def config(name, fn, args=(), limit=None, goal=None, frida=False, every_event=Fa
     limit row itself, the limit it measures. goal: the issue's, in ns above the unhooked call:
     a number, ("limit", n) for the entry limit's +ns plus n, ("scale", n, g1) for g1 at 1
     thread and n times the 1-thread figure at 2. frida: compared with Frida's CModule onEnter
-    (bench-peers). every_event: --trace measured with every call printed (see per_call)."""
+    (bench-peers). every_event: --trace measured with every call printed (see measure)."""
     return {"name": name, "fn": fn, "args": list(args), "limit": limit, "goal": goal, "frida": frida,
             "every_event": every_event}
 
@@ -105,13 +105,12 @@ def configs():
 # their events, and every event printed before the next run, so no call takes the cheaper drop
 # path (as the plain "--trace (ring buffer)" row mostly does: nothing reads hookit's output
 # there, so hookit stops reading the ring and it fills; kept as it was, to compare with older
-# tables). hookit writes its output only when it has more to write: the tail of a run stays in
-# its buffer until more comes, so the bench nudges it with single calls (`run 1 1`). A run's
-# output (8192 lines of ~300 bytes) stays well under the 8 MiB of unread output after which
-# hookit stops reading the ring. The session's own count of dropped events, in the note, must
-# then be 0. Every thread count runs as many calls per thread, so each run lasts about as long
-# (whether hookit's reader wakes during a run depends on it), and two laps of the ring go first:
-# the tracee's first touch of each ring page is a page fault, which steady tracing never pays.
+# tables). A run's output (8192 lines of ~300 bytes) stays well under the 8 MiB of unread
+# output after which hookit stops reading the ring. The session's own count of dropped events,
+# in the note, must then be 0. Every thread count runs as many calls per thread, so each run
+# lasts about as long (whether hookit's reader wakes during a run depends on it), and two laps
+# of the ring go first (warm_trace): the tracee's first touch of each ring page is a page
+# fault, which steady tracing never pays.
 TRACE_CALLS_PER_THREAD = 4096
 TRACE_WARMUP_CALLS = 2 * 65536
 
@@ -120,22 +119,19 @@ def measure(target, session, c, t, calls, repeats):
     """ns per call of one row at t threads, and a note."""
     if not c["every_event"]:
         return target.ns_per_call(t, calls=calls, repeats=repeats), ""
-    n = TRACE_CALLS_PER_THREAD
-    nudges = [0]
+    nudges = 0
 
-    def printed_all(total):
-        # session.expected: every traced call so far, over all thread counts.
-        session.expected = getattr(session, "expected", 0) + total
-        deadline = time.monotonic() + 20
-        while not session.wait_traced(session.expected, timeout=0.02) and time.monotonic() < deadline:
-            target.send("run 1 1")
-            session.expected += 1
-            nudges[0] += 1
-    if not getattr(session, "warm", False):
-        target.ns_per_call(2, calls=n, repeats=TRACE_WARMUP_CALLS // (2 * n), after_run=printed_all)
-        session.warm = True
-    ns = target.ns_per_call(t, calls=n, repeats=5 * repeats, after_run=printed_all)
-    return ns, f"{n} calls x {5 * repeats}, each run printed before the next ({nudges[0]} nudges)"
+    def all_printed(total):
+        nonlocal nudges
+        nudges += session.all_printed(total, lambda: target.send("run 1 1"))
+    ns = target.ns_per_call(t, calls=TRACE_CALLS_PER_THREAD, repeats=5 * repeats, after_run=all_printed)
+    return ns, f"{TRACE_CALLS_PER_THREAD} calls x {5 * repeats}, each run printed before the next ({nudges} nudges)"
+
+
+def warm_trace(target, session):
+    n = TRACE_CALLS_PER_THREAD
+    target.ns_per_call(2, calls=n, repeats=TRACE_WARMUP_CALLS // (2 * n),
+                       after_run=lambda total: session.all_printed(total, lambda: target.send("run 1 1")))
 
 
 def per_call(hookit, threads_list, quick=False):
@@ -151,6 +147,8 @@ def per_call(hookit, threads_list, quick=False):
             session = HookitSession(hookit, target.pid, args, read_trace=c["every_event"]) if args else None
             measured = []
             try:
+                if c["every_event"]:
+                    warm_trace(target, session)
                 for t in threads_list:
                     ns, note = measure(target, session, c, t, calls, repeats)
                     measured.append({"tool": "hookit", "config": c["name"], "threads": t, "ns": ns,

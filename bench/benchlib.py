@@ -77,7 +77,8 @@ class HookitSession:
                 self.attached = ev
                 break
         self.attach_s = time.monotonic() - self.t0
-        self.traced = 0
+        self.traced = 0    # call lines hookit printed (read_trace)
+        self.expected = 0  # traced calls made (all_printed)
         self._reader = None
         if read_trace:
             self._cond = threading.Condition()
@@ -109,6 +110,19 @@ class HookitSession:
         """Waits until hookit has printed `total` traced calls; False if it did not in time."""
         with self._cond:
             return self._cond.wait_for(lambda: self.traced >= total, timeout)
+
+    def all_printed(self, calls, nudge, timeout=20):
+        """Adds `calls` traced calls to those expected and waits until hookit has printed every
+        one. hookit writes out what it holds only when it has more to write, so until then
+        nudge() (one more traced call) runs every 20 ms. Returns the nudges."""
+        self.expected += calls
+        deadline = time.monotonic() + timeout
+        nudges = 0
+        while not self.wait_traced(self.expected, timeout=0.02) and time.monotonic() < deadline:
+            nudge()
+            self.expected += 1
+            nudges += 1
+        return nudges
 
     def detach(self):
         t = time.monotonic()
