@@ -4,7 +4,12 @@
 //             thread divided by N: the per-call cost as each thread sees it).
 //   use K     what `run` calls: 0 bench_fn and 1 bench_fn_patchable through the pointer, 2
 //             bench_fn_direct by a direct call from this file (gcc -O2's -fipa-ra lets that
-//             loop keep values in caller-saved registers across the call, as real callers do).
+//             loop keep values in caller-saved registers across the call, as real callers do);
+//             3 limit_entry and 4 limit_exit through the pointer (the limit rows, below); 5
+//             bench_fn6 (six integer arguments) and 6 bench_fn_str (one string) through a
+//             pointer of their own type. Answers "using NAME".
+//             After a run of 3 or 4, every thread checks that its counter saw every call and
+//             the sum is bench_fn's; if not, the answer is "FAIL ..." instead of the figures.
 //   many A B  calls many_A .. many_(B-1) once each; answers the sum of their results.
 //   idle T    starts T threads that sleep (for attach-time rows with many threads); "idle T".
 //   probe start  starts the pause probe: a thread that loops forever reading CLOCK_MONOTONIC
@@ -18,8 +23,9 @@
 //             iterations in that time, then resets both. It first waits for two new iterations,
 //             so a gap that ended before the read is counted in this read, not the next one.
 //   quit
-// bench_fn and bench_fn_nop are ordinary functions (relocated entries); bench_fn_patchable has a
-// patchable entry. many.c (generated) adds many_0 .. many_9999 for attach-time rows.
+// bench_fn, bench_fn6 and bench_fn_str are ordinary functions (relocated entries);
+// bench_fn_patchable has a patchable entry.
+// many.c (generated) adds many_0 .. many_9999 for attach-time rows.
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <errno.h>
@@ -40,10 +46,69 @@ __attribute__((noinline, noipa, used, patchable_function_entry(5, 0))) long benc
 // No noipa: the direct-call loop below sees its body, so -fipa-ra applies to it.
 __attribute__((noinline, used)) long bench_fn_direct(long x) { return x * 3 + 1; }
 
-static long (*volatile fn_ptr)(long) = bench_fn;
-static volatile int direct;
+// For the --trace rows: every argument register carries a value, and a string to copy.
+__attribute__((noinline, noipa, used)) long bench_fn6(long a, long b, long c, long d, long e, long f) {
+    return a + b + c + d + e + f;
+}
 
-struct worker { long n; long ns; long sum; pthread_t t; };
+__attribute__((noinline, noipa, used)) long bench_fn_str(const char *s) { return s[0] + 1; }
+
+// The limit rows: what a trampoline costs at least, written by hand so nothing but the counter
+// and the control transfer is paid. limit_entry is an fentry-style entry (count, jump on);
+// limit_exit an fexit-style wrapper (call the function, count after it returns, return its
+// value). Each counts in a thread-local counter of its own: initial-exec TLS has a fixed offset
+// from %fs once the program is loaded, so the increment is one instruction on an immediate
+// offset, as an image builder that knew the offset could emit; no register is touched (a hookit
+// image may not clobber any, invariant 5). limit_exit keeps the stack 16-byte aligned for
+// bench_fn (8 bytes of return address + 8 reserved) and has CFI so perf and unwinders see
+// through it.
+__attribute__((tls_model("initial-exec"), used)) __thread long limit_entry_calls;
+__attribute__((tls_model("initial-exec"), used)) __thread long limit_exit_calls;
+long limit_entry(long x);
+long limit_exit(long x);
+__asm__(
+    ".text\n"
+    ".globl limit_entry\n"
+    ".type limit_entry, @function\n"
+    ".p2align 4\n"
+    "limit_entry:\n"
+    "    .cfi_startproc\n"
+    "    incq %fs:limit_entry_calls@tpoff\n"
+    "    jmp bench_fn\n"
+    "    .cfi_endproc\n"
+    ".size limit_entry, .-limit_entry\n"
+    ".globl limit_exit\n"
+    ".type limit_exit, @function\n"
+    ".p2align 4\n"
+    "limit_exit:\n"
+    "    .cfi_startproc\n"
+    "    subq $8, %rsp\n"
+    "    .cfi_adjust_cfa_offset 8\n"
+    "    call bench_fn\n"
+    "    incq %fs:limit_exit_calls@tpoff\n"
+    "    addq $8, %rsp\n"
+    "    .cfi_adjust_cfa_offset -8\n"
+    "    ret\n"
+    "    .cfi_endproc\n"
+    ".size limit_exit, .-limit_exit\n");
+
+enum use { USE_FN, USE_PATCHABLE, USE_DIRECT, USE_LIMIT_ENTRY, USE_LIMIT_EXIT, USE_FN6, USE_STR, USE_COUNT };
+static const char *const use_names[USE_COUNT] = {
+    "bench_fn", "bench_fn_patchable", "bench_fn_direct", "limit_entry", "limit_exit", "bench_fn6", "bench_fn_str",
+};
+static long (*const use_fns[USE_COUNT])(long) = {
+    bench_fn, bench_fn_patchable, bench_fn_direct, limit_entry, limit_exit, bench_fn, bench_fn,
+};
+
+static long (*volatile fn_ptr)(long) = bench_fn;
+static long (*volatile fn6_ptr)(long, long, long, long, long, long) = bench_fn6;
+static long (*volatile str_ptr)(const char *) = bench_fn_str;
+// 22 bytes, a short path: what --trace copies for a str argument.
+static const char *volatile bench_str = "/etc/hookit/bench.conf";
+static volatile int using;
+
+// counted: what the thread's limit counter saw (-1 when the loop has none).
+struct worker { long n; long ns; long sum; long counted; pthread_t t; };
 
 static long now_ns(void) {
     struct timespec ts;
@@ -55,11 +120,19 @@ static void *work(void *arg) {
     struct worker *w = arg;
     long sum = 0;
     long (*f)(long) = fn_ptr;
+    long (*f6)(long, long, long, long, long, long) = fn6_ptr;
+    long (*fs)(const char *) = str_ptr;
+    const char *s = bench_str;
+    int u = using;
     long t0 = now_ns();
-    if (direct) for (long i = 0; i < w->n; i++) sum += bench_fn_direct(i);
+    if (u == USE_DIRECT) for (long i = 0; i < w->n; i++) sum += bench_fn_direct(i);
+    else if (u == USE_FN6) for (long i = 0; i < w->n; i++) sum += f6(i, i + 1, i + 2, i + 3, i + 4, i + 5);
+    else if (u == USE_STR) for (long i = 0; i < w->n; i++) sum += fs(s);
     else for (long i = 0; i < w->n; i++) sum += f(i);
     w->ns = now_ns() - t0;
     w->sum = sum;
+    // Threads are new for every run, so their counters start at 0.
+    w->counted = u == USE_LIMIT_ENTRY ? limit_entry_calls : u == USE_LIMIT_EXIT ? limit_exit_calls : -1;
     return NULL;
 }
 
@@ -113,18 +186,32 @@ int main(void) {
             long threads = b > 0 ? b : 1;
             struct worker *w = calloc((size_t)threads, sizeof *w);
             for (long i = 0; i < threads; i++) { w[i].n = a; pthread_create(&w[i].t, NULL, work, &w[i]); }
-            long worst = 0, sum = 0;
+            long worst = 0, sum = 0, miscounted = -1;
             for (long i = 0; i < threads; i++) {
                 pthread_join(w[i].t, NULL);
                 if (w[i].ns > worst) worst = w[i].ns;
                 sum += w[i].sum;
+                if (w[i].counted != -1 && w[i].counted != a) miscounted = i;
             }
-            printf("%.3f %ld %ld\n", (double)worst / (double)a, a * threads, sum);
+            // The limit rows must not measure a stub that skipped its work: bench_fn's results
+            // sum to 3 * (0 + .. + a-1) + a per thread.
+            int limit = using == USE_LIMIT_ENTRY || using == USE_LIMIT_EXIT;
+            long want = threads * (3 * (a * (a - 1) / 2) + a);
+            if (miscounted >= 0)
+                printf("FAIL %s: thread %ld counted %ld of %ld calls\n", use_names[using], miscounted, w[miscounted].counted, a);
+            else if (limit && sum != want)
+                printf("FAIL %s: results sum to %ld, bench_fn's to %ld\n", use_names[using], sum, want);
+            else
+                printf("%.3f %ld %ld\n", (double)worst / (double)a, a * threads, sum);
             free(w);
         } else if (!strcmp(cmd, "use")) {
-            direct = a == 2;
-            fn_ptr = a == 1 ? bench_fn_patchable : bench_fn;
-            printf("using %s\n", a == 2 ? "bench_fn_direct" : a == 1 ? "bench_fn_patchable" : "bench_fn");
+            if (a >= 0 && a < USE_COUNT) {
+                using = (int)a;
+                fn_ptr = use_fns[a];
+                printf("using %s\n", use_names[a]);
+            } else {
+                printf("unknown use %ld\n", a);
+            }
         } else if (!strcmp(cmd, "many")) {
             long sum = 0;
             for (long i = a; i < b && i < 10000; i++) sum += many_table[i](1);

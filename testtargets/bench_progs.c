@@ -3,6 +3,15 @@
 
 uint64_t bench_noop(struct hookit_ctx *ctx) { (void)ctx; return 0; }
 
+// A program that really uses SSE registers: double arithmetic on the argument, kept in an xmm
+// register by the asm so the compiler cannot drop it. Such a library needs the vector state
+// saved around its programs whatever the engine proves about others.
+uint64_t bench_uses_sse(struct hookit_ctx *ctx) {
+    double d = (double)(int64_t)ctx->args[0] * 1.000001 + 0.5;
+    __asm__ volatile("" ::"x"(d));
+    return 0;
+}
+
 HOOKIT_ORIGINAL(bench_fn, long, (long));
 
 // Does bench_fn's own work: the cost of replace itself.
