@@ -8,9 +8,11 @@ Per-call overhead is measured by the target itself (testtargets/bench.c: T threa
 bench_fn in a tight loop; the slowest thread's time per call), with and without hooks, side
 by side in this run, and reported as ns above the unhooked call and as a ratio to it.
 
-Two limit rows measure, in the same target and run, what a trampoline costs at least on this
+Three limit rows measure, in the same target and run, what a trampoline costs at least on this
 CPU: "limit: entry trampoline" (a hand-written stub that bumps a thread-local counter and jumps
-to bench_fn) and "limit: exit wrapper" (one that calls bench_fn and bumps it after the return).
+to bench_fn), "limit: exit wrapper" (one that calls bench_fn and bumps it after the return), and
+"limit: exit wrapper, two TSC reads" (the same, timing the call: the floor of --count and
+--trace, which take a timestamp at entry and at exit).
 Every hookit row gets its ratio to the matching one (x limit) and, where issue 14 sets one, its
 goal in ns above the unhooked call and whether this run met it. The CPU (vendor, model, the
 flags that decide the cost of a vector-state save) heads the table, so figures from different
@@ -38,9 +40,10 @@ PROGS = os.path.join(BUILD, "libbenchprogs.so")
 GPR_PROGS = os.path.join(BUILD, "libbenchprogs_gpr.so")
 # `use` numbers of testtargets/bench.c.
 USE = {"bench_fn": 0, "bench_fn_patchable": 1, "bench_fn_direct": 2, "limit_entry": 3, "limit_exit": 4,
-       "bench_fn6": 5, "bench_fn_str": 6}
+       "bench_fn6": 5, "bench_fn_str": 6, "limit_timed": 7}
 # The loop each `use` runs, whose unhooked row is the baseline of the rows on it.
 LOOP = {"bench_fn": "pointer", "bench_fn_patchable": "pointer", "limit_entry": "pointer", "limit_exit": "pointer",
+        "limit_timed": "pointer",
         "bench_fn_direct": "direct", "bench_fn6": "six args", "bench_fn_str": "str arg"}
 SIG6 = "bench_fn6(long, long, long, long, long, long) -> long"
 SIGSTR = "bench_fn_str(str) -> long"
@@ -71,6 +74,7 @@ def configs():
         config("unhooked", "bench_fn"),
         config("limit: entry trampoline", "limit_entry", limit="entry"),
         config("limit: exit wrapper", "limit_exit", limit="exit"),
+        config("limit: exit wrapper, two TSC reads", "limit_timed", limit="timed"),
         config("fentry count", "bench_fn", ["--prog", fentry + "count"], "entry", ("limit", 1), frida=True),
         config("fentry count (patchable entry)", "bench_fn_patchable", ["--prog", "fentry:benchtarget:bench_fn_patchable=count"], "entry", ("limit", 1)),
         config("fexit count", "bench_fn", ["--prog", fexit + "count"], "exit", 5),
@@ -80,18 +84,18 @@ def configs():
         config("fentry C program (general registers)", "bench_fn", ["--prog", f"{fentry}{GPR_PROGS}:bench_gpr_read_arg"], "entry", 10, frida=True),
         config("fexit C program (general registers)", "bench_fn", ["--prog", f"{fexit}{GPR_PROGS}:bench_gpr_read_arg"], "exit", 15),
         config("fentry C program (uses SSE)", "bench_fn", ["--prog", f"{fentry}{PROGS}:bench_uses_sse"], "entry", "none", frida=True),
-        config("--count (calls, time, histogram)", "bench_fn", ["--count", "benchtarget:bench_fn"], "exit", 12, frida=True),
-        config("--trace (ring buffer)", "bench_fn", ["--trace", "benchtarget:bench_fn"], "exit"),
+        config("--count (calls, time, histogram)", "bench_fn", ["--count", "benchtarget:bench_fn"], "timed", 12, frida=True),
+        config("--trace (ring buffer)", "bench_fn", ["--trace", "benchtarget:bench_fn"], "timed"),
         config("--override (function skipped)", "bench_fn", ["--override", "benchtarget:bench_fn=0"], "exit", 8),
         config("replace (proven: bare jmp)", "bench_fn", ["--prog", f"replace:benchtarget:bench_fn={PROGS}:bench_fn_replacement"], "entry"),
         config("replace via HOOKIT_ORIGINAL (proven: jmp)", "bench_fn", ["--replace", f"benchtarget:bench_fn={via}"], "entry"),
         config("replace, clobbering (wrapped)", "bench_fn", ["--replace", f"benchtarget:bench_fn={clob}"], "exit"),
         config("--replace-raw, clobbering", "bench_fn", ["--replace-raw", f"benchtarget:bench_fn={clob}"], "entry"),
         config("unhooked, 6 integer arguments", "bench_fn6"),
-        config("--trace, 6 integer arguments", "bench_fn6", ["--trace", "benchtarget:bench_fn6", "--sig", SIG6], "exit",
+        config("--trace, 6 integer arguments", "bench_fn6", ["--trace", "benchtarget:bench_fn6", "--sig", SIG6], "timed",
                ("scale", 1.3, 20), every_event=True),
         config("unhooked, one str argument", "bench_fn_str"),
-        config("--trace, one str argument", "bench_fn_str", ["--trace", "benchtarget:bench_fn_str", "--sig", SIGSTR], "exit",
+        config("--trace, one str argument", "bench_fn_str", ["--trace", "benchtarget:bench_fn_str", "--sig", SIGSTR], "timed",
                60, every_event=True),
         config("unhooked, direct call", "bench_fn_direct"),
         config("--override, direct call", "bench_fn_direct", ["--override", "benchtarget:bench_fn_direct=0"], "exit", 8),
@@ -309,7 +313,8 @@ def render(per_call_rows, attach_rows, peer_rows, peer_attach_rows, peer_status,
     out.append("+ns: above the unhooked call of the row's loop. x limit: ns/call over the matching limit row's on that loop "
                "(its baseline plus the limit's +ns); +limit: ns above it.")
     out.append("Limits: \"entry trampoline\" (an extra jump that bumps a thread-local counter) for rows where nothing runs "
-               "after the function; \"exit wrapper\" (a call, and the counter bumped after it returns) for the others.")
+               "after the function; \"exit wrapper\" (a call, and the counter bumped after it returns) for the others; "
+               "\"two TSC reads\" (the exit wrapper timing the call with rdtsc) for those that time every call.")
     out.append("goal: issue 14's, in ns above the unhooked call, at each thread count; met: in this run."
                + (" x frida: ns/call over Frida's CModule onEnter at as many threads." if peers_ran else ""))
     out.append("")

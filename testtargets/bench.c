@@ -64,8 +64,10 @@ __attribute__((noinline, noipa, used)) long bench_fn_str(const char *s) { return
 // through it.
 __attribute__((tls_model("initial-exec"), used)) __thread long limit_entry_calls;
 __attribute__((tls_model("initial-exec"), used)) __thread long limit_exit_calls;
+__attribute__((tls_model("initial-exec"), used)) __thread long limit_timed_calls, limit_timed_ticks;
 long limit_entry(long x);
 long limit_exit(long x);
+long limit_timed(long x);
 __asm__(
     ".text\n"
     ".globl limit_entry\n"
@@ -90,14 +92,45 @@ __asm__(
     "    .cfi_adjust_cfa_offset -8\n"
     "    ret\n"
     "    .cfi_endproc\n"
-    ".size limit_exit, .-limit_exit\n");
+    ".size limit_exit, .-limit_exit\n"
+    // limit_timed: the exit wrapper that also reads the TSC before and after the call and adds
+    // the difference to a thread-local total: the floor of anything that times each call
+    // (--count, --trace). rdtsc writes rax and rdx; rdx (an argument register) is kept for the
+    // call, and both are return registers of no use to bench_fn's callers afterwards.
+    ".globl limit_timed\n"
+    ".type limit_timed, @function\n"
+    ".p2align 4\n"
+    "limit_timed:\n"
+    "    .cfi_startproc\n"
+    "    subq $24, %rsp\n"
+    "    .cfi_adjust_cfa_offset 24\n"
+    "    movq %rdx, (%rsp)\n"
+    "    rdtsc\n"
+    "    shlq $32, %rdx\n"
+    "    orq %rdx, %rax\n"
+    "    movq %rax, 8(%rsp)\n"
+    "    movq (%rsp), %rdx\n"
+    "    call bench_fn\n"
+    "    movq %rax, (%rsp)\n"
+    "    rdtsc\n"
+    "    shlq $32, %rdx\n"
+    "    orq %rdx, %rax\n"
+    "    subq 8(%rsp), %rax\n"
+    "    addq %rax, %fs:limit_timed_ticks@tpoff\n"
+    "    incq %fs:limit_timed_calls@tpoff\n"
+    "    movq (%rsp), %rax\n"
+    "    addq $24, %rsp\n"
+    "    .cfi_adjust_cfa_offset -24\n"
+    "    ret\n"
+    "    .cfi_endproc\n"
+    ".size limit_timed, .-limit_timed\n");
 
-enum use { USE_FN, USE_PATCHABLE, USE_DIRECT, USE_LIMIT_ENTRY, USE_LIMIT_EXIT, USE_FN6, USE_STR, USE_COUNT };
+enum use { USE_FN, USE_PATCHABLE, USE_DIRECT, USE_LIMIT_ENTRY, USE_LIMIT_EXIT, USE_FN6, USE_STR, USE_LIMIT_TIMED, USE_COUNT };
 static const char *const use_names[USE_COUNT] = {
-    "bench_fn", "bench_fn_patchable", "bench_fn_direct", "limit_entry", "limit_exit", "bench_fn6", "bench_fn_str",
+    "bench_fn", "bench_fn_patchable", "bench_fn_direct", "limit_entry", "limit_exit", "bench_fn6", "bench_fn_str", "limit_timed",
 };
 static long (*const use_fns[USE_COUNT])(long) = {
-    bench_fn, bench_fn_patchable, bench_fn_direct, limit_entry, limit_exit, bench_fn, bench_fn,
+    bench_fn, bench_fn_patchable, bench_fn_direct, limit_entry, limit_exit, bench_fn, bench_fn, limit_timed,
 };
 
 static long (*volatile fn_ptr)(long) = bench_fn;
@@ -132,7 +165,8 @@ static void *work(void *arg) {
     w->ns = now_ns() - t0;
     w->sum = sum;
     // Threads are new for every run, so their counters start at 0.
-    w->counted = u == USE_LIMIT_ENTRY ? limit_entry_calls : u == USE_LIMIT_EXIT ? limit_exit_calls : -1;
+    w->counted = u == USE_LIMIT_ENTRY ? limit_entry_calls : u == USE_LIMIT_EXIT ? limit_exit_calls
+               : u == USE_LIMIT_TIMED ? (limit_timed_ticks > 0 ? limit_timed_calls : -2) : -1;
     return NULL;
 }
 
@@ -195,7 +229,7 @@ int main(void) {
             }
             // The limit rows must not measure a stub that skipped its work: bench_fn's results
             // sum to 3 * (0 + .. + a-1) + a per thread.
-            int limit = using == USE_LIMIT_ENTRY || using == USE_LIMIT_EXIT;
+            int limit = using == USE_LIMIT_ENTRY || using == USE_LIMIT_EXIT || using == USE_LIMIT_TIMED;
             long want = threads * (3 * (a * (a - 1) / 2) + a);
             if (miscounted >= 0)
                 printf("FAIL %s: thread %ld counted %ld of %ld calls\n", use_names[using], miscounted, w[miscounted].counted, a);
