@@ -3,9 +3,6 @@ import Injector
 /// The --count table: calls, total and mean time, misses per function, and with --hist a log2
 /// latency histogram drawn in the terminal (bpftrace's hist() style).
 enum CountTable {
-    /// Cells of a timing block (timing.c): calls, ns, 65 histogram buckets.
-    static let cells = 2 + 65
-
     struct Row {
         let function: FunctionSymbol
         let calls: UInt64

@@ -13,18 +13,18 @@ struct Hook {
     var programLinks: Set<Int> = []
 }
 
-/// A counted function: a timing block of the runtime (calls, ns, histogram), or the built-in
+/// A counted function: the runtime's timed count (calls, ns, histogram), or the built-in
 /// counter's link when time is off or the runtime cannot run in the process.
 struct CountEntry {
     let function: FunctionSymbol
-    let block: UInt64?
+    let timed: TimedCount?
     let link: Link
 }
 
 struct OverrideEntry {
     let function: FunctionSymbol
-    let settings: OverrideSettings
-    let config: UInt64
+    let program: Override
+    var settings: Override.Settings { program.settings }
 }
 
 /// What an add hooked and refused, per pattern: functions a pattern matched that cannot be

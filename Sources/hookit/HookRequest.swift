@@ -13,18 +13,7 @@ enum Feature: Equatable {
     /// --trace: every call into the trace ring; the --sig signatures given with it.
     case trace([Signature])
     /// --override FUNC=VALUE: skip the function and return VALUE (fmod_ret).
-    case override(OverrideSettings)
-}
-
-struct OverrideSettings: Equatable {
-    var value: UInt64
-    var errno: Int32 = 0
-    var every: UInt64 = 0
-    /// Probability in 1/2^32 units (2^32: always).
-    var threshold: UInt64 = 1 << 32
-
-    /// The struct override of override.c: value, err, every, threshold, calls, injected.
-    var cells: [UInt64] { [value, UInt64(bitPattern: Int64(errno)), every, threshold, 0, 0] }
+    case override(Override.Settings)
 }
 
 /// One hook request from the command line (or an interactive `add`).
@@ -53,7 +42,7 @@ struct HookRequest {
             throw ValidationError("--override '\(spec)': expected FUNC=VALUE (VALUE: an integer such as -1, 0 or 0x10)")
         }
         pattern = try SymbolPattern(String(spec[..<eq]))
-        var s = OverrideSettings(value: value)
+        var s = Override.Settings(value: value)
         if let e = errno {
             guard let n = Errno.number(e) else { throw ValidationError("--errno '\(e)': not an errno name (ENOENT, EIO, ...) or number") }
             s.errno = n

@@ -17,13 +17,11 @@ extension HookSession {
             hook.programLinks.insert(try attach(kind, spec, cookie: cookie, raw: raw).id)
         case .count:
             if try countsAreTimed() {
-                let block = try table.allocateProgramData(cells: CountTable.cells)
-                // Calls and misses are the entry program's: a nested run it skipped is a call not counted.
-                let enter = try attach(.fentry, .runtime(symbol: "hookit_rt_time_enter"), cookie: block)
-                _ = try attach(.fexit, .runtime(symbol: "hookit_rt_time_exit"), cookie: block)
-                hook.counts.append(CountEntry(function: f, block: block, link: enter))
+                let (timed, links) = try TimedCount.link(f, change)
+                hook.links += links
+                hook.counts.append(CountEntry(function: f, timed: timed, link: timed.entry))
             } else {
-                hook.counts.append(CountEntry(function: f, block: nil, link: try attach(.fentry, .count)))
+                hook.counts.append(CountEntry(function: f, timed: nil, link: try attach(.fentry, .count)))
             }
         case .trace(let signatures):
             try makeRing()
@@ -32,15 +30,12 @@ extension HookSession {
                 traced.append(("\(f.module):\(f.name)", Signature.lookup(f.name, given: signatures + options.signatures)))
                 traceIndex[f.address] = index
             }
-            let mask = traced[index].signature?.stringMask ?? 0
-            _ = try attach(.fentry, .runtime(symbol: "hookit_rt_trace_enter"))
-            _ = try attach(.fexit, .runtime(symbol: "hookit_rt_trace_exit"), cookie: UInt64(index) | mask << 32)
+            let strings = traced[index].signature?.strings ?? TraceProgram.Strings()
+            hook.links += try TraceProgram.link(f, index: index, strings: strings, change)
         case .override(let settings):
-            try configureRuntime()
-            let config = try table.allocateProgramData(cells: settings.cells.count)
-            table.writeProgramData(config, settings.cells)
-            _ = try attach(.fmodRet, .runtime(symbol: "hookit_rt_override"), cookie: config)
-            hook.overrides.append(OverrideEntry(function: f, settings: settings, config: config))
+            let (program, l) = try Override.link(f, settings, change)
+            hook.links.append(l)
+            hook.overrides.append(OverrideEntry(function: f, program: program))
         }
     }
 
@@ -73,11 +68,11 @@ extension HookSession {
 
     func countStats(_ c: CountEntry) -> CountTable.Row {
         let linkStats = (try? table.stats(c.link)) ?? LinkStats(calls: 0, nsecs: 0, misses: 0)
-        guard let block = c.block else {
+        guard let timed = c.timed else {
             return CountTable.Row(function: c.function, calls: linkStats.calls, nsecs: 0, misses: 0, timed: false, histogram: [])
         }
-        let cells = table.readProgramData(block, cells: CountTable.cells)
-        return CountTable.Row(function: c.function, calls: cells[0], nsecs: cells[1], misses: linkStats.misses, timed: true,
-                              histogram: Array(cells[2...]))
+        let r = timed.read(table)
+        return CountTable.Row(function: c.function, calls: r.calls, nsecs: r.nsecs, misses: linkStats.misses, timed: true,
+                              histogram: r.histogram)
     }
 }

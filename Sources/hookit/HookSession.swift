@@ -277,8 +277,8 @@ final class HookSession {
         printCounts(final: true)
         for h in hooks {
             for o in h.overrides {
-                let cells = table.readProgramData(o.config, cells: 6)
-                output.override(o, calls: cells[4], injected: cells[5])
+                let r = o.program.read(table)
+                output.override(o, calls: r.calls, injected: r.injected)
             }
         }
         if !programs.isEmpty { output.stats(programs) }

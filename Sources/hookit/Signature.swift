@@ -1,3 +1,5 @@
+import RemoteTramp
+
 /// A C prototype for a traced function: how its arguments and return value print.
 ///
 ///     --sig 'open(str, int, oct) -> int'
@@ -54,13 +56,9 @@ struct Signature: Equatable {
         return t
     }
 
-    /// Bits 0-5: arguments that are strings; bit 6: the return value is one (trace.c copies
-    /// the first two).
-    var stringMask: UInt64 {
-        var m: UInt64 = 0
-        for (i, a) in args.enumerated() where a == .str { m |= 1 << UInt64(i) }
-        if ret == .str { m |= 1 << 6 }
-        return m
+    /// The values --trace copies as strings (the first two of them).
+    var strings: TraceProgram.Strings {
+        TraceProgram.Strings(arguments: args.indices.filter { args[$0] == .str }, returnValue: ret == .str)
     }
 
     /// Common libc functions, so `--trace 'libc.so.6:open*'` prints paths without a --sig.
