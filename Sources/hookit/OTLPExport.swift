@@ -1,0 +1,140 @@
+import Injector
+import FoundationEssentials
+import Glibc
+
+/// --otlp FILE.jsonl: traced calls as OpenTelemetry spans, one ExportTraceServiceRequest per
+/// line in OTLP/JSON (the format of the Collector's file exporter and its otlpjsonfile
+/// receiver): lowerCamelCase fields, trace and span ids in hex, times as strings of Unix
+/// nanoseconds, int64 values as strings, enums as numbers.
+///
+/// A call's parent is the traced call that encloses it on the same thread, and a whole tree
+/// shares the trace id of its outermost call. The ring delivers calls at their return, the
+/// innermost first, so the tree is rebuilt per thread from intervals (SpanForest): a span is
+/// written once its outermost call is known. Nothing tells hookit that a call has no traced
+/// caller still running, so a tree waits until it ended `hold` seconds ago (or too many wait):
+/// a traced call that outlasts that is written without the calls inside it as children.
+final class OTLPExport {
+    private let file: UnsafeMutablePointer<FILE>
+    private let resource: Resource
+    private let encoder = JSONEncoder()
+    private var forest: SpanForest
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC, read once: call times are monotonic ns.
+    private let unixOffset: Int64
+
+    init(path: String, pid: pid_t, service: String?, hold: Double = 1, maxWaiting: Int = 100_000) throws {
+        guard let f = fopen(path, "w") else { throw OutputFileError(path: path, errno: errno) }
+        file = f
+        let comm = processName(pid)
+        resource = Resource(attributes: [
+            .init("service.name", .string(service ?? comm)),
+            .init("process.pid", .int(Int64(pid))),
+            .init("process.executable.name", .string(comm)),
+        ])
+        forest = SpanForest(hold: hold, maxWaiting: maxWaiting)
+        var mono = timespec(), real = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &mono)
+        clock_gettime(CLOCK_REALTIME, &real)
+        unixOffset = (Int64(real.tv_sec) - Int64(mono.tv_sec)) * 1_000_000_000 + Int64(real.tv_nsec) - Int64(mono.tv_nsec)
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+    }
+
+    func add(_ c: TracedCall) {
+        let start = Int64(c.timestamp) + unixOffset
+        forest.add(SpanForest.Node(call: c, start: start, end: start + Int64(c.nanos ?? 0), spanID: Self.randomHex(8)))
+    }
+
+    /// Writes the trees that are due (all of them with `everything`) as one request line.
+    func flush(everything: Bool = false) {
+        let roots = forest.takeDue(now: Injector.Clock.seconds(), everything: everything)
+        if roots.isEmpty { return }
+        var spans: [Span] = []
+        for root in roots { append(root, parent: nil, trace: Self.randomHex(16), to: &spans) }
+        let request = Request(resourceSpans: [.init(resource: resource, scopeSpans: [.init(scope: .init(name: "hookit"), spans: spans)])])
+        guard let data = try? encoder.encode(request) else { return }
+        fputs(String(decoding: data, as: UTF8.self) + "\n", file)
+        fflush(file)
+    }
+
+    func close() {
+        flush(everything: true)
+        fclose(file)
+    }
+
+    private func append(_ n: SpanForest.Node, parent: String?, trace: String, to spans: inout [Span]) {
+        let c = n.call
+        var attributes: [KeyValue] = [.init("thread.id", .int(Int64(c.tid)))]
+        for (i, a) in c.args.enumerated() { attributes.append(.init("hookit.arg\(i)", AnyValue(a))) }
+        if !c.ret.isNone { attributes.append(.init("hookit.ret", AnyValue(c.ret))) }
+        // How the call ended: the trace programs see returns only (issue "follow the program"
+        // adds unwinds and longjmps).
+        attributes.append(.init("hookit.ended", .string("returned")))
+        if c.nanos == nil { attributes.append(.init("hookit.untimed", .bool(true))) }
+        spans.append(Span(traceId: trace, spanId: n.spanID, parentSpanId: parent, name: c.function,
+                          startTimeUnixNano: "\(n.start)", endTimeUnixNano: "\(n.end)", attributes: attributes))
+        for child in n.children { append(child, parent: n.spanID, trace: trace, to: &spans) }
+    }
+
+    static func randomHex(_ bytes: Int) -> String {
+        var s = ""
+        for _ in 0..<bytes {
+            let b = UInt8.random(in: 0...255)
+            s += (b < 16 ? "0" : "") + String(b, radix: 16)
+        }
+        // An all-zero id is invalid in OTLP; 2^-64 or less, but cheap to rule out.
+        return s.allSatisfy { $0 == "0" } ? String(s.dropLast()) + "1" : s
+    }
+
+    // MARK: - the OTLP/JSON shapes (opentelemetry-proto: collector/trace/v1, trace/v1, common/v1)
+
+    struct Request: Encodable { let resourceSpans: [ResourceSpans] }
+    struct ResourceSpans: Encodable { let resource: Resource, scopeSpans: [ScopeSpans] }
+    struct Resource: Encodable { let attributes: [KeyValue] }
+    struct ScopeSpans: Encodable { let scope: Scope, spans: [Span] }
+    struct Scope: Encodable { let name: String }
+
+    struct Span: Encodable {
+        let traceId: String
+        let spanId: String
+        let parentSpanId: String?
+        let name: String
+        /// SPAN_KIND_INTERNAL: a call inside the process.
+        var kind = 1
+        let startTimeUnixNano: String
+        let endTimeUnixNano: String
+        let attributes: [KeyValue]
+    }
+
+    struct KeyValue: Encodable {
+        let key: String
+        let value: AnyValue
+        init(_ key: String, _ value: AnyValue) { self.key = key; self.value = value }
+    }
+
+    enum AnyValue: Encodable {
+        case int(Int64), string(String), bool(Bool), empty
+
+        /// Values above Int64.max (pointers never are) keep their bits.
+        init(_ v: TracedValue) {
+            switch v {
+            case .signed(let n): self = .int(n)
+            case .unsigned(let n), .hex(let n), .octal(let n): self = .int(Int64(bitPattern: n))
+            case .char(let c): self = .int(Int64(c))
+            case .string(let s): self = .string(s)
+            case .bool(let b): self = .bool(b)
+            case .null, .none: self = .empty
+            }
+        }
+
+        enum CodingKeys: String, CodingKey { case intValue, stringValue, boolValue }
+
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            switch self {
+            case .int(let n): try c.encode("\(n)", forKey: .intValue)   // int64: a JSON string
+            case .string(let s): try c.encode(s, forKey: .stringValue)
+            case .bool(let b): try c.encode(b, forKey: .boolValue)
+            case .empty: break
+            }
+        }
+    }
+}
