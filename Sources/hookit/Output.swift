@@ -43,13 +43,14 @@ struct Output {
 
     /// The user's programs' runs, at detach. `timed`: time was kept (not --no-time).
     func stats(_ rows: [(Link, LinkStats?)], timed: Bool = true) {
-        let elapsed = Double(Clock.now() - start) / 1e9
+        let elapsed = (Double(Clock.now() - start) / 1e6).rounded() / 1000
         emit(rows.map { link, s in
             let calls = s?.calls ?? 0, ns = s?.nsecs ?? 0
             return .stats(.init(function: "\(link.function.module):\(link.function.name)", address: hex(link.function.address),
                                 id: link.id, kind: link.kind.rawValue, program: link.code.name, cookie: link.cookie,
                                 calls: calls, ns: ns, meanNs: calls == 0 ? 0 : ns / calls, misses: s?.misses ?? 0,
-                                timed: timed, final: true, elapsedS: elapsed, hist: nil))
+                                // The built-in counter (--prog KIND:P=count) counts runs only.
+                                timed: timed && link.code.name != "count", final: true, elapsedS: elapsed, hist: nil))
         })
     }
 
