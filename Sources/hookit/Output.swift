@@ -10,7 +10,7 @@ struct Output {
     let json: Bool
     /// Trace lines show seconds since this moment (CLOCK_MONOTONIC ns).
     let start = Clock.now()
-    private let encoder = EventEncoder()
+    private let encoder = EventEncoder()   // a class: one per session, shared by copies
 
     init(json: Bool) { self.json = json }
 

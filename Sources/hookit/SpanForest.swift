@@ -36,25 +36,30 @@ struct SpanForest {
         self.maxWaiting = maxWaiting
     }
 
-    mutating func add(_ node: Node, now: Double = Injector.Clock.seconds()) {
+    mutating func add(_ node: Node, now: Double = Clock.seconds()) {
         node.arrived = now
-        var trees = waiting[node.call.tid] ?? []
-        var kept: [Node] = []
-        for t in trees {
-            if t.start >= node.start { node.children.append(t) } else { kept.append(t) }
-        }
-        count -= trees.count - kept.count
-        trees = kept
-        trees.append(node)
-        count += 1
-        waiting[node.call.tid] = trees
+        // Changed in place (a copy taken out of the dictionary would be copied whole on write).
+        Self.adopt(node, from: &waiting[node.call.tid, default: []], count: &count)
     }
 
-    /// The trees whose caller is no longer expected: those that arrived `hold` seconds ago,
-    /// the oldest ones beyond `maxWaiting`, or all of them.
+    /// The waiting trees of a thread are disjoint intervals (one inside another would be its
+    /// child) in the order they ended, so in the order they started too: the ones that started
+    /// after this call are a suffix.
+    private static func adopt(_ node: Node, from trees: inout [Node], count: inout Int) {
+        var first = trees.endIndex
+        while first > trees.startIndex && trees[first - 1].start >= node.start { first -= 1 }
+        node.children = Array(trees[first...])
+        count -= trees.count - first
+        trees.removeSubrange(first...)
+        trees.append(node)
+        count += 1
+    }
+
+    /// The trees whose caller is no longer expected: those that arrived `hold` seconds ago, or
+    /// all of them (at the end, or when more than `maxWaiting` wait: memory stays bounded).
     mutating func takeDue(now: Double, everything: Bool) -> [Node] {
         var due: [Node] = []
-        let cutoff = everything ? Double.infinity : now - hold
+        let cutoff = everything || count > maxWaiting ? Double.infinity : now - hold
         for (tid, trees) in waiting {
             let split = trees.firstIndex { $0.arrived > cutoff } ?? trees.count
             if split == 0 { continue }
@@ -62,15 +67,6 @@ struct SpanForest {
             waiting[tid] = split == trees.count ? nil : Array(trees[split...])
         }
         count -= due.count
-        if count > maxWaiting {
-            // Too many waiting: the oldest go now, whatever might still enclose them.
-            let all = waiting.flatMap { tid, trees in trees.map { (tid, $0) } }.sorted { $0.1.arrived < $1.1.arrived }
-            let excess = all.prefix(count - maxWaiting)
-            let gone = Set(excess.map { ObjectIdentifier($0.1) })
-            due += excess.map(\.1)
-            for tid in Set(excess.map(\.0)) { waiting[tid] = waiting[tid]?.filter { !gone.contains(ObjectIdentifier($0)) } }
-            count -= excess.count
-        }
         return due
     }
 }
