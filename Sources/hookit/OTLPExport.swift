@@ -27,7 +27,7 @@ final class OTLPExport {
     /// CLOCK_REALTIME - CLOCK_MONOTONIC, read once: call times are monotonic ns.
     private let unixOffset: Int64
 
-    init(path: String, pid: pid_t, service: String?, hold: Double = 1, maxWaiting: Int = 100_000) throws {
+    init(path: String, pid: pid_t, service: String?, hold: Double = 1, maxWaiting: Int = 32_768) throws {
         guard let f = fopen(path, "w") else { throw OutputFileError(path: path, errno: errno) }
         file = f
         let comm = processName(pid)
@@ -55,21 +55,33 @@ final class OTLPExport {
         forest.add(SpanForest.Node(call: c, start: start, end: start + Int64(c.nanos ?? 0), spanID: Self.randomHex(8)))
     }
 
-    /// Writes the trees that are due (all of them with `everything`) as one request line.
+    /// Spans per request line, at most: lines stay a few MiB for the readers of the file.
+    static let spansPerLine = 4096
+    private var inLine = 0
+
+    /// Writes the trees that are due (all of them with `everything`), each span as it is made:
+    /// nothing but the trees themselves is held.
     func flush(everything: Bool = false) {
         let roots = forest.takeDue(now: Injector.Clock.seconds(), everything: everything)
         if roots.isEmpty { return }
-        var spans: [Span] = []
-        for root in roots { append(root, parent: nil, trace: Self.randomHex(16), to: &spans) }
-        // The request is written around the spans (what JSONEncoder would write for a Request of
-        // this resource, keys sorted); each span by its fast path, or by JSONEncoder.
-        fputs(head, file)
-        for (i, span) in spans.enumerated() {
-            if i > 0 { fputs(",", file) }
-            fputs(json(span), file)
-        }
-        fputs(tail + "\n", file)
+        for root in roots { write(root, parent: nil, trace: Self.randomHex(16)) }
+        endLine()
         fflush(file)
+    }
+
+    /// The request is written around the spans (what JSONEncoder writes for a Request of this
+    /// resource, keys sorted); each span by its fast path, or by JSONEncoder.
+    private func write(_ n: SpanForest.Node, parent: String?, trace: String) {
+        if inLine == Self.spansPerLine { endLine() }
+        fputs(inLine == 0 ? head : ",", file)
+        fputs(json(span(n, parent: parent, trace: trace)), file)
+        inLine += 1
+        for child in n.children { write(child, parent: n.spanID, trace: trace) }
+    }
+
+    private func endLine() {
+        if inLine > 0 { fputs(tail + "\n", file) }
+        inLine = 0
     }
 
     func close() {
@@ -92,7 +104,7 @@ final class OTLPExport {
         return fast
     }
 
-    private func append(_ n: SpanForest.Node, parent: String?, trace: String, to spans: inout [Span]) {
+    private func span(_ n: SpanForest.Node, parent: String?, trace: String) -> Span {
         let c = n.call
         var attributes: [KeyValue] = [.init("thread.id", .int(Int64(c.tid)))]
         for (i, a) in c.args.enumerated() { attributes.append(.init("hookit.arg\(i)", AnyValue(a))) }
@@ -101,9 +113,8 @@ final class OTLPExport {
         // adds unwinds and longjmps).
         attributes.append(.init("hookit.ended", .string("returned")))
         if c.nanos == nil { attributes.append(.init("hookit.untimed", .bool(true))) }
-        spans.append(Span(traceId: trace, spanId: n.spanID, parentSpanId: parent, name: c.function,
-                          startTimeUnixNano: "\(n.start)", endTimeUnixNano: "\(n.end)", attributes: attributes))
-        for child in n.children { append(child, parent: n.spanID, trace: trace, to: &spans) }
+        return Span(traceId: trace, spanId: n.spanID, parentSpanId: parent, name: c.function,
+                    startTimeUnixNano: "\(n.start)", endTimeUnixNano: "\(n.end)", attributes: attributes)
     }
 
     static func randomHex(_ bytes: Int) -> String {
