@@ -97,10 +97,11 @@ struct SessionFlags: ParsableArguments {
             if r.isEmpty && !allowEmpty {
                 throw ValidationError("nothing to hook: give --trace, --count, --override, --replace or --prog")
             }
-            if prometheus != nil && hooks.counts.isEmpty {
+            // An interactive session may add its --count and --trace later.
+            if prometheus != nil && hooks.counts.isEmpty && !allowEmpty {
                 throw ValidationError("--prometheus writes the --count table: give --count PATTERN")
             }
-            if otlp != nil && hooks.traces.isEmpty {
+            if otlp != nil && hooks.traces.isEmpty && !allowEmpty {
                 throw ValidationError("--otlp writes the traced calls: give --trace PATTERN")
             }
             if keep && hooks.replaces.isEmpty && hooks.rawReplaces.isEmpty && !hooks.progs.contains(where: { $0.hasPrefix("replace:") }) {
