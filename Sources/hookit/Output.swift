@@ -117,6 +117,7 @@ struct Output {
 
     /// An error hookit exits on: reported as `error` (with --json) and on stderr, then exit 1.
     func fatal(_ error: Error) -> Never {
+        fflush(stdout)   // what print() buffered (hookit symbols) comes first
         reportError("\(error)", fatal: true)
         finish()
         exit(1)
