@@ -1,8 +1,8 @@
-/// Everything a session reports, as data: `--json` writes each event as one line (EventEncoder), the text
-/// renderer (EventRenderer) turns the same values into the terminal's lines. The schema is
-/// docs/events.md; a field added here goes there too (HookitCLITests checks every line of a
-/// session against that document). Property names are the JSON names in camelCase: the
-/// encoder writes them in snake_case.
+/// Everything a session reports, as data: `--json` writes each event as one line
+/// (EventEncoder), the text renderer (EventRenderer) turns the same values into the terminal's
+/// lines. The schema is docs/events.md; a field added here goes there too (HookitCLITests checks
+/// every line of a session against that document). Property names are the JSON names in
+/// camelCase: the encoder writes them in snake_case.
 enum Event {
     /// Bumped when a field changes meaning or goes away; adding a field or an event does not.
     static let schema = 1
