@@ -18,7 +18,7 @@ final class HookSession {
     var ring: TraceRing?
     var traced: [(label: String, signature: Signature?)] = []
     var traceIndex: [UInt64: Int] = [:]
-    private var traceFile: ChromeTrace?
+    private let exports: Exports
     private(set) var tracedCalls: UInt64 = 0
     /// Events reserved in the ring but never completed (their thread died or was stopped there).
     private var unpublished: UInt64 = 0
@@ -37,7 +37,7 @@ final class HookSession {
         // Symbols first: reading them needs no stop.
         symbols = try SymbolTable(pid: pid)
         for r in requests { _ = try symbols.resolve([r.pattern]) }   // bad patterns fail before attaching
-        if let path = options.chromeTrace { traceFile = try ChromeTrace(path: path, pid: pid) }
+        exports = try Exports(options: options, pid: pid, output: output)
         // Seized, not stopped: the world stops only for the pokes (TrampolineTable.update).
         tracee = try spawned ?? Tracee.attachRunning(pid: pid)
         var tableOptions = options.table
@@ -52,7 +52,7 @@ final class HookSession {
             if !requests.isEmpty {
                 report = try add(requests, text: requests.map(\.text).joined(separator: " "), resume: !wasSpawned).report
             }
-            output.attached(functions: table.hookedFunctions.count, links: table.links.count, report: report,
+            output.attached(pid: tracee.pid, functions: table.hookedFunctions.count, links: table.links.count, report: report,
                             stop: tracee.stopStats, codeUsed: table.codeBytesUsed, codeMapped: table.codeBytesMapped)
             if tracee.held { try tracee.resumeWorld() }
         } catch {
@@ -182,6 +182,7 @@ final class HookSession {
     func service(seconds: Double) throws {
         try tracee.pump(seconds: ring == nil ? seconds : min(seconds, 0.01))
         drainTrace()
+        exports.tick()
         if let due = nextInterval, Clock.seconds() >= due, let interval = options.interval {
             printCounts(final: false)
             nextInterval = due + interval
@@ -202,7 +203,7 @@ final class HookSession {
                 let t = traced[e.function]
                 let call = TracedCall(event: e, function: t.label, signature: t.signature, clock: clock)
                 output.call(call)
-                traceFile?.add(call)
+                exports.call(call)
             }
         }
     }
@@ -211,6 +212,7 @@ final class HookSession {
         let rows = hooks.flatMap { $0.counts }.map(countStats)
         if rows.isEmpty { return }
         output.counts(rows, histogram: options.histogram, elapsed: clock.elapsedSeconds, final: final)
+        exports.counts(rows, overrides: overrideCounts().map { .init(function: $0.label, injected: $0.injected) }, dropped: traceTotals?.dropped)
     }
 
     // MARK: - detach
@@ -226,7 +228,7 @@ final class HookSession {
             report(programs: [], exited: true)
             if !exitExpected { output.problem("the process exited") }
             output.exited(status: tracee.exitStatus, traced: traceTotals)
-            traceFile?.close()
+            exports.close()
             output.finish()
             return exitExpected
         }
@@ -239,7 +241,7 @@ final class HookSession {
         for p in report.problems + injector.problems { output.problem(p) }
         output.detached(restored: report.restored, kept: report.kept, leftMapped: report.leftMapped, stop: injector.stopStats,
                         traced: traceTotals)
-        traceFile?.close()
+        exports.close()
         output.finish()
         return report.problems.isEmpty && injector.problems.isEmpty
     }
@@ -275,12 +277,7 @@ final class HookSession {
     private func report(programs: [(Link, LinkStats?)], exited: Bool) {
         if exited, let ring { drainAll(ring) }
         printCounts(final: true)
-        for h in hooks {
-            for o in h.overrides {
-                let r = o.program.read(table)
-                output.override(o, calls: r.calls, injected: r.injected)
-            }
-        }
-        if !programs.isEmpty { output.stats(programs) }
+        for o in overrideCounts() { output.override(o.entry, calls: o.calls, injected: o.injected) }
+        if !programs.isEmpty { output.stats(programs, timed: options.table.timePrograms) }
     }
 }
