@@ -66,8 +66,9 @@ public final class Tracee {
     /// that pokes. A thread that was inside clone() while its parent was seized may create its
     /// child untraced and after the last read of /proc/PID/task (see `attach`); so the first
     /// stopWorld settles the thread list, as `attach` does, before anything is poked.
-    public static func attachRunning(pid: pid_t) throws -> Tracee {
-        try Preflight.check(pid: pid, forAttach: true)
+    /// `checked`: the caller's own preflight of `pid`, which is then not made again.
+    public static func attachRunning(pid: pid_t, checked: Preflight.Passed? = nil) throws -> Tracee {
+        if checked?.pid != pid { try Preflight.check(pid: pid, forAttach: true) }
         let t = Tracee(pid: pid)
         do {
             try t.seizeListed()

@@ -1,5 +1,4 @@
 import ArgumentParser
-import CPtrace
 import Glibc
 import Injector
 import RemoteTramp
@@ -37,14 +36,14 @@ struct AttachCommand: ParsableCommand {
         do {
             session = try HookSession(pid: pid, requests: requests, options: try flags.sessionOptions(hooks), output: output)
         } catch {
-            output.fatal(error)
+            throw output.fatal(error)
         }
         if interactive {
             InteractiveSession(session: session, output: output).run()
         } else {
             session.runUntilDone(duration: flags.duration)
         }
-        if !session.detach() { Glibc.exit(1) }
+        if !session.detach() { throw ExitCode.failure }
     }
 }
 
@@ -114,7 +113,7 @@ struct SessionFlags: ParsableArguments {
         } catch let e as ValidationError {
             throw e
         } catch {
-            Output(json: json).fatal(error)
+            throw Output(json: json).fatal(error)
         }
     }
 

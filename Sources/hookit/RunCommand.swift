@@ -1,5 +1,4 @@
 import ArgumentParser
-import CPtrace
 import Glibc
 import Injector
 import RemoteTramp
@@ -36,7 +35,7 @@ struct RunCommand: ParsableCommand {
         do {
             tracee = try Tracee.spawn(command)
         } catch {
-            output.fatal(error)
+            throw output.fatal(error)
         }
         do {
             session = try HookSession(pid: tracee.pid, requests: requests, options: try flags.sessionOptions(hooks),
@@ -44,14 +43,14 @@ struct RunCommand: ParsableCommand {
         } catch {
             // The program never got to main with its hooks: it does not run without them.
             tracee.killAndReap()
-            output.fatal(error)
+            throw output.fatal(error)
         }
         session.runUntilDone(duration: flags.duration)
         let exited = tracee.exited
         let ok = session.detach(exitExpected: true)
         if exited, let status = tracee.exitStatus {
-            Glibc.exit(shellExitCode(waitStatus: status))
+            throw ExitCode(shellExitCode(waitStatus: status))
         }
-        if !ok { Glibc.exit(1) }
+        if !ok { throw ExitCode.failure }
     }
 }
