@@ -51,9 +51,14 @@ public final class Tracee {
     /// stopped (none can be inside clone) shows no thread hookit does not have.
     public static func attach(pid: pid_t) throws -> Tracee {
         try Preflight.check(pid: pid, forAttach: true)
+        return try seized(pid) { try $0.seizeAll() }
+    }
+
+    /// A tracee of `pid` whose threads `seize` took; on failure every thread it took is let go.
+    private static func seized(_ pid: pid_t, _ seize: (Tracee) throws -> Void) throws -> Tracee {
         let t = Tracee(pid: pid)
         do {
-            try t.seizeAll()
+            try seize(t)
         } catch {
             _ = t.detach()
             throw error
@@ -69,13 +74,7 @@ public final class Tracee {
     /// `checked`: the caller's own preflight of `pid`, which is then not made again.
     public static func attachRunning(pid: pid_t, checked: Preflight.Passed? = nil) throws -> Tracee {
         if checked?.pid != pid { try Preflight.check(pid: pid, forAttach: true) }
-        let t = Tracee(pid: pid)
-        do {
-            try t.seizeListed()
-        } catch {
-            _ = t.detach()
-            throw error
-        }
+        let t = try seized(pid) { try $0.seizeListed() }
         t.threadListUnsettled = true
         return t
     }

@@ -28,10 +28,7 @@ struct AttachCommand: ParsableCommand {
     var interactive = false
 
     func run() throws {
-        catchTerminationSignals()
-        raisePriority()
-        let requests = try flags.requests(hooks, allowEmpty: interactive)
-        let output = Output(json: flags.json)
+        let (requests, output) = try flags.start(hooks, allowEmpty: interactive)
         let session: HookSession
         do {
             session = try HookSession(pid: pid, requests: requests, options: try flags.sessionOptions(hooks), output: output)
@@ -115,6 +112,14 @@ struct SessionFlags: ParsableArguments {
         } catch {
             throw Output(json: json).fatal(error)
         }
+    }
+
+    /// What every hooking command does first: signals caught, priority raised, the hook
+    /// requests checked (before anything touches a process), the output made.
+    func start(_ hooks: HookSpecs, allowEmpty: Bool) throws -> ([HookRequest], Output) {
+        catchTerminationSignals()
+        raisePriority()
+        return (try requests(hooks, allowEmpty: allowEmpty), Output(json: json))
     }
 
     func sessionOptions(_ hooks: HookSpecs) throws -> SessionOptions {

@@ -26,10 +26,7 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
-        catchTerminationSignals()
-        raisePriority()
-        let requests = try flags.requests(hooks, allowEmpty: false)
-        let output = Output(json: flags.json)
+        let (requests, output) = try flags.start(hooks, allowEmpty: false)
         let session: HookSession
         let tracee: Tracee
         do {
