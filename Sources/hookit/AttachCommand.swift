@@ -68,6 +68,9 @@ struct SessionFlags: ParsableArguments {
     @Flag(help: "One JSON object per line.")
     var json = false
 
+    @Flag(help: "Show functions by their raw (mangled) names; C++, Rust and D names are shown demangled otherwise. Patterns match both.")
+    var mangled = false
+
     @Flag(name: .customLong("no-time"), help: "--count counts calls only, without their time (the cheapest count).")
     var noTime = false
 
@@ -111,6 +114,7 @@ struct SessionFlags: ParsableArguments {
         o.histogram = hist
         o.keepReplacements = keep
         o.chromeTrace = chromeTrace
+        o.mangledNames = mangled
         return o
     }
 }

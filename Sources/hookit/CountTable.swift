@@ -15,7 +15,7 @@ enum CountTable {
         /// Bucket 0: 0 ns; bucket k: [2^(k-1), 2^k) ns.
         let histogram: [UInt64]
 
-        var label: String { "\(function.module):\(function.name)" }
+        var label: String { function.label }
         /// Calls whose time was taken (a call in flight across a live change may have none).
         var timedCalls: UInt64 { histogram.reduce(0, +) }
         var meanNanos: UInt64 { timedCalls == 0 ? 0 : nsecs / timedCalls }

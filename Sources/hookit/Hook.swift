@@ -47,4 +47,6 @@ struct SessionOptions {
     var histogram = false
     var keepReplacements = false
     var chromeTrace: String?
+    /// --mangled: functions are reported by their raw names, not demangled.
+    var mangledNames = false
 }

@@ -35,7 +35,7 @@ final class HookSession {
         self.options = options
         if spawned == nil { try Preflight.check(pid: pid, forAttach: true) }
         // Symbols first: reading them needs no stop.
-        symbols = try SymbolTable(pid: pid)
+        symbols = try SymbolTable(pid: pid, mangledNames: options.mangledNames)
         for r in requests { _ = try symbols.resolve([r.pattern]) }   // bad patterns fail before attaching
         if let path = options.chromeTrace { traceFile = try ChromeTrace(path: path, pid: pid) }
         // Seized, not stopped: the world stops only for the pokes (TrampolineTable.update).
@@ -73,16 +73,26 @@ final class HookSession {
     /// `resume` false: a spawned program waiting at main).
     func add(_ requests: [HookRequest], text: String, resume: Bool = true) throws -> (hook: Hook, report: AddReport) {
         // Aliases (memcpy and __memcpy, ...) are one function: hooked once, under its first name.
-        let plan = try requests.map { r -> (HookRequest, [FunctionSymbol]) in
-            var seen = Set<UInt64>()
-            return (r, try resolve(r.pattern).filter { seen.insert($0.address).inserted })
+        // So is a function that several requests of one feature match (by its mangled and by its
+        // demangled name, say): the first links it, the others count it as hooked (`shared`).
+        var planned: [(feature: Feature, addresses: Set<UInt64>)] = []
+        let plan = try requests.map { r -> (HookRequest, [FunctionSymbol], shared: Int) in
+            let i = planned.firstIndex { $0.feature == r.feature } ?? planned.count
+            if i == planned.count { planned.append((r.feature, [])) }
+            var seen = Set<UInt64>(), shared = 0
+            let functions = try resolve(r.pattern).filter { f in
+                guard seen.insert(f.address).inserted else { return false }
+                if !planned[i].addresses.insert(f.address).inserted { shared += 1; return false }
+                return true
+            }
+            return (r, functions, shared)
         }
         let change = table.begin()
         change.prepare(plan.flatMap { $0.1 })
         var hook = Hook(id: nextHookID, text: text, links: [])
         var report = AddReport()
         do {
-            for (request, functions) in plan {
+            for (request, functions, shared) in plan {
                 var linked = 0, refused = 0
                 for f in functions {
                     do {
@@ -90,12 +100,12 @@ final class HookSession {
                         linked += 1
                     } catch let e as TrampolineError {
                         guard functions.count > 1, let reason = e.refusalReason else { throw e }
-                        report.refused.append(.init(function: "\(f.module):\(f.name)", pattern: request.pattern.text, request: request.text, reason: reason))
+                        report.refused.append(.init(function: f.label, pattern: request.pattern.text, request: request.text, reason: reason))
                         refused += 1
                     }
                 }
-                if linked == 0 { throw TrampolineError.cannotPatch(function: request.pattern.text, reason: "every matching function was refused") }
-                report.patterns.append(.init(request: request.text, hooked: linked, refused: refused))
+                if linked + shared == 0 { throw TrampolineError.cannotPatch(function: request.pattern.text, reason: "every matching function was refused") }
+                report.patterns.append(.init(request: request.text, hooked: linked + shared, refused: refused))
             }
             try change.commit()
         } catch {
@@ -143,7 +153,7 @@ final class HookSession {
         do {
             return try symbols.resolve([pattern])
         } catch InjectorError.noModule, InjectorError.noSymbol {
-            symbols = try SymbolTable(pid: tracee.pid, memory: tracee.memory)
+            symbols = try SymbolTable(pid: tracee.pid, memory: tracee.memory, mangledNames: options.mangledNames)
             table.useSymbols(symbols)
             return try symbols.resolve([pattern])
         }

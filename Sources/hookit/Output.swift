@@ -38,7 +38,7 @@ struct Output {
             var order: [String] = []
             for r in mine {
                 if reasons[r.reason] == nil { order.append(r.reason) }
-                reasons[r.reason, default: []].append(r.function.split(separator: ":").last.map(String.init) ?? r.function)
+                reasons[r.reason, default: []].append(r.function.split(separator: ":", maxSplits: 1).last.map(String.init) ?? r.function)
             }
             for reason in order {
                 let names = reasons[reason]!
@@ -53,7 +53,7 @@ struct Output {
             line(pad("FUNCTION", 36) + pad("KIND", 10) + pad("PROGRAM", 24) + lpad("CALLS", 12) + lpad("NS", 14) + lpad("MISSES", 8))
         }
         for (link, s) in rows {
-            let fn = "\(link.function.module):\(link.function.name)"
+            let fn = link.function.label
             let calls = s?.calls ?? 0, ns = s?.nsecs ?? 0, misses = s?.misses ?? 0
             if json {
                 line("{\"event\":\"stats\",\"function\":\(JSON.string(fn)),\"address\":\"0x\(String(link.function.address, radix: 16))\",\"id\":\(link.id),\"kind\":\"\(link.kind.rawValue)\",\"program\":\(JSON.string(link.code.name)),\"cookie\":\(link.cookie),\"calls\":\(calls),\"ns\":\(ns),\"misses\":\(misses)}")
@@ -120,7 +120,7 @@ struct Output {
     }
 
     func override(_ o: OverrideEntry, calls: UInt64, injected: UInt64) {
-        let fn = "\(o.function.module):\(o.function.name)"
+        let fn = o.function.label
         let value = Int64(bitPattern: o.settings.value)
         if json {
             line("{\"event\":\"override\",\"function\":\(JSON.string(fn)),\"value\":\(value),\"errno\":\(o.settings.errno),\"calls\":\(calls),\"injected\":\(injected)}")
