@@ -13,7 +13,8 @@ struct AttachCommand: ParsableCommand {
         histograms; --interval: a table every N seconds); --override skips a function and \
         returns a value (fault injection); --replace sends every call to another function; \
         --prog attaches a C program from a library: KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N] \
-        where KIND is fentry, fexit, fmod_ret or replace (see include/hookit.h). PATTERN is \
+        where KIND is fentry, fexit, fmod_ret or replace (see include/hookit.h), or from C \
+        source compiled on the spot: KIND:PATTERN=./file.c:SYMBOL. PATTERN is \
         [MODULE:]GLOB (libc.so.6:str*, target:*). Runs until --duration seconds pass or \
         SIGINT/SIGTERM/SIGHUP, then restores every patched byte and detaches.
         """

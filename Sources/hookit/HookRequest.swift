@@ -84,7 +84,7 @@ struct HookRequest {
         feature = .program(.replace, .user(library: String(rest[..<sep]), symbol: String(rest[rest.index(after: sep)...])), cookie: 0, raw: raw)
     }
 
-    /// KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N]
+    /// KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N], or =./file.c:SYMBOL (built here, see InlineProgram)
     init(prog text: String) throws {
         self.text = "--prog \(text)"
         guard let colon = text.firstIndex(of: ":"), let eq = text.firstIndex(of: "="), colon < eq,
@@ -106,10 +106,13 @@ struct HookRequest {
             feature = .program(kind, .count, cookie: cookie)      // the built-in counter, in any kind's list
             return
         }
-        guard rest.hasPrefix("/"), let sep = rest.lastIndex(of: ":") else {
-            throw ValidationError("--prog '\(text)': the program must be /abs/lib.so:SYMBOL or count")
+        guard let sep = rest.lastIndex(of: ":"), rest.hasPrefix("/") || InlineProgram.isSource(String(rest[..<sep])) else {
+            throw ValidationError("--prog '\(text)': the program must be /abs/lib.so:SYMBOL, FILE.c:SYMBOL or count")
         }
-        feature = .program(kind, .user(library: String(rest[..<sep]), symbol: String(rest[rest.index(after: sep)...])), cookie: cookie)
+        var library = String(rest[..<sep])
+        let symbol = String(rest[rest.index(after: sep)...])
+        if InlineProgram.isSource(library) { library = try InlineProgram.build(library, symbol: symbol) }
+        feature = .program(kind, .user(library: library, symbol: symbol), cookie: cookie)
     }
 
     static func number(_ s: String) -> UInt64? {
@@ -152,7 +155,7 @@ struct HookSpecs: ParsableArguments {
         valueName: "func=/abs/lib.so:symbol"))
     var rawReplaces: [String] = []
 
-    @Option(name: .customLong("prog"), help: ArgumentHelp("KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N], or KIND:PATTERN=count (KIND: fentry, fexit, fmod_ret, replace).", valueName: "spec"))
+    @Option(name: .customLong("prog"), help: ArgumentHelp("KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N], KIND:PATTERN=FILE.c:SYMBOL (C source, compiled here with cc against hookit.h), or KIND:PATTERN=count (KIND: fentry, fexit, fmod_ret, replace).", valueName: "spec"))
     var progs: [String] = []
 
     func validate() throws {
