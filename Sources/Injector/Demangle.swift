@@ -1,9 +1,9 @@
 import CPtrace
 import Glibc
 
-/// Readable names for mangled symbols: C++ (Itanium ABI: `_Z...`), Rust (legacy `_ZN...17h<hash>E`
-/// and v0 `_R...`) and D (`_D<digit>...`), through libiberty (see demangle_shim.c for why that
-/// demangler). A name that is not mangled (every C function) is recognised by its first bytes
+/// Readable names for mangled symbols: C++ (Itanium ABI: `_Z...`) and Rust (legacy
+/// `_ZN...17h<hash>E`, shown without the hash, and v0 `_R...`), through libiberty (see
+/// demangle_shim.c for why that demangler). A name that is not mangled (every C function) is recognised by its first bytes
 /// and never reaches the demangler, so a C library costs nothing here.
 public enum Demangle {
     /// With the parameter list, as reports show it: `Server::handle(int)`,
@@ -18,16 +18,12 @@ public enum Demangle {
         looksMangled(name) ? demangle(name, parameters: false) : nil
     }
 
-    /// `_Z` (C++, legacy Rust), `_R` (Rust v0), `_D` + digit (D); Itanium also allows `__Z`.
+    /// `_Z` (C++, legacy Rust) or `_R` (Rust v0).
     static func looksMangled(_ name: String) -> Bool {
         var u = name.utf8.makeIterator()
         guard u.next() == UInt8(ascii: "_") else { return false }
-        switch u.next() {
-        case UInt8(ascii: "Z"), UInt8(ascii: "R"): return true
-        case UInt8(ascii: "D"): return u.next().map { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") } ?? false
-        case UInt8(ascii: "_"): return u.next() == UInt8(ascii: "Z")
-        default: return false
-        }
+        let second = u.next()
+        return second == UInt8(ascii: "Z") || second == UInt8(ascii: "R")
     }
 
     private static func demangle(_ name: String, parameters: Bool) -> String? {

@@ -11,7 +11,7 @@ public struct FunctionSymbol: Sendable, Equatable {
     public var size: UInt64
     /// For an IFUNC: the resolver's address (`address` is the implementation the tracee runs).
     public var ifuncResolver: UInt64?
-    /// A mangled name (C++, Rust, D) made readable, with its parameter list
+    /// A mangled name (C++, Rust) made readable, with its parameter list
     /// (`Server::handle(int)`); nil for a name that is not mangled, and in a symbol table that
     /// shows raw names (--mangled). Demangling is lazy: this is filled in for the functions a
     /// pattern matched (`SymbolTable.resolve`, `function`) and by `SymbolTable.named`, not for

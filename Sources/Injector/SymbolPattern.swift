@@ -2,8 +2,8 @@ import Glibc
 
 /// `[MODULE:]GLOB`, the way every subcommand names functions: `target:add`, `libc.so.6:str*`,
 /// `add*` (any module). Both parts are shell globs (fnmatch). A module part without glob
-/// characters also matches a versioned file name by prefix: `libc` matches `libc.so.6`. A C++,
-/// Rust or D function matches by its mangled name and by its demangled one (see `matches`):
+/// characters also matches a versioned file name by prefix: `libc` matches `libc.so.6`. A C++
+/// or Rust function matches by its mangled name and by its demangled one (see `matches`):
 /// `app:Server::handle*`.
 public struct SymbolPattern: Sendable, Equatable {
     public let text: String

@@ -69,7 +69,7 @@ struct SessionFlags: ParsableArguments {
     @Flag(help: "One JSON object per line.")
     var json = false
 
-    @Flag(help: "Show functions by their raw (mangled) names; C++, Rust and D names are shown demangled otherwise. Patterns match both.")
+    @Flag(help: "Show functions by their raw (mangled) names; C++ and Rust names are shown demangled otherwise. Patterns match both.")
     var mangled = false
 
     @Flag(name: .customLong("no-time"), help: "--count counts calls only, without their time (the cheapest count).")

@@ -8,7 +8,7 @@ struct SymbolsCommand: ParsableCommand {
         abstract: "List the functions of a running process that hookit can hook.",
         discussion: """
         Prints one function per line: 0xADDRESS SIZE MODULE NAME. Patterns are [MODULE:]GLOB, \
-        e.g. 'target:add', 'libc.so.6:str*', 'add*'. C++, Rust and D names are shown demangled \
+        e.g. 'target:add', 'libc.so.6:str*', 'add*'. C++ and Rust names are shown demangled \
         (--mangled: raw) and patterns match either: 'app:Server::handle*', or with the parameter \
         list for one overload, 'app:Shape::area(int)'. NAME may contain spaces. IFUNCs (strlen, memcpy, ...) show the \
         implementation the process actually runs. The process is not stopped or attached to.
@@ -24,7 +24,7 @@ struct SymbolsCommand: ParsableCommand {
     @Flag(help: "One JSON object per line: {\"address\",\"size\",\"module\",\"name\"} (and \"mangled\", the raw name, when it differs).")
     var json = false
 
-    @Flag(help: "Raw (mangled) names instead of demangled C++, Rust and D names.")
+    @Flag(help: "Raw (mangled) names instead of demangled C++ and Rust names.")
     var mangled = false
 
     func run() throws {

@@ -1,4 +1,4 @@
-// Demangling (libiberty's cplus_demangle): C++ (Itanium ABI), Rust (legacy and v0) and D names.
+// Demangling (libiberty's cplus_demangle): C++ (Itanium ABI) and Rust (legacy and v0) names.
 #ifndef HK_DEMANGLE_H
 #define HK_DEMANGLE_H
 
