@@ -3,8 +3,8 @@ import Glibc
 
 /// Readable names for mangled symbols: C++ (Itanium ABI: `_Z...`) and Rust (legacy
 /// `_ZN...17h<hash>E`, shown without the hash, and v0 `_R...`), through libiberty (see
-/// demangle_shim.c for why that demangler). A name that is not mangled (every C function) is recognised by its first bytes
-/// and never reaches the demangler, so a C library costs nothing here.
+/// demangle_shim.c for why that demangler). A name that is not mangled (every C function) is
+/// told by its first two bytes and never reaches the demangler, so a C library costs nothing.
 public enum Demangle {
     /// With the parameter list, as reports show it: `Server::handle(int)`,
     /// `std::ostream& std::endl<char, ...>(std::ostream&)`; nil for a name that is not mangled.
