@@ -69,7 +69,7 @@ struct HookRequest {
         feature = .override(s)
     }
 
-    /// FUNC=/abs/lib.so:SYMBOL
+    /// FUNC=/abs/lib.so:SYMBOL, or FUNC=./file.c:SYMBOL (built here, see InlineProgram)
     init(replace spec: String, raw: Bool = false) throws {
         let option = raw ? "--replace-raw" : "--replace"
         text = "\(option) \(spec)"
@@ -78,10 +78,12 @@ struct HookRequest {
         }
         pattern = try SymbolPattern(String(spec[..<eq]))
         let rest = String(spec[spec.index(after: eq)...])
-        guard rest.hasPrefix("/"), let sep = rest.lastIndex(of: ":") else {
-            throw ValidationError("\(option) '\(spec)': the replacement must be /abs/lib.so:SYMBOL")
+        guard let sep = rest.lastIndex(of: ":"), rest.hasPrefix("/") || InlineProgram.isSource(String(rest[..<sep])) else {
+            throw ValidationError("\(option) '\(spec)': the replacement must be /abs/lib.so:SYMBOL or FILE.c:SYMBOL")
         }
-        feature = .program(.replace, .user(library: String(rest[..<sep]), symbol: String(rest[rest.index(after: sep)...])), cookie: 0, raw: raw)
+        let symbol = String(rest[rest.index(after: sep)...])
+        let library = try InlineProgram.library(String(rest[..<sep]), symbol: symbol)
+        feature = .program(.replace, .user(library: library, symbol: symbol), cookie: 0, raw: raw)
     }
 
     /// KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N], or =./file.c:SYMBOL (built here, see InlineProgram)
@@ -109,9 +111,8 @@ struct HookRequest {
         guard let sep = rest.lastIndex(of: ":"), rest.hasPrefix("/") || InlineProgram.isSource(String(rest[..<sep])) else {
             throw ValidationError("--prog '\(text)': the program must be /abs/lib.so:SYMBOL, FILE.c:SYMBOL or count")
         }
-        var library = String(rest[..<sep])
         let symbol = String(rest[rest.index(after: sep)...])
-        if InlineProgram.isSource(library) { library = try InlineProgram.build(library, symbol: symbol) }
+        let library = try InlineProgram.library(String(rest[..<sep]), symbol: symbol)
         feature = .program(kind, .user(library: library, symbol: symbol), cookie: cookie)
     }
 

@@ -1,8 +1,8 @@
 import Glibc
 import Injector
 
-/// `--prog KIND:PATTERN=./file.c:SYMBOL`: a hook program given as C source, as Frida's CModule
-/// takes it. The file (relative to hookit's working directory, or absolute) is compiled by the
+/// `--prog KIND:PATTERN=./file.c:SYMBOL` (and `--replace FUNC=./file.c:SYMBOL`): a hook program
+/// given as C source, as Frida's CModule takes it. The file (relative to hookit's working directory, or absolute) is compiled by the
 /// system C compiler against include/hookit.h into a shared object in a private directory of
 /// hookit's, which is then attached like any `/abs/lib.so:SYMBOL` program. All of this happens
 /// while the command line (or an interactive `add`) is parsed: a file that does not compile
@@ -18,6 +18,11 @@ enum InlineProgram {
 
     /// A program path that names C source rather than a shared object.
     static func isSource(_ path: String) -> Bool { path.hasSuffix(".c") }
+
+    /// The library a program path names: C source built (`build`), a shared object as it is.
+    static func library(_ path: String, symbol: String) throws -> String {
+        isSource(path) ? try build(path, symbol: symbol) : path
+    }
 
     /// The shared object built from `source` that defines `symbol`. An unchanged file is built
     /// once; a file changed since (an interactive `add` after an edit) is built again under a new

@@ -73,6 +73,27 @@ final class InlineProgramTests: XCTestCase {
         XCTAssertEqual(try target.send("add 2 3"), "5")
     }
 
+    /// A replacement from source too, calling the original through HOOKIT_ORIGINAL.
+    func testReplacementFromSource() throws {
+        let target = try TargetProcess("hooktarget")
+        try """
+            #include "hookit.h"
+
+            HOOKIT_ORIGINAL(add, long, (long, long));
+
+            long add_plus_1000(long a, long b) { return hookit_original_add(a, b) + 1000; }
+
+            """.write(toFile: "\(directory)/plus.c", atomically: true, encoding: .utf8)
+        let h = Background(["attach", "\(target.pid)", "--json", "--replace", "hooktarget:add=./plus.c:add_plus_1000"])
+        try attached(h, target)
+        XCTAssertEqual(try target.send("add 2 3"), "1005")
+        XCTAssertEqual(try target.send("calls"), "1", "the original ran, called from the replacement")
+        let (status, out) = h.finish()
+        XCTAssertEqual(status, 0, out)
+        XCTAssertTrue(try codeEqualsFile(target, "add"))
+        XCTAssertEqual(try target.send("add 2 3"), "5")
+    }
+
     /// cc's own diagnostics, with the file and line of the mistake; nothing attached, nothing
     /// loaded, the code as in the file. A file that compiles but lacks the symbol is refused too.
     func testCompileErrorShowsFileAndLineAndLeavesTheProcessUntouched() throws {
