@@ -2,9 +2,10 @@ import Glibc
 import Injector
 
 /// `--prog KIND:PATTERN=./file.c:SYMBOL` (and `--replace FUNC=./file.c:SYMBOL`): a hook program
-/// given as C source, as Frida's CModule takes it. The file (relative to hookit's working directory, or absolute) is compiled by the
-/// system C compiler against include/hookit.h into a shared object in a private directory of
-/// hookit's, which is then attached like any `/abs/lib.so:SYMBOL` program. All of this happens
+/// given as C source, as Frida's CModule takes it. The file (relative to hookit's working
+/// directory, or absolute) is compiled by the system C compiler against include/hookit.h into a
+/// shared object in a private directory of hookit's, which is then attached like any
+/// `/abs/lib.so:SYMBOL` program. All of this happens
 /// while the command line (or an interactive `add`) is parsed: a file that does not compile
 /// never gets near the process.
 ///
@@ -55,7 +56,8 @@ enum InlineProgram {
         let stem = source.split(separator: "/").last.map { String($0.dropLast(2)) } ?? "program"
         let output = "\(dir)/\(stem).\(State.count).so"
         State.files.append(output)
-        let (status, diagnostics) = try run(["cc"] + compilerFlags + ["-I", include, "-o", output, source])
+        let input = source.hasPrefix("-") ? "./" + source : source     // a file, not an option
+        let (status, diagnostics) = try run(["cc"] + compilerFlags + ["-I", include, "-o", output, input])
         guard status == 0 else { throw InlineProgramError.compileFailed(source: source, status: status, diagnostics: diagnostics) }
         if !diagnostics.isEmpty {
             var stderr = StandardError()
@@ -68,7 +70,7 @@ enum InlineProgram {
     }
 
     /// `$HOOKIT_INCLUDE`, else the first `include/hookit.h` found going up from hookit's own
-    /// directory (a build tree: `.build/<triple>/debug/hookit` under the source tree; an
+    /// directory, where its runtime library is built too (a build tree: `.build/<triple>/debug/hookit` under the source tree; an
     /// install: `PREFIX/bin/hookit` beside `PREFIX/include`).
     static func headerDirectory() throws -> String {
         var searched: [String] = []
@@ -110,7 +112,9 @@ enum InlineProgram {
     }
 
     /// Runs a program found on PATH with stdout and stderr into one pipe; its exit status (128 +
-    /// signal for a kill, like a shell) and everything it wrote.
+    /// signal for a kill, like a shell) and everything it wrote. The child starts with no signal
+    /// blocked and SIGPIPE at its default, not as hookit keeps them (ChildSignal blocks SIGCHLD
+    /// for its signalfd; SIGPIPE is ignored).
     private static func run(_ argv: [String]) throws -> (status: Int32, output: String) {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw InlineProgramError.compilerFailedToStart(detail: errnoText(errno)) }
@@ -121,10 +125,20 @@ enum InlineProgram {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
         posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t(), pipeSignal = sigset_t()
+        sigemptyset(&none)
+        sigemptyset(&pipeSignal)
+        sigaddset(&pipeSignal, SIGPIPE)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &pipeSignal)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let cargs = argv.map { strdup($0) } + [nil]
         defer { for a in cargs { free(a) } }
         var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, argv[0], &actions, nil, cargs, environ)
+        let rc = posix_spawnp(&pid, argv[0], &actions, &attributes, cargs, environ)
         close(fds[1])
         defer { close(fds[0]) }
         guard rc == 0 else {
