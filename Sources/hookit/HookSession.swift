@@ -34,7 +34,7 @@ final class HookSession {
         self.options = options
         let checked = spawned == nil ? try Preflight.check(pid: pid, forAttach: true) : nil
         // Symbols first: reading them needs no stop.
-        symbols = try SymbolTable(pid: pid)
+        symbols = try SymbolTable(pid: pid, mangledNames: options.mangledNames)
         for r in requests { _ = try symbols.resolve([r.pattern]) }   // bad patterns fail before attaching
         exports = try Exports(options: options, pid: pid, output: output)
         // Seized, not stopped: the world stops only for the pokes (TrampolineTable.update).
@@ -72,26 +72,44 @@ final class HookSession {
     /// `resume` false: a spawned program waiting at main).
     func add(_ requests: [HookRequest], text: String, resume: Bool = true) throws -> (hook: Hook, report: AddReport) {
         // Aliases (memcpy and __memcpy, ...) are one function: hooked once, under its first name.
-        let plan = try requests.map { r -> (HookRequest, [FunctionSymbol]) in
+        // So is a function that several requests of one feature match (by its mangled and by its
+        // demangled name, say): the first request links it, a later one (`earlier`: matched by
+        // an earlier request) shares the outcome, hooked or refused.
+        var groups: [(feature: Feature, addresses: Set<UInt64>)] = []
+        let plan = try requests.map { r -> (request: HookRequest, group: Int, functions: [FunctionSymbol], earlier: [FunctionSymbol]) in
+            let g = groups.firstIndex { $0.feature == r.feature } ?? groups.count
+            if g == groups.count { groups.append((r.feature, [])) }
             var seen = Set<UInt64>()
-            return (r, try resolve(r.pattern).filter { seen.insert($0.address).inserted })
+            var functions: [FunctionSymbol] = [], earlier: [FunctionSymbol] = []
+            for f in try resolve(r.pattern) where seen.insert(f.address).inserted {
+                if groups[g].addresses.insert(f.address).inserted { functions.append(f) } else { earlier.append(f) }
+            }
+            return (r, g, functions, earlier)
         }
         let change = table.begin()
-        change.prepare(plan.flatMap { $0.1 })
+        change.prepare(plan.flatMap(\.functions))
         var hook = Hook(id: nextHookID, text: text, links: [])
         var report = AddReport()
+        var refusals: [Int: [UInt64: String]] = [:]     // group → function address → reason
         do {
-            for (request, functions) in plan {
+            for (request, group, functions, earlier) in plan {
                 var linked = 0, refused = 0
+                func refuse(_ f: FunctionSymbol, _ reason: String) {
+                    report.refused.append(.init(function: f.label, pattern: request.pattern.text, request: request.text, reason: reason))
+                    refused += 1
+                }
                 for f in functions {
                     do {
                         try link(request.feature, to: f, into: &hook, change)
                         linked += 1
                     } catch let e as TrampolineError {
-                        guard functions.count > 1, let reason = e.refusalReason else { throw e }
-                        report.refused.append(.init(function: f.label, pattern: request.pattern.text, request: request.text, reason: reason))
-                        refused += 1
+                        guard functions.count + earlier.count > 1, let reason = e.refusalReason else { throw e }
+                        refusals[group, default: [:]][f.address] = reason
+                        refuse(f, reason)
                     }
+                }
+                for f in earlier {
+                    if let reason = refusals[group]?[f.address] { refuse(f, reason) } else { linked += 1 }
                 }
                 if linked == 0 { throw TrampolineError.cannotPatch(function: request.pattern.text, reason: "every matching function was refused") }
                 report.patterns.append(.init(request: request.text, hooked: linked, refused: refused))
@@ -142,7 +160,7 @@ final class HookSession {
         do {
             return try symbols.resolve([pattern])
         } catch InjectorError.noModule, InjectorError.noSymbol {
-            symbols = try SymbolTable(pid: tracee.pid, memory: tracee.memory)
+            symbols = try SymbolTable(pid: tracee.pid, memory: tracee.memory, mangledNames: options.mangledNames)
             table.useSymbols(symbols)
             return try symbols.resolve([pattern])
         }
