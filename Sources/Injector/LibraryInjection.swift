@@ -30,12 +30,18 @@ extension Tracee {
     }
 
     /// The memfd route of `inject`: hookit writes its copy of the file through
-    /// /proc/PID/fd/N; the tracee's descriptor is closed after dlopen (the mapping stays).
+    /// /proc/PID/fd/N, and the tracee loads /proc/self/fd/N.
+    ///
+    /// The tracee's descriptor stays open once the library is loaded: the loader knows a loaded
+    /// object by the name it was opened with, and a closed descriptor's number comes back for
+    /// the next memfd, whose dlopen("/proc/self/fd/N") would then return the first library (a
+    /// C program resolved to a libc function of the same name). One descriptor per such library.
     private func injectCopy(library path: String, symbols: SymbolTable, timeout: Double) throws -> InjectedLibrary {
         try Self.checkFile(path, as: path, display: "as seen by hookit")
         let name = path.split(separator: "/").last.map(String.init) ?? "library"
         let fd = try memfdCreate(name: name)
-        defer { try? close(fd: fd) }
+        var loaded = false
+        defer { if !loaded { try? close(fd: fd) } }
         let target = "/proc/\(pid)/fd/\(fd)"
         let out = open(target, O_WRONLY | O_CLOEXEC), input = open(path, O_RDONLY | O_CLOEXEC)
         defer { if out >= 0 { Glibc.close(out) }; if input >= 0 { Glibc.close(input) } }
@@ -50,7 +56,9 @@ extension Tracee {
                 throw InjectorError.libraryPath(path: path, detail: "cannot copy it into the tracee: \(errnoText(errno))")
             }
         }
-        return try dlopen("/proc/self/fd/\(fd)", reportedAs: path, symbols: symbols, timeout: timeout)
+        let lib = try dlopen("/proc/self/fd/\(fd)", reportedAs: path, symbols: symbols, timeout: timeout)
+        loaded = true
+        return lib
     }
 
     private func dlopen(_ pathInTracee: String, reportedAs path: String, symbols: SymbolTable, timeout: Double) throws -> InjectedLibrary {

@@ -130,7 +130,8 @@ final class InlineProgramTests: XCTestCase {
     func testInlineProgramReachesAProcessThatCannotSeeHookitsTmp() throws {
         Repo.buildTargets()
         let target = try TargetProcess(path: "/usr/bin/unshare", arguments: ["--mount", "--propagation", "private", "sh", "-c",
-                                       "mount -t tmpfs none /tmp && exec \(Repo.target("hooktarget"))"], waitForReady: true)
+                                       // The target is opened before /tmp is covered: the checkout itself may be under /tmp.
+                                       "exec 3< \(Repo.target("hooktarget")) && mount -t tmpfs none /tmp && exec /proc/self/fd/3"], waitForReady: true)
         let h = Background(["attach", "\(target.pid)", "--json", "--prog", "fmod_ret:hooktarget:add=\(directory)/times.c:times"])
         try attached(h, target)
         XCTAssertEqual(try target.send("add 6 7"), "42")

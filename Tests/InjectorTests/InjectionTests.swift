@@ -66,3 +66,32 @@ extension String {
         return out + rest
     }
 }
+
+/// Libraries the tracee cannot see by path (another mount namespace) go in through memfds.
+final class HiddenLibraryInjectionTests: XCTestCase {
+    /// Two of them in a row: each dlopen must load its own file. (The loader knows objects by the
+    /// name they were opened with; had the first memfd been closed, the second would have reused
+    /// its number and dlopen("/proc/self/fd/N") would have answered with the first library.)
+    func testTwoHiddenLibrariesAreTwoLibraries() throws {
+        let dir = NSTemporaryDirectory() + "hookit-hidden-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for lib in ["libplugin.so", "libprogs.so"] {
+            try? FileManager.default.removeItem(atPath: "\(dir)/\(lib)")
+            try FileManager.default.copyItem(atPath: Repo.target(lib), toPath: "\(dir)/\(lib)")
+        }
+        let target = try TargetProcess(path: "/usr/bin/unshare", arguments: ["--mount", "--propagation", "private", "sh", "-c",
+                                       "exec 3< \(Repo.target("target")) && mount -t tmpfs none \(dir) && exec /proc/self/fd/3"],
+                                       waitForReady: true)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/proc/\(target.pid)/root\(dir)/libplugin.so"), "hidden from the process")
+        let symbols = try SymbolTable(pid: target.pid)
+        let tracee = try Tracee.attach(pid: target.pid)
+        let plugin = try tracee.inject(library: "\(dir)/libplugin.so", symbols: symbols)
+        let progs = try tracee.inject(library: "\(dir)/libprogs.so", symbols: symbols)
+        XCTAssertNotEqual(plugin.handle, progs.handle)
+        XCTAssertNotNil(try tracee.dlsym(handle: progs.handle, name: "record_exit", symbols: symbols), "libprogs.so's own symbol")
+        XCTAssertNotNil(try tracee.dlsym(handle: plugin.handle, name: "plugin_answer", symbols: symbols))
+        tracee.detach()
+        XCTAssertEqual(try target.send("ping"), "pong")
+    }
+}
