@@ -21,4 +21,18 @@ final class TraceStringTests: XCTestCase {
         XCTAssertEqual(strings, [String(literal.prefix(79)), "fox", "on the heap", "stackname"], out.suffix(1500).description)
         XCTAssertEqual(calls.compactMap { $0["ret"] as? Int }, [95, 3, 11, 9])
     }
+
+    /// A value traced as a string that is no readable pointer: the copy's failed system call
+    /// (process_vm_readv, EFAULT) is the runtime's own and leaves the thread's errno alone.
+    func testAnUnreadableStringLeavesErrnoAlone() throws {
+        let target = try TargetProcess("hooktarget")
+        let h = Background(["attach", "\(target.pid)", "--json", "--trace", "hooktarget:fallible", "--sig", "fallible(str) -> long"])
+        try attached(h, target)
+        XCTAssertEqual(try target.send("fallible 1234567 3"), "2469134 0 0", "result, errno 0, no failure")
+        let (status, out) = h.finish()
+        XCTAssertEqual(status, 0, out.suffix(500).description)
+        let calls = events(out).filter { $0["event"] as? String == "call" }
+        XCTAssertEqual(calls.count, 3)
+        XCTAssertTrue("\(calls.first?["args"] ?? "")".contains("0x12d687"), "an unreadable pointer is shown as an address: \(calls.first ?? [:])")
+    }
 }
