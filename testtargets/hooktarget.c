@@ -519,6 +519,9 @@ static double arg_double(const char *line, int i, double dflt) {
     return word(line, i, w, sizeof w) ? strtod(w, NULL) : dflt;
 }
 
+// The library the last `load` opened (for plugcall and unload).
+static void *plugin_handle;
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     char line[512];
@@ -646,17 +649,25 @@ int main(void) {
             nbg = 0;
             spin_bad = bad;
             printf("stopped %ld\n", total);
+        } else if (!strcmp(cmd, "plugcall")) {
+            // plugcall N: N calls of the loaded library's plugin_answer(i); their sum.
+            long (*answer)(long) = plugin_handle ? (long (*)(long))dlsym(plugin_handle, "plugin_answer") : NULL;
+            long sum = 0;
+            for (long i = 0; answer && i < a; i++) sum += answer(i);
+            if (answer) printf("called %ld %ld\n", a, sum); else printf("not loaded\n");
         } else if (!strcmp(cmd, "load") || !strcmp(cmd, "unload") || !strcmp(cmd, "mapped")) {
             // load PATH: dlopen it; unload: dlclose it; mapped PATH: is it in /proc/self/maps?
-            static void *handle;
+            void *handle = plugin_handle;
             char path[256] = {0};
             sscanf(line, "%*s %255s", path);
             if (!strcmp(cmd, "load")) {
                 handle = dlopen(path, RTLD_NOW);
+                plugin_handle = handle;
                 printf("%s\n", handle ? "loaded" : dlerror());
             } else if (!strcmp(cmd, "unload")) {
                 printf("%s\n", handle && dlclose(handle) == 0 ? "unloaded" : "not loaded");
                 handle = NULL;
+                plugin_handle = NULL;
             } else {
                 FILE *f = fopen("/proc/self/maps", "r");
                 char l[512];

@@ -32,6 +32,13 @@ public final class Tracee {
     var zombies: Set<pid_t> = []
     /// Bytes of the tracee that a remote stub currently occupies, restored on completion.
     var stubLease: StubLease?
+    /// A descriptor whose input ends `pump` early (a message from code in the tracee that waits
+    /// for hookit); -1: none.
+    public var wakeDescriptor: Int32 = -1
+    /// The thread remote calls and syscalls are run on while set, when it can be lent: one that
+    /// holds a lock the call needs (the loader's, while it waits for hookit in a notification),
+    /// which any other thread would wait for until hookit answers.
+    public var preferredLender: pid_t?
 
     init(pid: pid_t) {
         self.pid = pid
@@ -144,7 +151,7 @@ public final class Tracee {
 
     /// Waits for one ptrace event from any thread, up to `deadline` (monotonic ns).
     /// Returns nil at the deadline; throws when the tracee is gone entirely.
-    func waitEvent(until deadline: UInt64) throws -> (tid: pid_t, status: Int32)? {
+    func waitEvent(until deadline: UInt64, wake: Int32 = -1) throws -> (tid: pid_t, status: Int32)? {
         var spins = 0
         while true {
             var status: Int32 = 0
@@ -166,7 +173,8 @@ public final class Tracee {
             // Stops usually arrive within microseconds: spin briefly, then sleep (until SIGCHLD
             // when the process opted in, see ChildSignal), or back off.
             spins += 1
-            if ChildSignal.fd >= 0 { if spins < 4 { sched_yield() } else { ChildSignal.sleep(upTo: deadline - now) } }
+            if wake >= 0 && ChildSignal.readable(wake) { return nil }
+            if ChildSignal.fd >= 0 { if spins < 4 { sched_yield() } else { ChildSignal.sleep(upTo: deadline - now, alsoWakingOn: wake) } }
             else if spins < 64 { sched_yield() } else { usleep(spins < 512 ? 20 : 200) }
         }
     }
@@ -249,7 +257,7 @@ public final class Tracee {
     /// new threads followed, group stops kept. Call it regularly while attached and not held.
     public func pump(seconds: Double) throws {
         let deadline = Clock.now() + UInt64(seconds * 1e9)
-        while let ev = try waitEvent(until: deadline) {
+        while let ev = try waitEvent(until: deadline, wake: wakeDescriptor) {
             try dispatch(tid: ev.tid, status: ev.status)
         }
     }

@@ -7,6 +7,8 @@ struct Hook {
     let id: Int
     let text: String
     var links: [Link]
+    /// What was asked: applied again to every library loaded later that a pattern matches.
+    var requests: [HookRequest] = []
     var counts: [CountEntry] = []
     var overrides: [OverrideEntry] = []
     /// Link ids of the user's own programs (--prog, --replace): reported per link.

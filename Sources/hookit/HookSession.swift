@@ -11,8 +11,13 @@ final class HookSession {
     let table: TrampolineTable
     let output: Output
     let options: SessionOptions
-    private(set) var symbols: SymbolTable
-    private(set) var hooks: [Hook] = []
+    var symbols: SymbolTable
+    var hooks: [Hook] = []
+    /// Requests whose module is not loaded yet, by text, in the order given: applied when the
+    /// module is mapped (see HookSession+Loader); those left at the end never matched.
+    var pending: [String] = []
+    /// Modules already looked at ("path@start"), so a loader notification finds the new ones.
+    var knownModules: Set<String> = []
     private var nextHookID = 1
     /// The trace ring, made at the first --trace; traced functions by index (the cookie).
     var ring: TraceRing?
@@ -36,7 +41,11 @@ final class HookSession {
         if spawned == nil { try Preflight.check(pid: pid, forAttach: true) }
         // Symbols first: reading them needs no stop.
         symbols = try SymbolTable(pid: pid)
-        for r in requests { _ = try symbols.resolve([r.pattern]) }   // bad patterns fail before attaching
+        // Bad patterns fail before attaching; a module not loaded yet is waited for.
+        for r in requests {
+            do { _ = try symbols.resolve([r.pattern]) } catch InjectorError.noModule {}
+        }
+        knownModules = Set(symbols.modules.map(Self.moduleKey))
         if let path = options.chromeTrace { traceFile = try ChromeTrace(path: path, pid: pid) }
         // Seized, not stopped: the world stops only for the pokes (TrampolineTable.update).
         tracee = try spawned ?? Tracee.attachRunning(pid: pid)
@@ -52,6 +61,7 @@ final class HookSession {
             if !requests.isEmpty {
                 report = try add(requests, text: requests.map(\.text).joined(separator: " "), resume: !wasSpawned).report
             }
+            if !requests.isEmpty { followLoaderIfUseful() }
             output.attached(functions: table.hookedFunctions.count, links: table.links.count, report: report,
                             stop: tracee.stopStats, codeUsed: table.codeBytesUsed, codeMapped: table.codeBytesMapped)
             if tracee.held { try tracee.resumeWorld() }
@@ -73,13 +83,15 @@ final class HookSession {
     /// `resume` false: a spawned program waiting at main).
     func add(_ requests: [HookRequest], text: String, resume: Bool = true) throws -> (hook: Hook, report: AddReport) {
         // Aliases (memcpy and __memcpy, ...) are one function: hooked once, under its first name.
-        let plan = try requests.map { r -> (HookRequest, [FunctionSymbol]) in
+        var waiting: [HookRequest] = []
+        let plan = try requests.compactMap { r -> (HookRequest, [FunctionSymbol])? in
             var seen = Set<UInt64>()
-            return (r, try resolve(r.pattern).filter { seen.insert($0.address).inserted })
+            guard let found = try resolve(r.pattern) else { waiting.append(r); return nil }
+            return (r, found.filter { seen.insert($0.address).inserted })
         }
         let change = table.begin()
         change.prepare(plan.flatMap { $0.1 })
-        var hook = Hook(id: nextHookID, text: text, links: [])
+        var hook = Hook(id: nextHookID, text: text, links: [], requests: requests)
         var report = AddReport()
         do {
             for (request, functions) in plan {
@@ -104,6 +116,11 @@ final class HookSession {
             throw error
         }
         if resume { try tracee.resumeWorld() }
+        for r in waiting {
+            // Said once, when the request is made; the `loaded` event says when it applies.
+            pending.append(r.text)
+            output.pending(request: r.text, module: r.pattern.module ?? "")
+        }
         nextHookID += 1
         hooks.append(hook)
         return (hook, report)
@@ -138,16 +155,18 @@ final class HookSession {
     }
 
     /// Functions of a pattern; a module the process loaded after attach is found by reading
-    /// its modules again.
-    private func resolve(_ pattern: SymbolPattern) throws -> [FunctionSymbol] {
+    /// its modules again. nil: no module matches yet (the request waits for one).
+    private func resolve(_ pattern: SymbolPattern) throws -> [FunctionSymbol]? {
         do {
             return try symbols.resolve([pattern])
         } catch InjectorError.noModule, InjectorError.noSymbol {
             symbols = try SymbolTable(pid: tracee.pid, memory: tracee.memory)
             table.useSymbols(symbols)
-            return try symbols.resolve([pattern])
+            do { return try symbols.resolve([pattern]) } catch InjectorError.noModule { return nil }
         }
     }
+
+    static func moduleKey(_ m: Module) -> String { "\(m.path)@\(m.start)" }
 
     /// libhookit_rt.so is built next to the hookit executable.
     static func runtimeLibraryPath() -> String {
@@ -181,6 +200,7 @@ final class HookSession {
     /// the ring is read often), then the ring and a due count table.
     func service(seconds: Double) throws {
         try tracee.pump(seconds: ring == nil ? seconds : min(seconds, 0.01))
+        serviceLoader()
         drainTrace()
         if let due = nextInterval, Clock.seconds() >= due, let interval = options.interval {
             printCounts(final: false)
@@ -225,7 +245,7 @@ final class HookSession {
             // The counters and the ring are shared memory: still readable.
             report(programs: [], exited: true)
             if !exitExpected { output.problem("the process exited") }
-            output.exited(status: tracee.exitStatus, traced: traceTotals)
+            output.exited(status: tracee.exitStatus, traced: traceTotals, neverMatched: pending)
             traceFile?.close()
             output.finish()
             return exitExpected
@@ -238,7 +258,7 @@ final class HookSession {
         self.report(programs: programStats, exited: false)
         for p in report.problems + injector.problems { output.problem(p) }
         output.detached(restored: report.restored, kept: report.kept, leftMapped: report.leftMapped, stop: injector.stopStats,
-                        traced: traceTotals)
+                        traced: traceTotals, neverMatched: pending)
         traceFile?.close()
         output.finish()
         return report.problems.isEmpty && injector.problems.isEmpty

@@ -64,13 +64,15 @@ struct Output {
         }
     }
 
-    func detached(restored: Int, kept: Int = 0, leftMapped: [String], stop: StopStats, traced: (calls: UInt64, dropped: UInt64)? = nil) {
+    func detached(restored: Int, kept: Int = 0, leftMapped: [String], stop: StopStats, traced: (calls: UInt64, dropped: UInt64)? = nil,
+                  neverMatched: [String] = []) {
         if json {
             let left = leftMapped.map { JSON.string($0) }.joined(separator: ",")
             let trace = traced.map { ",\"traced\":\($0.calls),\"dropped\":\($0.dropped)" } ?? ""
-            line("{\"event\":\"detached\",\"restored\":\(restored),\"kept\":\(kept),\"left_mapped\":[\(left)],\"stops\":\(stop.count),\"longest_stop_ns\":\(stop.longestNanos)\(trace)}")
+            line("{\"event\":\"detached\",\"restored\":\(restored),\"kept\":\(kept),\"left_mapped\":[\(left)],\"stops\":\(stop.count),\"longest_stop_ns\":\(stop.longestNanos)\(trace)\(pendingField(neverMatched))}")
         } else {
             if let t = traced { line(tracedSummary(t)) }
+            for p in neverMatched { line("never matched (its module was never loaded): \(p)") }
             line("detached: \(restored) function(s) restored; world stopped \(stop.count) time(s), longest \(ms(stop.longestNanos)) ms")
             if kept > 0 { line("kept \(kept) replacement(s) live in the process (--keep)") }
             for l in leftMapped { line("left mapped (a thread may still return into it): \(l)") }
@@ -78,14 +80,41 @@ struct Output {
     }
 
     /// The process ended while hooked (`hookit run`: it ran to its end).
-    func exited(status: Int32?, traced: (calls: UInt64, dropped: UInt64)?) {
+    func exited(status: Int32?, traced: (calls: UInt64, dropped: UInt64)?, neverMatched: [String] = []) {
         let code = status.map { shellExitCode(waitStatus: $0) }
         if json {
             let trace = traced.map { ",\"traced\":\($0.calls),\"dropped\":\($0.dropped)" } ?? ""
-            line("{\"event\":\"exited\",\"status\":\(code.map { "\($0)" } ?? "null")\(trace)}")
+            line("{\"event\":\"exited\",\"status\":\(code.map { "\($0)" } ?? "null")\(trace)\(pendingField(neverMatched))}")
         } else {
             if let t = traced { line(tracedSummary(t)) }
+            for p in neverMatched { line("never matched (its module was never loaded): \(p)") }
             line("the process exited" + (code.map { " with status \($0)" } ?? ""))
+        }
+    }
+
+    /// Requests still waiting for their module at the end, as a JSON field.
+    private func pendingField(_ neverMatched: [String]) -> String {
+        ",\"pending\":[" + neverMatched.map { JSON.string($0) }.joined(separator: ",") + "]"
+    }
+
+    /// A request whose module is not loaded yet: accepted, applied when the module is mapped.
+    func pending(request: String, module: String) {
+        if json {
+            line("{\"event\":\"pending\",\"request\":\(JSON.string(request)),\"module\":\(JSON.string(module))}")
+        } else {
+            line("\(request): pending until a module matching '\(module)' is loaded")
+        }
+    }
+
+    /// A library the process loaded later, and what the requests hooked in it (before any of its
+    /// code ran).
+    func loaded(module: String, path: String, report: AddReport) {
+        refusals(report)
+        if json {
+            let hooked = report.patterns.reduce(0) { $0 + $1.hooked }
+            line("{\"event\":\"loaded\",\"module\":\(JSON.string(module)),\"path\":\(JSON.string(path)),\"functions\":\(hooked),\"refused\":\(report.refused.count),\"patterns\":\(patterns(report))}")
+        } else {
+            line("loaded \(path): hooked as it was mapped")
         }
     }
 
