@@ -72,6 +72,16 @@ public final class LoaderWatch {
     /// Lets a thread waiting at a notification go on (each message is answered exactly once).
     public func answer(_ tid: pid_t) { channel.answer(tid) }
 
+    /// Runs `body` (hookit's work for a thread waiting at a notification) with the runtime told
+    /// not to ask: that thread holds the loader's lock, so the only notifications that can come
+    /// meanwhile are those of hookit's own remote calls on it, which hookit could not answer
+    /// while it waits for the call.
+    public func whileServicing<T>(_ body: () throws -> T) throws -> T {
+        try tracee.memory.write([1, 0, 0, 0], at: quietVariable)
+        defer { try? tracee.memory.write([0, 0, 0, 0], at: quietVariable) }
+        return try body()
+    }
+
     /// What the loader says it is doing now.
     public func state() -> LoaderInterface.State? { try? interface.state(tracee.memory) }
 

@@ -31,7 +31,7 @@ extension HookSession {
             guard tracee.threads[tid] != nil, watch.state() == .consistent else { continue }
             tracee.preferredLender = tid
             defer { tracee.preferredLender = nil }
-            do { try applyToNewModules() } catch { output.problem("a library loaded later: \(error)") }
+            do { try watch.whileServicing { try applyToNewModules() } } catch { output.problem("a library loaded later: \(error)") }
         }
     }
 

@@ -43,7 +43,9 @@ final class HookSession {
         symbols = try SymbolTable(pid: pid)
         // Bad patterns fail before attaching; a module not loaded yet is waited for.
         for r in requests {
-            do { _ = try symbols.resolve([r.pattern]) } catch InjectorError.noModule {}
+            do { _ = try symbols.resolve([r.pattern]) }
+            catch InjectorError.noModule {}
+            catch InjectorError.noSymbol where Self.mayMatchLater(r.pattern) {}
         }
         knownModules = Set(symbols.modules.map(Self.moduleKey))
         if let path = options.chromeTrace { traceFile = try ChromeTrace(path: path, pid: pid) }
@@ -162,8 +164,18 @@ final class HookSession {
         } catch InjectorError.noModule, InjectorError.noSymbol {
             symbols = try SymbolTable(pid: tracee.pid, memory: tracee.memory)
             table.useSymbols(symbols)
-            do { return try symbols.resolve([pattern]) } catch InjectorError.noModule { return nil }
+            do { return try symbols.resolve([pattern]) }
+            catch InjectorError.noModule { return nil }
+            catch InjectorError.noSymbol where Self.mayMatchLater(pattern) { return nil }
         }
+    }
+
+    /// A pattern that matches no function now waits for a library loaded later when its module
+    /// part may name one that is not loaded (none, or a glob); a module named exactly and loaded
+    /// without such a function is a mistake, said at once.
+    static func mayMatchLater(_ p: SymbolPattern) -> Bool {
+        guard let m = p.module else { return true }
+        return m.contains(where: { "*?[".contains($0) })
     }
 
     static func moduleKey(_ m: Module) -> String { "\(m.path)@\(m.start)" }
