@@ -14,6 +14,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // --prometheus: the text exposition format (counters; see PrometheusExport.swift).
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(
@@ -31,6 +33,7 @@ let package = Package(
             dependencies: [
                 "Injector", "RemoteTramp",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .target(name: "TestSupport", dependencies: ["Injector"], path: "Tests/TestSupport"),

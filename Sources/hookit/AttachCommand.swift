@@ -37,7 +37,7 @@ struct AttachCommand: ParsableCommand {
         do {
             session = try HookSession(pid: pid, requests: requests, options: try flags.sessionOptions(hooks), output: output)
         } catch {
-            fail(error)
+            output.fatal(error)
         }
         if interactive {
             InteractiveSession(session: session, output: output).run()
@@ -65,8 +65,17 @@ struct SessionFlags: ParsableArguments {
     @Option(name: .customLong("output"), help: ArgumentHelp("Also write the traced calls to FILE.json as a Chrome trace (opens in Perfetto).", valueName: "file.json"))
     var chromeTrace: String?
 
-    @Flag(help: "One JSON object per line.")
+    @Flag(help: "One JSON object per line (the events of docs/events.md).")
     var json = false
+
+    @Option(help: ArgumentHelp("With --count: also write the counts to FILE.prom in Prometheus' text format, at every --interval and at detach, replaced atomically (for node_exporter's textfile collector).", valueName: "file.prom"))
+    var prometheus: String?
+
+    @Option(help: ArgumentHelp("With --trace: also write the traced calls to FILE.jsonl as OpenTelemetry spans (OTLP/JSON, one ExportTraceServiceRequest per line).", valueName: "file.jsonl"))
+    var otlp: String?
+
+    @Option(help: ArgumentHelp("With --otlp: the service.name of the spans (default: the process's name).", valueName: "name"))
+    var service: String?
 
     @Flag(name: .customLong("no-time"), help: "--count counts calls only, without their time (the cheapest count).")
     var noTime = false
@@ -80,6 +89,7 @@ struct SessionFlags: ParsableArguments {
     func validate() throws {
         if let i = interval, !(i > 0) { throw ValidationError("--interval must be a positive number of seconds") }
         if let d = duration, !(d > 0) { throw ValidationError("--duration must be a positive number of seconds") }
+        if service != nil && otlp == nil { throw ValidationError("--service names the spans of --otlp: give --otlp FILE.jsonl") }
     }
 
     /// The hook requests, with bad input refused before anything touches the process.
@@ -90,6 +100,13 @@ struct SessionFlags: ParsableArguments {
             if r.isEmpty && !allowEmpty {
                 throw ValidationError("nothing to hook: give --trace, --count, --override, --replace or --prog")
             }
+            // An interactive session may add its --count and --trace later.
+            if prometheus != nil && hooks.counts.isEmpty && !allowEmpty {
+                throw ValidationError("--prometheus writes the --count table: give --count PATTERN")
+            }
+            if otlp != nil && hooks.traces.isEmpty && !allowEmpty {
+                throw ValidationError("--otlp writes the traced calls: give --trace PATTERN")
+            }
             if keep && hooks.replaces.isEmpty && hooks.rawReplaces.isEmpty && !hooks.progs.contains(where: { $0.hasPrefix("replace:") }) {
                 throw ValidationError("--keep keeps replacements: give --replace")
             }
@@ -97,7 +114,7 @@ struct SessionFlags: ParsableArguments {
         } catch let e as ValidationError {
             throw e
         } catch {
-            fail(error)
+            Output(json: json).fatal(error)
         }
     }
 
@@ -111,6 +128,9 @@ struct SessionFlags: ParsableArguments {
         o.histogram = hist
         o.keepReplacements = keep
         o.chromeTrace = chromeTrace
+        o.prometheus = prometheus
+        o.otlp = otlp
+        o.service = service
         return o
     }
 }

@@ -49,4 +49,8 @@ struct SessionOptions {
     var histogram = false
     var keepReplacements = false
     var chromeTrace: String?
+    /// --prometheus FILE.prom, --otlp FILE.jsonl, --service NAME (Exports.swift).
+    var prometheus: String?
+    var otlp: String?
+    var service: String?
 }

@@ -23,7 +23,7 @@ final class HookSession {
     var ring: TraceRing?
     var traced: [(label: String, signature: Signature?)] = []
     var traceIndex: [UInt64: Int] = [:]
-    private var traceFile: ChromeTrace?
+    private let exports: Exports
     private(set) var tracedCalls: UInt64 = 0
     /// Events reserved in the ring but never completed (their thread died or was stopped there).
     private var unpublished: UInt64 = 0
@@ -48,7 +48,7 @@ final class HookSession {
             catch InjectorError.noSymbol where Self.mayMatchLater(r.pattern) {}
         }
         knownModules = Set(symbols.modules.map(Self.moduleKey))
-        if let path = options.chromeTrace { traceFile = try ChromeTrace(path: path, pid: pid) }
+        exports = try Exports(options: options, pid: pid, output: output)
         // Seized, not stopped: the world stops only for the pokes (TrampolineTable.update).
         tracee = try spawned ?? Tracee.attachRunning(pid: pid)
         var tableOptions = options.table
@@ -64,7 +64,7 @@ final class HookSession {
                 report = try add(requests, text: requests.map(\.text).joined(separator: " "), resume: !wasSpawned).report
             }
             if !requests.isEmpty { followLoaderIfUseful() }
-            output.attached(functions: table.hookedFunctions.count, links: table.links.count, report: report,
+            output.attached(pid: tracee.pid, functions: table.hookedFunctions.count, links: table.links.count, report: report,
                             stop: tracee.stopStats, codeUsed: table.codeBytesUsed, codeMapped: table.codeBytesMapped)
             if tracee.held { try tracee.resumeWorld() }
         } catch {
@@ -214,6 +214,7 @@ final class HookSession {
         try tracee.pump(seconds: ring == nil ? seconds : min(seconds, 0.01))
         serviceLoader()
         drainTrace()
+        exports.tick()
         if let due = nextInterval, Clock.seconds() >= due, let interval = options.interval {
             printCounts(final: false)
             nextInterval = due + interval
@@ -234,7 +235,7 @@ final class HookSession {
                 let t = traced[e.function]
                 let call = TracedCall(event: e, function: t.label, signature: t.signature, clock: clock)
                 output.call(call)
-                traceFile?.add(call)
+                exports.call(call)
             }
         }
     }
@@ -243,6 +244,7 @@ final class HookSession {
         let rows = hooks.flatMap { $0.counts }.map(countStats)
         if rows.isEmpty { return }
         output.counts(rows, histogram: options.histogram, elapsed: clock.elapsedSeconds, final: final)
+        exports.counts(rows, overrides: overrideCounts().map { .init(function: $0.label, injected: $0.injected) }, dropped: traceTotals?.dropped)
     }
 
     // MARK: - detach
@@ -258,7 +260,7 @@ final class HookSession {
             report(programs: [], exited: true)
             if !exitExpected { output.problem("the process exited") }
             output.exited(status: tracee.exitStatus, traced: traceTotals, neverMatched: pending)
-            traceFile?.close()
+            exports.close()
             output.finish()
             return exitExpected
         }
@@ -271,7 +273,7 @@ final class HookSession {
         for p in report.problems + injector.problems { output.problem(p) }
         output.detached(restored: report.restored, kept: report.kept, leftMapped: report.leftMapped, stop: injector.stopStats,
                         traced: traceTotals, neverMatched: pending)
-        traceFile?.close()
+        exports.close()
         output.finish()
         return report.problems.isEmpty && injector.problems.isEmpty
     }
@@ -307,12 +309,7 @@ final class HookSession {
     private func report(programs: [(Link, LinkStats?)], exited: Bool) {
         if exited, let ring { drainAll(ring) }
         printCounts(final: true)
-        for h in hooks {
-            for o in h.overrides {
-                let r = o.program.read(table)
-                output.override(o, calls: r.calls, injected: r.injected)
-            }
-        }
-        if !programs.isEmpty { output.stats(programs) }
+        for o in overrideCounts() { output.override(o.entry, calls: o.calls, injected: o.injected) }
+        if !programs.isEmpty { output.stats(programs, timed: options.table.timePrograms) }
     }
 }

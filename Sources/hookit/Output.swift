@@ -3,160 +3,103 @@ import Glibc
 import Injector
 import RemoteTramp
 
-/// Everything `hookit attach` prints: JSON lines with --json, a readable table otherwise.
+/// Everything `hookit attach` / `run` reports goes through here as typed events (Events.swift):
+/// one JSON line each with --json, the EventRenderer's text otherwise. Errors also go to
+/// stderr as text, so a script reading the JSON and a person watching stderr both see them.
 struct Output {
     let json: Bool
     /// Trace lines show seconds since this moment (CLOCK_MONOTONIC ns).
     let start = Clock.now()
+    private let encoder = EventEncoder()   // a class: one per session, shared by copies
 
-    func attached(functions: Int, links: Int, report: AddReport, stop: StopStats, codeUsed: Int, codeMapped: Int) {
-        refusals(report)
+    init(json: Bool) { self.json = json }
+
+    /// One report: a batch the renderer may group (refusals under their pattern, a table).
+    func emit(_ batch: [Event]) {
         if json {
-            line("{\"event\":\"attached\",\"functions\":\(functions),\"links\":\(links),\"refused\":\(report.refused.count),\"patterns\":\(patterns(report)),\"stopped_ns\":\(stop.totalNanos),\"longest_stop_ns\":\(stop.longestNanos),\"code_bytes_used\":\(codeUsed),\"code_bytes_mapped\":\(codeMapped)}")
+            for e in batch { line(encoder.line(e)) }
         } else {
-            line("attached \(links) program(s) to \(functions) function(s); world stopped \(ms(stop.totalNanos)) ms")
+            for l in EventRenderer(start: start).lines(batch) { line(l) }
         }
     }
 
-    private func patterns(_ report: AddReport) -> String {
-        "[" + report.patterns.map { "{\"request\":\(JSON.string($0.request)),\"hooked\":\($0.hooked),\"refused\":\($0.refused)}" }.joined(separator: ",") + "]"
+    func emit(_ event: Event) { emit([event]) }
+
+    func attached(pid: pid_t, functions: Int, links: Int, report: AddReport, stop: StopStats, codeUsed: Int, codeMapped: Int) {
+        emit(refusals(report) + [.attached(.init(
+            pid: pid, process: processName(pid), functions: functions, links: links, refused: report.refused.count,
+            patterns: patterns(report), stoppedNs: stop.totalNanos, longestStopNs: stop.longestNanos,
+            codeBytesUsed: codeUsed, codeBytesMapped: codeMapped))])
     }
 
-    /// Functions a pattern matched that cannot be hooked safely: one JSON event each, or for
-    /// people a summary per pattern, grouped by reason.
-    private func refusals(_ report: AddReport) {
-        if json {
-            for r in report.refused {
-                line("{\"event\":\"refused\",\"function\":\(JSON.string(r.function)),\"pattern\":\(JSON.string(r.pattern)),\"reason\":\(JSON.string(r.reason))}")
-            }
-            return
-        }
-        for p in report.patterns {
-            line("\(p.request): \(p.hooked) function(s) hooked" + (p.refused > 0 ? ", \(p.refused) refused:" : ""))
-            let mine = report.refused.filter { $0.request == p.request }
-            var reasons: [String: [String]] = [:]
-            var order: [String] = []
-            for r in mine {
-                if reasons[r.reason] == nil { order.append(r.reason) }
-                reasons[r.reason, default: []].append(r.function.split(separator: ":").last.map(String.init) ?? r.function)
-            }
-            for reason in order {
-                let names = reasons[reason]!
-                let shown = names.prefix(8).joined(separator: ", ") + (names.count > 8 ? ", ... (\(names.count - 8) more)" : "")
-                line("  \(names.count) × \(reason): \(shown)")
-            }
-        }
+    private func patterns(_ report: AddReport) -> [Event.PatternReport] {
+        report.patterns.map { .init(request: $0.request, hooked: $0.hooked, refused: $0.refused) }
     }
 
-    func stats(_ rows: [(Link, LinkStats?)]) {
-        if !json {
-            line(pad("FUNCTION", 36) + pad("KIND", 10) + pad("PROGRAM", 24) + lpad("CALLS", 12) + lpad("NS", 14) + lpad("MISSES", 8))
-        }
-        for (link, s) in rows {
-            let fn = "\(link.function.module):\(link.function.name)"
-            let calls = s?.calls ?? 0, ns = s?.nsecs ?? 0, misses = s?.misses ?? 0
-            if json {
-                line("{\"event\":\"stats\",\"function\":\(JSON.string(fn)),\"address\":\"0x\(String(link.function.address, radix: 16))\",\"id\":\(link.id),\"kind\":\"\(link.kind.rawValue)\",\"program\":\(JSON.string(link.code.name)),\"cookie\":\(link.cookie),\"calls\":\(calls),\"ns\":\(ns),\"misses\":\(misses)}")
-            } else {
-                line(pad(fn, 36) + pad(link.kind.rawValue, 10) + pad(link.code.name.split(separator: "/").last.map(String.init) ?? "", 24)
-                     + lpad("\(calls)", 12) + lpad("\(ns)", 14) + lpad("\(misses)", 8))
-            }
-        }
+    /// Functions a pattern matched that cannot be hooked safely.
+    private func refusals(_ report: AddReport) -> [Event] {
+        report.refused.map { .refused(.init(function: $0.function, pattern: $0.pattern, request: $0.request, reason: $0.reason)) }
     }
 
+    /// The user's programs' runs, at detach. `timed`: time was kept (not --no-time).
+    func stats(_ rows: [(Link, LinkStats?)], timed: Bool = true) {
+        let elapsed = (Double(Clock.now() - start) / 1e6).rounded() / 1000
+        emit(rows.map { link, s in
+            let calls = s?.calls ?? 0, ns = s?.nsecs ?? 0
+            return .stats(.init(function: "\(link.function.module):\(link.function.name)", address: hex(link.function.address),
+                                id: link.id, kind: link.kind.rawValue, program: link.code.name, cookie: link.cookie,
+                                calls: calls, ns: ns, meanNs: calls == 0 ? 0 : ns / calls, misses: s?.misses ?? 0,
+                                // The built-in counter (--prog KIND:P=count) counts runs only.
+                                timed: timed && link.code.name != "count", final: true, elapsedS: elapsed, hist: nil))
+        })
+    }
+
+    /// `neverMatched`: requests still waiting for their module.
     func detached(restored: Int, kept: Int = 0, leftMapped: [String], stop: StopStats, traced: (calls: UInt64, dropped: UInt64)? = nil,
                   neverMatched: [String] = []) {
-        if json {
-            let left = leftMapped.map { JSON.string($0) }.joined(separator: ",")
-            let trace = traced.map { ",\"traced\":\($0.calls),\"dropped\":\($0.dropped)" } ?? ""
-            line("{\"event\":\"detached\",\"restored\":\(restored),\"kept\":\(kept),\"left_mapped\":[\(left)],\"stops\":\(stop.count),\"longest_stop_ns\":\(stop.longestNanos)\(trace)\(pendingField(neverMatched))}")
-        } else {
-            if let t = traced { line(tracedSummary(t)) }
-            for p in neverMatched { line("never matched (its module was never loaded): \(p)") }
-            line("detached: \(restored) function(s) restored; world stopped \(stop.count) time(s), longest \(ms(stop.longestNanos)) ms")
-            if kept > 0 { line("kept \(kept) replacement(s) live in the process (--keep)") }
-            for l in leftMapped { line("left mapped (a thread may still return into it): \(l)") }
-        }
+        emit(.detached(.init(restored: restored, kept: kept, leftMapped: leftMapped, stops: stop.count,
+                             longestStopNs: stop.longestNanos, traced: traced?.calls, dropped: traced?.dropped, pending: neverMatched)))
     }
 
     /// The process ended while hooked (`hookit run`: it ran to its end).
     func exited(status: Int32?, traced: (calls: UInt64, dropped: UInt64)?, neverMatched: [String] = []) {
-        let code = status.map { shellExitCode(waitStatus: $0) }
-        if json {
-            let trace = traced.map { ",\"traced\":\($0.calls),\"dropped\":\($0.dropped)" } ?? ""
-            line("{\"event\":\"exited\",\"status\":\(code.map { "\($0)" } ?? "null")\(trace)\(pendingField(neverMatched))}")
-        } else {
-            if let t = traced { line(tracedSummary(t)) }
-            for p in neverMatched { line("never matched (its module was never loaded): \(p)") }
-            line("the process exited" + (code.map { " with status \($0)" } ?? ""))
-        }
-    }
-
-    /// Requests still waiting for their module at the end, as a JSON field.
-    private func pendingField(_ neverMatched: [String]) -> String {
-        ",\"pending\":[" + neverMatched.map { JSON.string($0) }.joined(separator: ",") + "]"
+        emit(.exited(.init(status: status.map { shellExitCode(waitStatus: $0) }, traced: traced?.calls, dropped: traced?.dropped,
+                           pending: neverMatched)))
     }
 
     /// A request whose module is not loaded yet: accepted, applied when the module is mapped.
     func pending(request: String, module: String) {
-        if json {
-            line("{\"event\":\"pending\",\"request\":\(JSON.string(request)),\"module\":\(JSON.string(module))}")
-        } else {
-            line("\(request): pending until a module matching '\(module)' is loaded")
-        }
+        emit(.pending(.init(request: request, module: module)))
     }
 
-    /// A library the process loaded later, and what the requests hooked in it (before any of its
-    /// code ran).
+    /// A library the process loaded later, and what the requests hooked in it before any of its
+    /// code ran.
     func loaded(module: String, path: String, report: AddReport) {
-        refusals(report)
-        if json {
-            let hooked = report.patterns.reduce(0) { $0 + $1.hooked }
-            line("{\"event\":\"loaded\",\"module\":\(JSON.string(module)),\"path\":\(JSON.string(path)),\"functions\":\(hooked),\"refused\":\(report.refused.count),\"patterns\":\(patterns(report))}")
-        } else {
-            line("loaded \(path): hooked as it was mapped")
-        }
-    }
-
-    private func tracedSummary(_ t: (calls: UInt64, dropped: UInt64)) -> String {
-        "traced \(t.calls) call(s)" + (t.dropped == 0 ? ", none dropped" : "; \(t.dropped) dropped: the trace ring was full (hookit read too slowly)")
+        emit(refusals(report) + [.loaded(.init(module: module, path: path, functions: report.patterns.reduce(0) { $0 + $1.hooked },
+                                               refused: report.refused.count, patterns: patterns(report)))])
     }
 
     // MARK: - trace, counts, overrides
 
     func call(_ c: TracedCall) {
-        line(json ? c.json : c.text(since: start))
+        emit(.call(.init(function: c.function, tid: c.tid, ts: c.timestamp, args: c.args, ret: c.ret, ns: c.nanos)))
     }
 
     /// The --count table (at each --interval and at detach).
     func counts(_ rows: [CountTable.Row], histogram: Bool, elapsed: Double, final: Bool) {
-        if json {
-            for r in rows {
-                var s = "{\"event\":\"stats\",\"function\":\(JSON.string(r.label)),\"address\":\"0x\(String(r.function.address, radix: 16))\",\"kind\":\"count\",\"program\":\"count\",\"cookie\":0,\"calls\":\(r.calls),\"ns\":\(r.nsecs),\"mean_ns\":\(r.meanNanos),\"misses\":\(r.misses),\"timed\":\(r.timed),\"final\":\(final),\"elapsed_s\":\(fixed(elapsed, 3))"
-                if histogram && r.timed {
-                    let buckets = r.histogram.enumerated().filter { $0.element > 0 }.map { k, n in
-                        let (lo, hi) = CountTable.bounds(k)
-                        return "[\(lo),\(hi),\(n)]"
-                    }
-                    s += ",\"hist\":[\(buckets.joined(separator: ","))]"
-                }
-                line(s + "}")
-            }
-        } else {
-            line(final ? "" : "--- \(fixed(elapsed, 1)) s")
-            for l in CountTable.text(rows, histogram: histogram) { line(l) }
-        }
+        emit(rows.map { r in
+            let hist = histogram && r.timed
+                ? r.histogram.enumerated().filter { $0.element > 0 }.map { k, n in let (lo, hi) = CountTable.bounds(k); return [lo, hi, n] }
+                : nil
+            return .stats(.init(function: r.label, address: hex(r.function.address), id: nil, kind: "count", program: "count",
+                                cookie: 0, calls: r.calls, ns: r.nsecs, meanNs: r.meanNanos, misses: r.misses, timed: r.timed,
+                                final: final, elapsedS: (elapsed * 1000).rounded() / 1000, hist: hist))
+        })
     }
 
     func override(_ o: OverrideEntry, calls: UInt64, injected: UInt64) {
-        let fn = "\(o.function.module):\(o.function.name)"
-        let value = Int64(bitPattern: o.settings.value)
-        if json {
-            line("{\"event\":\"override\",\"function\":\(JSON.string(fn)),\"value\":\(value),\"errno\":\(o.settings.errno),\"calls\":\(calls),\"injected\":\(injected)}")
-        } else {
-            let e = o.settings.errno == 0 ? "" : " (errno \(o.settings.errno))"
-            line("override \(fn): \(injected) of \(calls) call(s) returned \(value)\(e)")
-        }
+        emit(.override(.init(function: "\(o.function.module):\(o.function.name)", value: Int64(bitPattern: o.settings.value),
+                             errno: o.settings.errno, calls: calls, injected: injected)))
     }
 
     // MARK: - interactive replies
@@ -166,37 +109,39 @@ struct Output {
     }
 
     func added(_ hook: Hook, report: AddReport, stop: StopStats) {
-        let functions = Set(hook.links.map(\.function.address)).count
-        refusals(report)
-        if json {
-            line("{\"event\":\"added\",\"id\":\(hook.id),\"functions\":\(functions),\"links\":\(hook.links.count),\"refused\":\(report.refused.count),\"patterns\":\(patterns(report)),\"stopped_ns\":\(stop.lastNanos)}")
-        } else {
-            line("hook \(hook.id): \(hook.links.count) program(s) on \(functions) function(s) (\(hook.text))")
-        }
+        emit(refusals(report) + [.added(.init(
+            id: hook.id, hook: hook.text, functions: Set(hook.links.map(\.function.address)).count, links: hook.links.count,
+            refused: report.refused.count, patterns: patterns(report), stoppedNs: stop.lastNanos))])
     }
 
     func removed(_ hook: Hook, stats: LinkStats) {
-        if json {
-            line("{\"event\":\"removed\",\"id\":\(hook.id),\"calls\":\(stats.calls),\"ns\":\(stats.nsecs),\"misses\":\(stats.misses)}")
-        } else {
-            line("hook \(hook.id) removed: \(stats.calls) call(s), \(stats.misses) miss(es)")
-        }
+        emit(.removed(.init(id: hook.id, calls: stats.calls, ns: stats.nsecs, misses: stats.misses)))
     }
 
     func list(_ hooks: [(Hook, LinkStats)]) {
-        if json {
-            let items = hooks.map { h, s in
-                "{\"id\":\(h.id),\"hook\":\(JSON.string(h.text)),\"functions\":\(Set(h.links.map(\.function.address)).count),\"calls\":\(s.calls),\"ns\":\(s.nsecs),\"misses\":\(s.misses)}"
-            }
-            line("{\"event\":\"list\",\"hooks\":[\(items.joined(separator: ","))]}")
-        } else {
-            if hooks.isEmpty { line("no hooks") }
-            for (h, s) in hooks { line("\(h.id)  \(h.text)  calls \(s.calls)  misses \(s.misses)") }
-        }
+        emit(.list(.init(hooks: hooks.map { h, s in
+            .init(id: h.id, hook: h.text, functions: Set(h.links.map(\.function.address)).count, calls: s.calls, ns: s.nsecs, misses: s.misses)
+        })))
     }
 
+    /// An error the session survives (a bad interactive command): a JSON event with --json,
+    /// and always text on stderr.
     func error(_ text: String) {
-        if json { line("{\"event\":\"error\",\"message\":\(JSON.string(text))}") } else { line("error: \(text)") }
+        reportError(text, fatal: false)
+    }
+
+    /// An error hookit exits on: reported as `error` (with --json) and on stderr, then exit 1.
+    func fatal(_ error: Error) -> Never {
+        fflush(stdout)   // what print() buffered (hookit symbols) comes first
+        reportError("\(error)", fatal: true)
+        finish()
+        exit(1)
+    }
+
+    private func reportError(_ text: String, fatal: Bool) {
+        if json { line(encoder.line(.error(.init(message: text, fatal: fatal)))) }
+        var e = StandardError()
+        print("hookit: error: \(text)", to: &e)
     }
 
     func help() {
@@ -228,8 +173,12 @@ struct Output {
         if dropped > 0 { problem("stdout took nothing for \(stallSeconds) s; \(dropped) bytes of output were dropped") }
     }
 
-    private func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
-    private func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? " " + s : String(repeating: " ", count: n - s.count) + s }
+    private func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+}
+
+/// The process's name as the kernel has it (comm), for reports and for the exports' labels.
+func processName(_ pid: pid_t) -> String {
+    (try? ProcFS.read("/proc/\(pid)/comm"))?.trimmingCharacters(in: "\n") ?? "process \(pid)"
 }
 
 /// stdout that never blocks the session: hookit must keep servicing the tracee (a thread the

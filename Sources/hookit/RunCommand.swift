@@ -36,7 +36,7 @@ struct RunCommand: ParsableCommand {
         do {
             tracee = try Tracee.spawn(command)
         } catch {
-            fail(error)
+            output.fatal(error)
         }
         do {
             session = try HookSession(pid: tracee.pid, requests: requests, options: try flags.sessionOptions(hooks),
@@ -44,7 +44,7 @@ struct RunCommand: ParsableCommand {
         } catch {
             // The program never got to main with its hooks: it does not run without them.
             tracee.killAndReap()
-            fail(error)
+            output.fatal(error)
         }
         session.runUntilDone(duration: flags.duration)
         let exited = tracee.exited

@@ -52,7 +52,7 @@ struct SymbolsCommand: ParsableCommand {
                       to: &stderr)
             }
         } catch {
-            fail(error)
+            Output(json: json).fatal(error)
         }
     }
 
