@@ -48,6 +48,8 @@ final class LaterLibraryTests: XCTestCase {
         XCTAssertEqual((detached["pending"] as? [String])?.count, 0, r.output)
         XCTAssertEqual(detached["restored"] as? Int, 2)
         XCTAssertEqual(try target.send("plugcall 2"), "called 2 8401", "the library runs on after detach")
+        let schema = try EventSchema(markdown: String(contentsOfFile: Repo.root + "/docs/events.md", encoding: .utf8))
+        for l in r.output.split(separator: "\n") { XCTAssertEqual(schema.check(line: String(l)), [], String(l)) }
     }
 
     func testLibraryDlopenedTwiceWithDlcloseBetweenStaysHookedAndPinned() throws {
