@@ -649,6 +649,13 @@ int main(void) {
             nbg = 0;
             spin_bad = bad;
             printf("stopped %ld\n", total);
+        } else if (!strcmp(cmd, "exec")) {
+            // exec PATH: the process becomes PATH (same pid, stdin and stdout); it answers itself.
+            char path[256] = {0};
+            sscanf(line, "%*s %255s", path);
+            fflush(stdout);
+            execl(path, path, (char *)NULL);
+            printf("exec failed\n");
         } else if (!strcmp(cmd, "plugcall")) {
             // plugcall N: N calls of the loaded library's plugin_answer(i); their sum.
             long (*answer)(long) = plugin_handle ? (long (*)(long))dlsym(plugin_handle, "plugin_answer") : NULL;

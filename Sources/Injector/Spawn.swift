@@ -121,7 +121,7 @@ extension Tracee {
     /// A program without a `main` symbol (stripped, as most installed programs are) is run to
     /// its entry point (AT_ENTRY) first, then to glibc's __libc_start_main, whose first
     /// argument is main.
-    private func runToMain(command: String) throws {
+    func runToMain(command: String) throws {
         try Preflight.checkArchitecture(pid)
         var symbols = try SymbolTable(pid: pid, memory: memory)
         let exe = symbols.executable

@@ -22,6 +22,9 @@ public final class Tracee {
     public internal(set) var exited = false
     /// The tracee called execve while attached: its modules and symbols are no longer valid.
     public internal(set) var execed = false
+    /// An exec stop is held for the caller (the thread stays in it until `runExecedImageToMain`
+    /// or a release): whoever follows the process across exec decides what happens next.
+    public internal(set) var execPending = false
     /// The leader's waitpid status once it exited while traced (the process's exit status).
     public internal(set) var exitStatus: Int32?
     public internal(set) var stopStats = StopStats()
@@ -201,6 +204,14 @@ public final class Tracee {
             // Every other thread is gone and the execing thread now has the leader's id.
             execed = true
             for other in threads.keys where other != tid { threads[other] = nil }
+            // The old image's stub bytes and zombie threads went with it.
+            stubLease = nil
+            zombies.removeAll()
+            memory.reopen()
+            if !held && !thread.borrowed {
+                execPending = true
+                return
+            }
         case Int32(HK_PTRACE_EVENT_STOP):
             // SIGTRAP: an interrupt (or a new thread's first) stop; a stop signal: a group-stop.
             thread.groupStopped = [SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU].contains(sig)

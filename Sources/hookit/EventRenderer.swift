@@ -42,7 +42,9 @@ struct EventRenderer {
             case .loaded(let l):
                 out += patterns(l.patterns, refusals)
                 out.append("loaded \(l.path): \(l.functions) function(s) hooked before it ran")
-            case .exec(let e): out.append("process \(e.pid) ran exec \(e.path)")
+            case .exec(let e):
+                out += patterns(e.patterns, refusals)
+                out.append("process \(e.pid) ran exec \(e.path): \(e.functions) function(s) hooked in the new image")
             case .fork(let f): out.append("process \(f.pid) forked \(f.child)")
             }
         }

@@ -20,9 +20,9 @@ enum Event {
     case error(Failure)
     case pending(Pending)
     case loaded(Loaded)
-    // In the schema, not emitted yet (docs/events.md says so): hookit does not follow a
-    // process across exec or report forked children apart from their parent.
     case exec(Exec)
+    // In the schema, not emitted yet (docs/events.md says so): hookit does not report forked
+    // children apart from their parent.
     case fork(Fork)
 
     struct PatternReport: Codable { var request: String, hooked: Int, refused: Int }
@@ -142,7 +142,13 @@ enum Event {
         var refused: Int
         var patterns: [PatternReport]
     }
-    struct Exec: Codable { var pid: Int32, path: String }
+    struct Exec: Codable {
+        var pid: Int32
+        var path: String
+        var functions: Int
+        var refused: Int
+        var patterns: [PatternReport]
+    }
     struct Fork: Codable { var pid: Int32, child: Int32 }
 
     var name: String {

@@ -84,8 +84,9 @@ extension HookSession {
             throw error
         }
         hooks = updated
-        let matched = Set(report.patterns.filter { $0.hooked > 0 }.map(\.request))
-        pending.removeAll { matched.contains($0) }
+        let hit = Set(report.patterns.filter { $0.hooked > 0 }.map(\.request))
+        matched.formUnion(hit)
+        pending.removeAll { hit.contains($0) }
         output.loaded(module: module.name, path: module.path, report: report)
     }
 }

@@ -8,7 +8,8 @@ import RemoteTramp
 /// only drives it and reports.
 final class HookSession {
     let tracee: Tracee
-    let table: TrampolineTable
+    /// The current image's trampolines (a new table after each exec).
+    var table: TrampolineTable
     let output: Output
     let options: SessionOptions
     var symbols: SymbolTable
@@ -24,9 +25,15 @@ final class HookSession {
     var traced: [(label: String, signature: Signature?)] = []
     var traceIndex: [UInt64: Int] = [:]
     private let exports: Exports
-    private(set) var tracedCalls: UInt64 = 0
+    var tracedCalls: UInt64 = 0
     /// Events reserved in the ring but never completed (their thread died or was stopped there).
-    private var unpublished: UInt64 = 0
+    var unpublished: UInt64 = 0
+    /// Counts and lost trace events of images the process left by exec (see HookSession+Exec).
+    var carriedCounts: [CountTable.Row] = []
+    var carriedDropped: UInt64 = 0
+    var tracedBefore = false
+    /// Requests that matched a function at some point (in any image): never pending again.
+    var matched: Set<String> = []
     /// nil until decided: whether counts are timed (the runtime could be loaded).
     var timedCounts: Bool?
     var runtimeConfigured = false
@@ -51,9 +58,7 @@ final class HookSession {
         exports = try Exports(options: options, pid: pid, output: output)
         // Seized, not stopped: the world stops only for the pokes (TrampolineTable.update).
         tracee = try spawned ?? Tracee.attachRunning(pid: pid)
-        var tableOptions = options.table
-        tableOptions.runtimeLibrary = Self.runtimeLibraryPath()
-        table = TrampolineTable(tracee: tracee, symbols: symbols, options: tableOptions)
+        table = TrampolineTable(tracee: tracee, symbols: symbols, options: Self.tableOptions(options))
         clock = TickClock()
         do {
             // A spawned program waits at main until its hooks are in and reported, so that what
@@ -83,7 +88,7 @@ final class HookSession {
     /// safely does not sink a pattern (it is reported), but a pattern that hooks nothing is an
     /// error, and then nothing of this add stays. Returns with the tracee running (held, with
     /// `resume` false: a spawned program waiting at main).
-    func add(_ requests: [HookRequest], text: String, resume: Bool = true) throws -> (hook: Hook, report: AddReport) {
+    func add(_ requests: [HookRequest], text: String, resume: Bool = true, id: Int? = nil) throws -> (hook: Hook, report: AddReport) {
         // Aliases (memcpy and __memcpy, ...) are one function: hooked once, under its first name.
         var waiting: [HookRequest] = []
         let plan = try requests.compactMap { r -> (HookRequest, [FunctionSymbol])? in
@@ -93,7 +98,7 @@ final class HookSession {
         }
         let change = table.begin()
         change.prepare(plan.flatMap { $0.1 })
-        var hook = Hook(id: nextHookID, text: text, links: [], requests: requests)
+        var hook = Hook(id: id ?? nextHookID, text: text, links: [], requests: requests)
         var report = AddReport()
         do {
             for (request, functions) in plan {
@@ -118,12 +123,14 @@ final class HookSession {
             throw error
         }
         if resume { try tracee.resumeWorld() }
-        for r in waiting {
+        for r in waiting where !matched.contains(r.text) && !pending.contains(r.text) {
             // Said once, when the request is made; the `loaded` event says when it applies.
             pending.append(r.text)
             output.pending(request: r.text, module: r.pattern.module ?? "")
         }
-        nextHookID += 1
+        matched.formUnion(plan.map(\.0.text))
+        pending.removeAll { matched.contains($0) }
+        if id == nil { nextHookID += 1 }
         hooks.append(hook)
         return (hook, report)
     }
@@ -178,6 +185,12 @@ final class HookSession {
         return m.contains(where: { "*?[".contains($0) })
     }
 
+    static func tableOptions(_ options: SessionOptions) -> TrampolineTable.Options {
+        var o = options.table
+        o.runtimeLibrary = runtimeLibraryPath()
+        return o
+    }
+
     static func moduleKey(_ m: Module) -> String { "\(m.path)@\(m.start)" }
 
     /// libhookit_rt.so is built next to the hookit executable.
@@ -212,6 +225,7 @@ final class HookSession {
     /// the ring is read often), then the ring and a due count table.
     func service(seconds: Double) throws {
         try tracee.pump(seconds: ring == nil ? seconds : min(seconds, 0.01))
+        followExec()
         serviceLoader()
         drainTrace()
         exports.tick()
@@ -240,8 +254,8 @@ final class HookSession {
         }
     }
 
-    private func printCounts(final: Bool) {
-        let rows = hooks.flatMap { $0.counts }.map(countStats)
+    func printCounts(final: Bool) {
+        let rows = Self.merged(carriedCounts, hooks.flatMap { $0.counts }.map(countStats))
         if rows.isEmpty { return }
         output.counts(rows, histogram: options.histogram, elapsed: clock.elapsedSeconds, final: final)
         exports.counts(rows, overrides: overrideCounts().map { .init(function: $0.label, injected: $0.injected) }, dropped: traceTotals?.dropped)
@@ -279,7 +293,10 @@ final class HookSession {
     }
 
     /// Events printed and events lost (ring full, or reserved and never completed).
-    private var traceTotals: (calls: UInt64, dropped: UInt64)? { ring.map { (tracedCalls, $0.dropped + unpublished) } }
+    private var traceTotals: (calls: UInt64, dropped: UInt64)? {
+        guard ring != nil || tracedBefore else { return nil }
+        return (tracedCalls, (ring?.dropped ?? 0) + unpublished + carriedDropped)
+    }
 
     /// The last events: every writer has left its program once the table is detached, so a
     /// slot still reserved but unpublished after a short wait never will be: it counts as
@@ -292,7 +309,7 @@ final class HookSession {
 
     /// With stdout stalled (see Output.finish) this ends within ~1 s: the events still in the
     /// ring are read and dropped, not waited for.
-    private func drainAll(_ ring: TraceRing) {
+    func drainAll(_ ring: TraceRing) {
         var deadline = Clock.seconds() + 0.2
         while true {
             output.finish()

@@ -67,6 +67,12 @@ struct Output {
                            pending: neverMatched)))
     }
 
+    /// The process ran exec and its new image got the session's hooks.
+    func exec(pid: pid_t, path: String, functions: Int, report: AddReport) {
+        emit(refusals(report) + [.exec(.init(pid: pid, path: path, functions: functions, refused: report.refused.count,
+                                             patterns: patterns(report)))])
+    }
+
     /// A request whose module is not loaded yet: accepted, applied when the module is mapped.
     func pending(request: String, module: String) {
         emit(.pending(.init(request: request, module: module)))
