@@ -690,6 +690,11 @@ int main(void) {
             int status = 0;
             waitpid(child, &status, 0);
             printf("child %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        } else if (!strcmp(cmd, "forkpark")) {
+            // fork a child that calls add(1, 1) every millisecond until it is killed.
+            pid_t child = fork();
+            if (child == 0) for (;;) { add(1, 1); usleep(1000); }
+            printf("forked %d\n", child);
         } else if (!strcmp(cmd, "park")) {
             pthread_t t;
             atomic_store(&parked_result, -1);

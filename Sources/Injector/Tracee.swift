@@ -42,13 +42,24 @@ public final class Tracee {
     /// holds a lock the call needs (the loader's, while it waits for hookit in a notification),
     /// which any other thread would wait for until hookit answers.
     public var preferredLender: pid_t?
+    /// Children it forked (PTRACE_EVENT_FORK, with `followsForks`) not yet taken by the caller.
+    public var forked: [ForkedChild] = []
+    /// PTRACE_O_TRACEFORK and _VFORK on every thread: children are attached by the kernel.
+    public internal(set) var followsForks = false
+    var extraOptions: UInt64 { followsForks ? Ptrace.forkOptions : 0 }
+    /// Events waitpid(-1) gave another Tracee for this one (see Family).
+    var inbox: [(tid: pid_t, status: Int32)] = []
 
     init(pid: pid_t) {
         self.pid = pid
         self.memory = RemoteMemory(pid: pid)
+        Family.register(self)
     }
 
-    deinit { if !threads.isEmpty { _ = detach() } }
+    deinit {
+        if !threads.isEmpty { _ = detach() }
+        Family.unregister(pid)
+    }
 
     // MARK: - attach
 
@@ -76,9 +87,10 @@ public final class Tracee {
     /// that pokes. A thread that was inside clone() while its parent was seized may create its
     /// child untraced and after the last read of /proc/PID/task (see `attach`); so the first
     /// stopWorld settles the thread list, as `attach` does, before anything is poked.
-    public static func attachRunning(pid: pid_t) throws -> Tracee {
+    public static func attachRunning(pid: pid_t, followForks: Bool = false) throws -> Tracee {
         try Preflight.check(pid: pid, forAttach: true)
         let t = Tracee(pid: pid)
+        t.followsForks = followForks
         do {
             try t.seizeListed()
         } catch {
@@ -122,7 +134,7 @@ public final class Tracee {
     }
 
     private func seize(_ tid: pid_t) throws {
-        let e = try Ptrace.tolerating([ESRCH, EPERM]) { try Ptrace.seize(tid) }
+        let e = try Ptrace.tolerating([ESRCH, EPERM]) { try Ptrace.seize(tid, extra: extraOptions) }
         switch e {
         case 0:
             threads[tid] = TraceeThread(tid: tid)
@@ -154,12 +166,18 @@ public final class Tracee {
 
     /// Waits for one ptrace event from any thread, up to `deadline` (monotonic ns).
     /// Returns nil at the deadline; throws when the tracee is gone entirely.
-    func waitEvent(until deadline: UInt64, wake: Int32 = -1) throws -> (tid: pid_t, status: Int32)? {
+    func waitEvent(until deadline: UInt64, wake: Int32 = -1, returnOnRouted: Bool = false) throws -> (tid: pid_t, status: Int32)? {
         var spins = 0
         while true {
+            if !inbox.isEmpty { return inbox.removeFirst() }
             var status: Int32 = 0
             let r = waitpid(-1, &status, __WALL | WNOHANG)
-            if r > 0 { return (r, status) }
+            if r > 0 {
+                // waitpid(-1) reports every process hookit traces: another's event goes to it.
+                if Family.route(r, status, waiter: self) { return (r, status) }
+                if returnOnRouted { return nil }
+                continue
+            }
             if r < 0 {
                 if errno == EINTR { continue }
                 if errno == ECHILD {
@@ -200,6 +218,9 @@ public final class Tracee {
         switch hk_wptrace_event(status) {
         case Int32(HK_PTRACE_EVENT_CLONE):
             adoptClone(pid_t(truncatingIfNeeded: try Ptrace.eventMessage(tid)))
+        case Ptrace.eventFork, Ptrace.eventVfork:
+            forked.append(ForkedChild(pid: pid_t(truncatingIfNeeded: try Ptrace.eventMessage(tid)),
+                                      sharesMemory: hk_wptrace_event(status) == Ptrace.eventVfork))
         case Int32(HK_PTRACE_EVENT_EXEC):
             // Every other thread is gone and the execing thread now has the leader's id.
             execed = true
@@ -268,7 +289,7 @@ public final class Tracee {
     /// new threads followed, group stops kept. Call it regularly while attached and not held.
     public func pump(seconds: Double) throws {
         let deadline = Clock.now() + UInt64(seconds * 1e9)
-        while let ev = try waitEvent(until: deadline, wake: wakeDescriptor) {
+        while let ev = try waitEvent(until: deadline, wake: wakeDescriptor, returnOnRouted: true) {
             try dispatch(tid: ev.tid, status: ev.status)
         }
     }

@@ -45,7 +45,7 @@ struct EventRenderer {
             case .exec(let e):
                 out += patterns(e.patterns, refusals)
                 out.append("process \(e.pid) ran exec \(e.path): \(e.functions) function(s) hooked in the new image")
-            case .fork(let f): out.append("process \(f.pid) forked \(f.child)")
+            case .fork(let f): out.append("process \(f.pid) forked \(f.child), which runs \(f.functions) hooked function(s)")
             }
         }
         if !counts.isEmpty { out += countTable(counts) }

@@ -21,8 +21,6 @@ enum Event {
     case pending(Pending)
     case loaded(Loaded)
     case exec(Exec)
-    // In the schema, not emitted yet (docs/events.md says so): hookit does not report forked
-    // children apart from their parent.
     case fork(Fork)
 
     struct PatternReport: Codable { var request: String, hooked: Int, refused: Int }
@@ -46,6 +44,8 @@ enum Event {
     struct Call: Codable {
         var function: String
         var tid: UInt32
+        /// The process of the thread (the traced process or a child it forked); nil if unknown.
+        var pid: Int32?
         var ts: UInt64
         var args: [TracedValue]
         var ret: TracedValue
@@ -56,6 +56,7 @@ enum Event {
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(function, forKey: .function)
             try c.encode(tid, forKey: .tid)
+            try c.encodeIfPresent(pid, forKey: .pid)
             try c.encode(ts, forKey: .ts)
             try c.encode(args, forKey: .args)
             try c.encode(ret, forKey: .ret)
@@ -149,7 +150,7 @@ enum Event {
         var refused: Int
         var patterns: [PatternReport]
     }
-    struct Fork: Codable { var pid: Int32, child: Int32 }
+    struct Fork: Codable { var pid: Int32, child: Int32, functions: Int }
 
     var name: String {
         switch self {

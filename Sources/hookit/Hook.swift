@@ -48,6 +48,8 @@ struct SessionOptions {
     var interval: Double?
     var histogram = false
     var keepReplacements = false
+    /// Children the process forks are followed (not with --no-follow).
+    var followForks = true
     var chromeTrace: String?
     /// --prometheus FILE.prom, --otlp FILE.jsonl, --service NAME (Exports.swift).
     var prometheus: String?

@@ -34,6 +34,10 @@ final class HookSession {
     var tracedBefore = false
     /// Requests that matched a function at some point (in any image): never pending again.
     var matched: Set<String> = []
+    /// Children the process forked, followed until they exit or exec (see HookSession+Fork).
+    var children: [FollowedChild] = []
+    /// Which process each thread seen belongs to, for the trace's `pid`.
+    var processOfThread: [UInt32: pid_t] = [:]
     /// nil until decided: whether counts are timed (the runtime could be loaded).
     var timedCounts: Bool?
     var runtimeConfigured = false
@@ -57,7 +61,7 @@ final class HookSession {
         knownModules = Set(symbols.modules.map(Self.moduleKey))
         exports = try Exports(options: options, pid: pid, output: output)
         // Seized, not stopped: the world stops only for the pokes (TrampolineTable.update).
-        tracee = try spawned ?? Tracee.attachRunning(pid: pid)
+        tracee = try spawned ?? Tracee.attachRunning(pid: pid, followForks: options.followForks)
         table = TrampolineTable(tracee: tracee, symbols: symbols, options: Self.tableOptions(options))
         clock = TickClock()
         do {
@@ -217,7 +221,7 @@ final class HookSession {
                 output.problem("\(error)")
                 break
             }
-            if tracee.exited { break }
+            if tracee.exited && children.isEmpty { break }
         }
     }
 
@@ -227,6 +231,7 @@ final class HookSession {
         try tracee.pump(seconds: ring == nil ? seconds : min(seconds, 0.01))
         followExec()
         serviceLoader()
+        serviceChildren()
         drainTrace()
         exports.tick()
         if let due = nextInterval, Clock.seconds() >= due, let interval = options.interval {
@@ -248,7 +253,7 @@ final class HookSession {
             for e in events {
                 let t = traced[e.function]
                 let call = TracedCall(event: e, function: t.label, signature: t.signature, clock: clock)
-                output.call(call)
+                output.call(call, pid: processOfThread[call.tid])
                 exports.call(call)
             }
         }
@@ -273,6 +278,7 @@ final class HookSession {
             // The counters and the ring are shared memory: still readable.
             report(programs: [], exited: true)
             if !exitExpected { output.problem("the process exited") }
+            for p in detachChildren() { output.problem(p) }
             output.exited(status: tracee.exitStatus, traced: traceTotals, neverMatched: pending)
             exports.close()
             output.finish()
@@ -282,9 +288,10 @@ final class HookSession {
         let kept = options.keepReplacements ? Set(programStats.filter { $0.0.kind == .replace }.map(\.0.function.address)) : []
         let report = table.detach(keeping: kept)
         finishTrace(tableUnmapped: report.unmapped || !kept.isEmpty)
+        let family = detachChildren()
         let injector = tracee.detach()
         self.report(programs: programStats, exited: false)
-        for p in report.problems + injector.problems { output.problem(p) }
+        for p in report.problems + family + injector.problems { output.problem(p) }
         output.detached(restored: report.restored, kept: report.kept, leftMapped: report.leftMapped, stop: injector.stopStats,
                         traced: traceTotals, neverMatched: pending)
         exports.close()

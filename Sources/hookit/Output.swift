@@ -67,6 +67,11 @@ struct Output {
                            pending: neverMatched)))
     }
 
+    /// The process (or a child of it) forked `child`, which hookit now follows.
+    func fork(pid: pid_t, child: pid_t, functions: Int) {
+        emit(.fork(.init(pid: pid, child: child, functions: functions)))
+    }
+
     /// The process ran exec and its new image got the session's hooks.
     func exec(pid: pid_t, path: String, functions: Int, report: AddReport) {
         emit(refusals(report) + [.exec(.init(pid: pid, path: path, functions: functions, refused: report.refused.count,
@@ -87,8 +92,8 @@ struct Output {
 
     // MARK: - trace, counts, overrides
 
-    func call(_ c: TracedCall) {
-        emit(.call(.init(function: c.function, tid: c.tid, ts: c.timestamp, args: c.args, ret: c.ret, ns: c.nanos)))
+    func call(_ c: TracedCall, pid: pid_t? = nil) {
+        emit(.call(.init(function: c.function, tid: c.tid, pid: pid, ts: c.timestamp, args: c.args, ret: c.ret, ns: c.nanos)))
     }
 
     /// The --count table (at each --interval and at detach).

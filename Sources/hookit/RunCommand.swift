@@ -34,7 +34,7 @@ struct RunCommand: ParsableCommand {
         let session: HookSession
         let tracee: Tracee
         do {
-            tracee = try Tracee.spawn(command)
+            tracee = try Tracee.spawn(command, followForks: !flags.noFollow)
         } catch {
             output.fatal(error)
         }
