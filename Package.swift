@@ -27,7 +27,7 @@ let package = Package(
         // the vector state (the runtime must never touch a vector or x87 register).
         .target(name: "HookitRuntime",
                 cSettings: [.headerSearchPath("../../include"), .unsafeFlags(["-mgeneral-regs-only", "-O2"])]),
-        .target(name: "RemoteTramp", dependencies: ["Injector"]),
+        .target(name: "RemoteTramp", dependencies: ["Injector", "CPtrace"]),
         .executableTarget(
             name: "hookit",
             dependencies: [

@@ -37,41 +37,50 @@ extern const unsigned int __rseq_size __attribute__((weak));
 
 _Static_assert(HOOKIT_RT_CPU_STRIDE == 1 << 24, "the add below shifts the CPU number by 24");
 
+// The asm text every rseq critical section of the runtime shares (local labels: 1 its start, 2
+// just past its commit, 4 its abort handler, 6 where it is armed again after an abort, 3 its
+// descriptor). The descriptor (struct rseq_cs: version, flags, start_ip, post_commit_offset,
+// abort_ip) is in a data section of this library; the 4 bytes before the abort handler are
+// glibc's RSEQ_SIG, which the kernel checks before jumping there. `rseq` names the operand
+// holding __rseq_offset (struct rseq: cpu_id at +4, rseq_cs at +8).
+#define RT_RSEQ_ARM(scratch)                                    \
+    ".pushsection .data.rel.ro.hookit_rseq, \"aw\"\n\t"         \
+    ".balign 32\n"                                              \
+    "3:\n\t"                                                    \
+    ".long 0, 0\n\t"                                            \
+    ".quad 1f, 2f - 1f, 4f\n\t"                                 \
+    ".popsection\n"                                             \
+    "6:\n\t"                                                    \
+    "leaq 3b(%%rip), " scratch "\n\t"                           \
+    "movq " scratch ", %%fs:8(%[rseq])\n"                        \
+    "1:\n\t"
+#define RT_RSEQ_DISARM "movq $0, %%fs:8(%[rseq])\n\t"
+#define RT_RSEQ_ABORT                                           \
+    ".byte 0x0f, 0xb9, 0x3d\n\t"                                \
+    ".long 0x53053053\n"                                        \
+    "4:\n\t"                                                    \
+    "jmp 6b\n"
+
 static inline __attribute__((always_inline)) void rt_percpu_add(uint64_t *cpu0, uint64_t delta) {
     unsigned cpus = (unsigned)hookit_rt_cpus;
     if (!&__rseq_size || __rseq_size < 8) {
         __atomic_fetch_add(cpu0, delta, __ATOMIC_RELAXED);
         return;
     }
-    long rseq = (long)__rseq_offset;     // struct rseq: cpu_id at +4, rseq_cs at +8
-    // The descriptor (struct rseq_cs: version, flags, start_ip, post_commit_offset, abort_ip) is
-    // in a data section of this library; the 4 bytes before the abort handler are glibc's
-    // RSEQ_SIG, which the kernel checks before jumping there.
+    long rseq = (long)__rseq_offset;
     __asm__ volatile(
-        ".pushsection .data.rel.ro.hookit_rseq, \"aw\"\n\t"
-        ".balign 32\n"
-        "3:\n\t"
-        ".long 0, 0\n\t"
-        ".quad 1f, 2f - 1f, 4f\n\t"
-        ".popsection\n"
-        "6:\n\t"
-        "leaq 3b(%%rip), %%rax\n\t"
-        "movq %%rax, %%fs:8(%[rseq])\n"
-        "1:\n\t"
+        RT_RSEQ_ARM("%%rax")
         "movl %%fs:4(%[rseq]), %%eax\n\t"
         "cmpl %[cpus], %%eax\n\t"
         "jae 5f\n\t"
         "shlq $24, %%rax\n\t"
         "addq %[delta], (%[cell], %%rax)\n"
         "2:\n\t"
-        "movq $0, %%fs:8(%[rseq])\n\t"
+        RT_RSEQ_DISARM
         "jmp 7f\n\t"
-        ".byte 0x0f, 0xb9, 0x3d\n\t"
-        ".long 0x53053053\n"
-        "4:\n\t"
-        "jmp 6b\n"
+        RT_RSEQ_ABORT
         "5:\n\t"
-        "movq $0, %%fs:8(%[rseq])\n\t"
+        RT_RSEQ_DISARM
         "lock addq %[delta], (%[cell])\n"
         "7:\n"
         :

@@ -45,18 +45,9 @@ static struct event *reserve_on_this_cpu(struct ring_header *ring0, uint64_t *po
     char *ring;
     uint64_t pos, tmp;
     char *slot;
-    long rseq = (long)__rseq_offset;      // struct rseq: cpu_id at +4, rseq_cs at +8
+    long rseq = (long)__rseq_offset;
     __asm__ volatile(
-        ".pushsection .data.rel.ro.hookit_rseq, \"aw\"\n\t"
-        ".balign 32\n"
-        "3:\n\t"
-        ".long 0, 0\n\t"
-        ".quad 1f, 2f - 1f, 4f\n\t"
-        ".popsection\n"
-        "6:\n\t"
-        "leaq 3b(%%rip), %[ring]\n\t"
-        "movq %[ring], %%fs:8(%[rseq])\n"
-        "1:\n\t"
+        RT_RSEQ_ARM("%[ring]")
         "movl %%fs:4(%[rseq]), %k[ring]\n\t"
         "cmpl %k[rings], %k[ring]\n\t"
         "jae 8f\n\t"
@@ -75,16 +66,13 @@ static struct event *reserve_on_this_cpu(struct ring_header *ring0, uint64_t *po
         "leaq 1(%[pos]), %[tmp]\n\t"
         "movq %[tmp], 64(%[ring])\n"
         "2:\n\t"
-        "movq $0, %%fs:8(%[rseq])\n\t"
+        RT_RSEQ_DISARM
         "jmp 7f\n\t"
-        ".byte 0x0f, 0xb9, 0x3d\n\t"
-        ".long 0x53053053\n"
-        "4:\n\t"
-        "jmp 6b\n"
+        RT_RSEQ_ABORT
         "8:\n\t"
         "movq %[base], %[ring]\n"
         "5:\n\t"
-        "movq $0, %%fs:8(%[rseq])\n\t"
+        RT_RSEQ_DISARM
         "xorl %k[slot], %k[slot]\n"
         "7:\n"
         : [ring] "=&r"(ring), [pos] "=&r"(pos), [slot] "=&r"(slot), [tmp] "=&r"(tmp)

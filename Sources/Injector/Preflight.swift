@@ -3,7 +3,12 @@ import Glibc
 /// Checks made before hookit touches a process, so that bad input is refused with a precise
 /// reason and the tracee is never half-attached.
 public enum Preflight {
-    public static func check(pid: pid_t, forAttach: Bool) throws {
+    /// Proof that `check(pid:forAttach: true)` passed for `pid`: an attach given it does not
+    /// check again.
+    public struct Passed: Sendable { let pid: pid_t }
+
+    @discardableResult
+    public static func check(pid: pid_t, forAttach: Bool) throws -> Passed {
         if pid <= 0 || !ProcFS.exists(pid) { throw InjectorError.noSuchProcess(pid: pid) }
         if pid == getpid() { throw InjectorError.isSelf(pid: pid) }
         if let tgid = ProcFS.statusField("/proc/\(pid)/status", "Tgid"), let t = pid_t(tgid), t != pid {
@@ -17,6 +22,7 @@ public enum Preflight {
            let tp = pid_t(tracer), tp != 0 {
             throw InjectorError.alreadyTraced(pid: pid, tracer: tp, tracerName: ProcFS.comm(tp))
         }
+        return Passed(pid: pid)
     }
 
     /// Kernel threads carry PF_KTHREAD (0x00200000) in the flags field of /proc/PID/stat.

@@ -72,9 +72,15 @@ public final class Tracee {
     /// stopped (none can be inside clone) shows no thread hookit does not have.
     public static func attach(pid: pid_t) throws -> Tracee {
         try Preflight.check(pid: pid, forAttach: true)
+        return try seized(pid) { try $0.seizeAll() }
+    }
+
+    /// A tracee of `pid` whose threads `seize` took; on failure every thread it took is let go.
+    private static func seized(_ pid: pid_t, followForks: Bool = false, _ seize: (Tracee) throws -> Void) throws -> Tracee {
         let t = Tracee(pid: pid)
+        t.followsForks = followForks
         do {
-            try t.seizeAll()
+            try seize(t)
         } catch {
             _ = t.detach()
             throw error
@@ -87,16 +93,11 @@ public final class Tracee {
     /// that pokes. A thread that was inside clone() while its parent was seized may create its
     /// child untraced and after the last read of /proc/PID/task (see `attach`); so the first
     /// stopWorld settles the thread list, as `attach` does, before anything is poked.
-    public static func attachRunning(pid: pid_t, followForks: Bool = false) throws -> Tracee {
-        try Preflight.check(pid: pid, forAttach: true)
-        let t = Tracee(pid: pid)
-        t.followsForks = followForks
-        do {
-            try t.seizeListed()
-        } catch {
-            _ = t.detach()
-            throw error
-        }
+    /// `checked`: the caller's own preflight of `pid`, which is then not made again.
+    /// `followForks`: children are attached by the kernel (see Family).
+    public static func attachRunning(pid: pid_t, checked: Preflight.Passed? = nil, followForks: Bool = false) throws -> Tracee {
+        if checked?.pid != pid { try Preflight.check(pid: pid, forAttach: true) }
+        let t = try seized(pid, followForks: followForks) { try $0.seizeListed() }
         t.threadListUnsettled = true
         return t
     }

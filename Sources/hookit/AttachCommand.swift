@@ -1,5 +1,4 @@
 import ArgumentParser
-import CPtrace
 import Glibc
 import Injector
 import RemoteTramp
@@ -29,22 +28,19 @@ struct AttachCommand: ParsableCommand {
     var interactive = false
 
     func run() throws {
-        catchTerminationSignals()
-        raisePriority()
-        let requests = try flags.requests(hooks, allowEmpty: interactive)
-        let output = Output(json: flags.json)
+        let (requests, output) = try flags.start(hooks, allowEmpty: interactive)
         let session: HookSession
         do {
             session = try HookSession(pid: pid, requests: requests, options: try flags.sessionOptions(hooks), output: output)
         } catch {
-            output.fatal(error)
+            throw output.fatal(error)
         }
         if interactive {
             InteractiveSession(session: session, output: output).run()
         } else {
             session.runUntilDone(duration: flags.duration)
         }
-        if !session.detach() { Glibc.exit(1) }
+        if !session.detach() { throw ExitCode.failure }
     }
 }
 
@@ -117,8 +113,16 @@ struct SessionFlags: ParsableArguments {
         } catch let e as ValidationError {
             throw e
         } catch {
-            Output(json: json).fatal(error)
+            throw Output(json: json).fatal(error)
         }
+    }
+
+    /// What every hooking command does first: signals caught, priority raised, the hook
+    /// requests checked (before anything touches a process), the output made.
+    func start(_ hooks: HookSpecs, allowEmpty: Bool) throws -> ([HookRequest], Output) {
+        catchTerminationSignals()
+        raisePriority()
+        return (try requests(hooks, allowEmpty: allowEmpty), Output(json: json))
     }
 
     func sessionOptions(_ hooks: HookSpecs) throws -> SessionOptions {

@@ -12,26 +12,10 @@ enum CountTable {
         /// Bucket 0: 0 ns; bucket k: [2^(k-1), 2^k) ns.
         let histogram: [UInt64]
 
-        var label: String { "\(function.module):\(function.name)" }
+        var label: String { function.label }
         /// Calls whose time was taken (a call in flight across a live change may have none).
         var timedCalls: UInt64 { histogram.reduce(0, +) }
         var meanNanos: UInt64 { timedCalls == 0 ? 0 : nsecs / timedCalls }
-    }
-
-    static func text(_ rows: [Row], histogram: Bool) -> [String] {
-        var lines = [pad("FUNCTION", 40) + lpad("CALLS", 12) + lpad("TOTAL", 12) + lpad("MEAN", 12) + lpad("MISSES", 9)]
-        for r in rows.sorted(by: { $0.calls > $1.calls }) {
-            lines.append(pad(r.label, 40) + lpad("\(r.calls)", 12) + lpad(r.timed ? duration(r.nsecs) : "-", 12)
-                         + lpad(r.timed ? duration(r.meanNanos) : "-", 12) + lpad("\(r.misses)", 9))
-        }
-        if histogram {
-            for r in rows.sorted(by: { $0.calls > $1.calls }) where r.timed && r.calls > 0 {
-                lines.append("")
-                lines.append("\(r.label) (ns)")
-                lines += bars(r.histogram)
-            }
-        }
-        return lines
     }
 
     /// One line per bucket from the first to the last non-empty one.
@@ -68,6 +52,9 @@ enum CountTable {
         }
     }
 
-    static func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
-    static func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? " " + s : String(repeating: " ", count: n - s.count) + s }
 }
+
+/// Left-aligned in `n` columns (at least one space after).
+func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+/// Right-aligned in `n` columns (at least one space before).
+func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? " " + s : String(repeating: " ", count: n - s.count) + s }

@@ -58,7 +58,7 @@ struct EventRenderer {
         let rel = Double(Int64(bitPattern: c.ts &- start)) / 1e9
         let r = c.ret.isNone ? "" : " = \(c.ret.text)"
         let d = c.ns.map { "  (\(CountTable.duration($0)))" } ?? ""
-        return "\(CountTable.lpad(fixed(rel, 6), 12)) \(CountTable.lpad("\(c.tid)", 7))  \(c.function)(\(c.args.map(\.text).joined(separator: ", ")))\(r)\(d)"
+        return "\(lpad(fixed(rel, 6), 12)) \(lpad("\(c.tid)", 7))  \(c.function)(\(c.args.map(\.text).joined(separator: ", ")))\(r)\(d)"
     }
 
     /// Per pattern: how many functions it hooked, and the refused ones grouped by reason.
@@ -123,6 +123,4 @@ struct EventRenderer {
         "traced \(calls) call(s)" + (dropped == 0 ? ", none dropped" : "; \(dropped) dropped: the trace ring was full (hookit read too slowly)")
     }
 
-    private func pad(_ s: String, _ n: Int) -> String { CountTable.pad(s, n) }
-    private func lpad(_ s: String, _ n: Int) -> String { CountTable.lpad(s, n) }
 }

@@ -1,4 +1,3 @@
-import CPtrace
 import Glibc
 import Injector
 import RemoteTramp
@@ -49,7 +48,7 @@ final class HookSession {
     init(pid: pid_t, requests: [HookRequest], options: SessionOptions, output: Output, spawned: Tracee? = nil) throws {
         self.output = output
         self.options = options
-        if spawned == nil { try Preflight.check(pid: pid, forAttach: true) }
+        let checked = spawned == nil ? try Preflight.check(pid: pid, forAttach: true) : nil
         // Symbols first: reading them needs no stop.
         symbols = try SymbolTable(pid: pid)
         // Bad patterns fail before attaching; a module not loaded yet is waited for.
@@ -61,7 +60,7 @@ final class HookSession {
         knownModules = Set(symbols.modules.map(Self.moduleKey))
         exports = try Exports(options: options, pid: pid, output: output)
         // Seized, not stopped: the world stops only for the pokes (TrampolineTable.update).
-        tracee = try spawned ?? Tracee.attachRunning(pid: pid, followForks: options.followForks)
+        tracee = try spawned ?? Tracee.attachRunning(pid: pid, checked: checked, followForks: options.followForks)
         table = TrampolineTable(tracee: tracee, symbols: symbols, options: Self.tableOptions(options))
         clock = TickClock()
         do {
@@ -78,7 +77,7 @@ final class HookSession {
             if tracee.held { try tracee.resumeWorld() }
         } catch {
             // Cleaning up is not to be cut short by the signal that may have caused the failure.
-            hk_interrupt_signal = 0
+            Interruption.clear()
             if tracee.exited { throw error }
             _ = table.detach(waitSeconds: 1)
             tracee.detach()
@@ -113,7 +112,7 @@ final class HookSession {
                         linked += 1
                     } catch let e as TrampolineError {
                         guard functions.count > 1, let reason = e.refusalReason else { throw e }
-                        report.refused.append(.init(function: "\(f.module):\(f.name)", pattern: request.pattern.text, request: request.text, reason: reason))
+                        report.refused.append(.init(function: f.label, pattern: request.pattern.text, request: request.text, reason: reason))
                         refused += 1
                     }
                 }
@@ -213,7 +212,7 @@ final class HookSession {
     /// arrives or the process exits.
     func runUntilDone(duration: Double?) {
         let start = Clock.seconds()
-        while hk_interrupt_signal == 0 {
+        while !Interruption.requested {
             if let d = duration, Clock.seconds() - start >= d { break }
             do {
                 try service(seconds: 0.05)
@@ -229,6 +228,7 @@ final class HookSession {
     /// the ring is read often), then the ring and a due count table.
     func service(seconds: Double) throws {
         try tracee.pump(seconds: ring == nil ? seconds : min(seconds, 0.01))
+        output.pump()
         followExec()
         serviceLoader()
         serviceChildren()
@@ -246,7 +246,7 @@ final class HookSession {
     func drainTrace(forSeconds limit: Double = 0.02) {
         guard let ring else { return }
         let deadline = Clock.seconds() + limit
-        while !output.backlogged && Clock.seconds() < deadline && hk_interrupt_signal == 0 {
+        while !output.backlogged && Clock.seconds() < deadline && !Interruption.requested {
             let events = ring.drain(max: 4096)
             if events.isEmpty { return }
             tracedCalls += UInt64(events.count)
@@ -273,7 +273,7 @@ final class HookSession {
     func detach(exitExpected: Bool = false) -> Bool {
         // A termination signal asked for this detach; it must not also cut the detach short.
         // (Another one arriving from here on still interrupts it.)
-        hk_interrupt_signal = 0
+        Interruption.clear()
         if tracee.exited {
             // The counters and the ring are shared memory: still readable.
             report(programs: [], exited: true)

@@ -1,5 +1,4 @@
 import ArgumentParser
-import CPtrace
 import Glibc
 import Injector
 
@@ -12,31 +11,24 @@ struct Hookit: ParsableCommand {
     )
 }
 
-/// Prints a typed error the way every subcommand does and exits non-zero.
-func fail(_ error: Error) -> Never {
+/// Prints a typed error the way every subcommand does; the command ends by throwing the exit
+/// code returned, so the argument parser exits non-zero.
+func reportFailure(_ error: Error) -> ExitCode {
     var stderr = StandardError()
-    print("hookit: error: \(error)", to: &stderr)
-    exit(1)
+    print("hookit: error: \(advice(for: error))", to: &stderr)
+    return .failure
 }
 
 /// A shell's exit code for a waitpid status: the status of an exit, 128 + the signal of a kill.
-func shellExitCode(waitStatus status: Int32) -> Int32 {
-    hk_wifexited(status) != 0 ? hk_wexitstatus(status) : 128 + hk_wtermsig(status)
-}
+func shellExitCode(waitStatus status: Int32) -> Int32 { WaitStatus.shellExitCode(status) }
 
 struct StandardError: TextOutputStream {
     mutating func write(_ string: String) { fputs(string, Glibc.stderr) }
 }
 
-/// SIGINT, SIGTERM and SIGHUP only set a flag: Injector notices it at its next safe point,
-/// unwinds and detaches, so the tracee is never left stopped or half-changed.
-/// SIGPIPE is ignored: a closed stdout shows up as EPIPE, and the session detaches.
-func catchTerminationSignals() {
-    Tracee.sleepWhileWaiting()
-    let signals: [Int32] = [SIGINT, SIGTERM, SIGHUP, 0]
-    signals.withUnsafeBufferPointer { hk_catch_signals($0.baseAddress) }
-    signal(SIGPIPE, SIG_IGN)
-}
+/// SIGINT, SIGTERM and SIGHUP only set a flag (Interruption): Injector notices it at its next
+/// safe point, unwinds and detaches, so the tracee is never left stopped or half-changed.
+func catchTerminationSignals() { Interruption.catchTerminationSignals() }
 
 /// hookit runs at the highest normal priority when it may (root): its work — reading symbols,
 /// relocating entries, building images, answering ptrace stops — is what the tracee waits for,

@@ -28,7 +28,7 @@ struct InjectCommand: ParsableCommand {
             symbols = try SymbolTable(pid: pid)
             tracee = try Tracee.attach(pid: pid)
         } catch {
-            fail(error)
+            throw reportFailure(error)
         }
         var result: Result<InjectedLibrary, Error>
         do {
@@ -45,7 +45,7 @@ struct InjectCommand: ParsableCommand {
             let s = report.stopStats
             print("world stopped \(s.count) times, longest \(ms(s.longestNanos)) ms, total \(ms(s.totalNanos)) ms; \(report.detachedThreads) thread(s) detached")
         case .failure(let error):
-            fail(error)
+            throw reportFailure(error)
         }
     }
 }

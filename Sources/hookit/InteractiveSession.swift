@@ -1,4 +1,3 @@
-import CPtrace
 import Glibc
 import Injector
 import RemoteTramp
@@ -18,12 +17,12 @@ struct InteractiveSession {
     func run() {
         let prompt = isatty(0) != 0 && !output.json
         var input = LineReader(fd: 0)
-        while hk_interrupt_signal == 0 && !session.tracee.exited {
+        while !Interruption.requested && !session.tracee.exited {
             if prompt { output.prompt() }
             var line: String?
             var eof = false
             // Wait for a line while servicing the tracee (signals, new threads).
-            while hk_interrupt_signal == 0 && !session.tracee.exited {
+            while !Interruption.requested && !session.tracee.exited {
                 switch input.next(timeoutMs: 50) {
                 case .line(let l): line = l
                 case .eof: eof = true

@@ -1,4 +1,4 @@
-import CPtrace
+import ArgumentParser
 import Glibc
 import Injector
 import RemoteTramp
@@ -46,7 +46,7 @@ struct Output {
         let elapsed = (Double(Clock.now() - start) / 1e6).rounded() / 1000
         emit(rows.map { link, s in
             let calls = s?.calls ?? 0, ns = s?.nsecs ?? 0
-            return .stats(.init(function: "\(link.function.module):\(link.function.name)", address: hex(link.function.address),
+            return .stats(.init(function: link.function.label, address: hex(link.function.address),
                                 id: link.id, kind: link.kind.rawValue, program: link.code.name, cookie: link.cookie,
                                 calls: calls, ns: ns, meanNs: calls == 0 ? 0 : ns / calls, misses: s?.misses ?? 0,
                                 // The built-in counter (--prog KIND:P=count) counts runs only.
@@ -109,7 +109,7 @@ struct Output {
     }
 
     func override(_ o: OverrideEntry, calls: UInt64, injected: UInt64) {
-        emit(.override(.init(function: "\(o.function.module):\(o.function.name)", value: Int64(bitPattern: o.settings.value),
+        emit(.override(.init(function: o.function.label, value: Int64(bitPattern: o.settings.value),
                              errno: o.settings.errno, calls: calls, injected: injected)))
     }
 
@@ -141,12 +141,13 @@ struct Output {
         reportError(text, fatal: false)
     }
 
-    /// An error hookit exits on: reported as `error` (with --json) and on stderr, then exit 1.
-    func fatal(_ error: Error) -> Never {
+    /// An error hookit exits on: reported as `error` (with --json) and on stderr; the command
+    /// throws the exit code returned.
+    func fatal(_ error: Error) -> ExitCode {
         fflush(stdout)   // what print() buffered (hookit symbols) comes first
-        reportError("\(error)", fatal: true)
+        reportError(advice(for: error), fatal: true)
         finish()
-        exit(1)
+        return .failure
     }
 
     private func reportError(_ text: String, fatal: Bool) {
@@ -170,6 +171,11 @@ struct Output {
     private func line(_ s: String) {
         StdoutSink.shared.append(s)
     }
+
+    /// Writes what stdout takes now without waiting. Called at every round of the session, so
+    /// buffered lines go out while nothing new is printed (else the last lines would wait for a
+    /// next one, and a full buffer would keep the ring unread for good).
+    func pump() { StdoutSink.shared.flush(blocking: false) }
 
     /// More output is waiting than stdout takes: stop reading the trace ring for now (the
     /// tracee's writers then count drops; nothing waits on hookit's reader).
@@ -257,7 +263,7 @@ final class StdoutSink {
     private func stdoutGone() {
         buffer.removeAll()
         start = 0
-        if !gone && hk_interrupt_signal == 0 { hk_interrupt_signal = SIGPIPE }
+        if !gone { Interruption.request(SIGPIPE) }
         gone = true
     }
 }

@@ -1,5 +1,4 @@
 import ArgumentParser
-import CPtrace
 import Glibc
 import Injector
 import RemoteTramp
@@ -27,16 +26,13 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
-        catchTerminationSignals()
-        raisePriority()
-        let requests = try flags.requests(hooks, allowEmpty: false)
-        let output = Output(json: flags.json)
+        let (requests, output) = try flags.start(hooks, allowEmpty: false)
         let session: HookSession
         let tracee: Tracee
         do {
             tracee = try Tracee.spawn(command, followForks: !flags.noFollow)
         } catch {
-            output.fatal(error)
+            throw output.fatal(error)
         }
         do {
             session = try HookSession(pid: tracee.pid, requests: requests, options: try flags.sessionOptions(hooks),
@@ -44,14 +40,14 @@ struct RunCommand: ParsableCommand {
         } catch {
             // The program never got to main with its hooks: it does not run without them.
             tracee.killAndReap()
-            output.fatal(error)
+            throw output.fatal(error)
         }
         session.runUntilDone(duration: flags.duration)
         let exited = tracee.exited
         let ok = session.detach(exitExpected: true)
         if exited, let status = tracee.exitStatus {
-            Glibc.exit(shellExitCode(waitStatus: status))
+            throw ExitCode(shellExitCode(waitStatus: status))
         }
-        if !ok { Glibc.exit(1) }
+        if !ok { throw ExitCode.failure }
     }
 }

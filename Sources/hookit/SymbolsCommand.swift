@@ -52,7 +52,7 @@ struct SymbolsCommand: ParsableCommand {
                       to: &stderr)
             }
         } catch {
-            Output(json: json).fatal(error)
+            throw Output(json: json).fatal(error)
         }
     }
 

@@ -1,4 +1,3 @@
-import CPtrace
 import Glibc
 import Injector
 import RemoteTramp
@@ -53,7 +52,7 @@ struct TickClock {
     let nanos0: UInt64
 
     init() {
-        ticks0 = hk_rdtsc()
+        ticks0 = TimeStampCounter.now()
         nanos0 = Clock.now()
     }
 
