@@ -56,6 +56,27 @@ final class ForkFollowTests: XCTestCase {
         XCTAssertFalse(restored, "without following, the child keeps the parent's patch")
     }
 
+    /// `hookit run` ends when the whole family has exited: here the shell exits at once and its
+    /// background child writes a file half a second later; the status is the shell's.
+    func testRunEndsWhenTheWholeFamilyHasExited() throws {
+        let file = NSTemporaryDirectory() + "hookit-family-\(getpid())"
+        unlink(file)
+        defer { unlink(file) }
+        let run = runProgram([Repo.hookit, "run", "--json", "--count", "libc.so.6:getpid", "--",
+                              "/bin/sh", "-c", "(sleep 0.5; echo done > \(file)) >/dev/null 2>&1 & exit 3"])
+        XCTAssertEqual(run.status, 3, run.stderr)
+        XCTAssertEqual(try? String(contentsOfFile: file, encoding: .utf8), "done\n", "the child had finished: \(run.output)")
+        let events = events(run.output)
+        XCTAssertGreaterThanOrEqual(events.filter { $0["event"] as? String == "fork" }.count, 1, run.output)
+        XCTAssertEqual(events.last?["event"] as? String, "exited")
+        XCTAssertEqual(events.last?["status"] as? Int, 3)
+        let noFollow = runProgram([Repo.hookit, "run", "--json", "--no-follow", "--count", "libc.so.6:getpid", "--",
+                                   "/bin/sh", "-c", "(sleep 2; echo late > \(file).nf) >/dev/null 2>&1 & exit 3"])
+        defer { unlink(file + ".nf") }
+        XCTAssertEqual(noFollow.status, 3, noFollow.stderr)
+        XCTAssertNil(try? String(contentsOfFile: file + ".nf", encoding: .utf8), "--no-follow ends with the one process")
+    }
+
     func testTracedCallsOfAForkedChildCarryItsPid() throws {
         let run = runProgram([Repo.hookit, "run", "--json", "--trace", "hooktarget:add", "--", Repo.target("hooktarget")],
                              stdin: "add 1 2\nforkadd 2 3\nforkadd 4 4\nquit\n")
