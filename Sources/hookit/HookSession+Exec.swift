@@ -56,6 +56,7 @@ extension HookSession {
         tracee.wakeDescriptor = -1
         traced = []
         traceIndex = [:]
+        loaderUnfollowable = false
         timedCounts = nil
         runtimeConfigured = false
     }

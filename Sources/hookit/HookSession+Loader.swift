@@ -11,11 +11,13 @@ extension HookSession {
     /// worth a word when something waits.
     func followLoaderIfUseful() {
         let waiting = !pending.isEmpty
-        guard waiting || runtimeConfigured else { return }
+        guard table.loaderWatch == nil, !loaderUnfollowable, waiting || runtimeConfigured else { return }
         do {
             if waiting { try configureRuntime() }
             tracee.wakeDescriptor = try table.followLoader().descriptor
         } catch {
+            // Said once: a static process cannot load libraries anyway.
+            loaderUnfollowable = true
             if waiting { output.problem("\(error); the pending patterns cannot apply") }
         }
     }

@@ -18,6 +18,8 @@ final class HookSession {
     var pending: [String] = []
     /// Modules already looked at ("path@start"), so a loader notification finds the new ones.
     var knownModules: Set<String> = []
+    /// The loader of this image cannot be followed (said once).
+    var loaderUnfollowable = false
     private var nextHookID = 1
     /// The trace ring, made at the first --trace; traced functions by index (the cookie).
     var ring: TraceRing?
@@ -71,7 +73,6 @@ final class HookSession {
             if !requests.isEmpty {
                 report = try add(requests, text: requests.map(\.text).joined(separator: " "), resume: !wasSpawned).report
             }
-            if !requests.isEmpty { followLoaderIfUseful() }
             output.attached(pid: tracee.pid, functions: table.hookedFunctions.count, links: table.links.count, report: report,
                             stop: tracee.stopStats, codeUsed: table.codeBytesUsed, codeMapped: table.codeBytesMapped)
             if tracee.held { try tracee.resumeWorld() }
@@ -135,6 +136,7 @@ final class HookSession {
         pending.removeAll { matched.contains($0) }
         if id == nil { nextHookID += 1 }
         hooks.append(hook)
+        followLoaderIfUseful()
         return (hook, report)
     }
 

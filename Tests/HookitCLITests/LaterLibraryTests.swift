@@ -92,6 +92,24 @@ final class LaterLibraryTests: XCTestCase {
         XCTAssertEqual(try target.send("ping"), "pong")
     }
 
+    /// An interactive `add` may wait for a library too.
+    func testInteractiveAddOfAPendingPatternAppliesWhenTheLibraryIsLoaded() throws {
+        let target = try TargetProcess("hooktarget")
+        let hookit = try TargetProcess(path: Repo.hookit, arguments: ["attach", "\(target.pid)", "--json", "--interactive"])
+        defer { hookit.kill() }
+        XCTAssertTrue(try hookit.readLine(timeout: 20).contains("\"attached\""))
+        try hookit.write("add --count libplugin.so:plugin_answer")
+        XCTAssertTrue(try hookit.readLine(timeout: 20).contains("\"event\":\"pending\""))
+        XCTAssertTrue(try hookit.readLine(timeout: 20).contains("\"event\":\"added\""))
+        XCTAssertEqual(try target.send("load \(plugin)"), "loaded")
+        XCTAssertTrue(try hookit.readLine(timeout: 20).contains("\"event\":\"loaded\""))
+        XCTAssertEqual(try target.send("plugcall 3"), "called 3 12603")
+        let list = try hookit.send("list", timeout: 20)
+        XCTAssertTrue(list.contains("\"calls\":3,"), list)
+        try hookit.write("detach")
+        XCTAssertEqual(hookit.waitExit(timeout: 20), 0)
+    }
+
     /// A hookit that dies (SIGKILL) while it follows the loader leaves a process whose next
     /// dlopen goes on by itself: the runtime's send fails or its wait ends (design.md invariant 4).
     func testProcessLoadsLibrariesNormallyAfterHookitIsKilled() throws {
