@@ -20,10 +20,16 @@ extension Tracee {
         precondition(execPending, "no exec stop is held")
         execPending = false
         adopt(pid).stopped = true
+        // Whatever fails, the process goes on from where it is (its int3, if one was placed,
+        // is taken out by runToBreakpoint only on success: a failure there is an interruption
+        // or an exit).
+        var succeeded = false
+        defer { if !succeeded { for t in threads.values where t.stopped && !held { try? release(t) } } }
         for _ in 0..<16 {
             do {
                 try runToMain(command: executablePath())
                 execed = false
+                succeeded = true
                 return
             } catch InjectorError.execedBeforeMain {
                 // The exec stop of the next image, taken inside the breakpoint wait.
