@@ -690,6 +690,11 @@ int main(void) {
             int status = 0;
             waitpid(child, &status, 0);
             printf("child %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        } else if (!strcmp(cmd, "daemon")) {
+            // daemon(3), keeping the directory and stdio: the parent exits inside it, the child
+            // answers this and the next commands (stdin's buffer came with it).
+            if (daemon(1, 1) != 0) { printf("daemon failed\n"); continue; }
+            printf("daemon %d\n", getpid());
         } else if (!strcmp(cmd, "forkpark")) {
             // fork a child that calls add(1, 1) every millisecond until it is killed.
             pid_t child = fork();

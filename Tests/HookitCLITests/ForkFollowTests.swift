@@ -77,6 +77,26 @@ final class ForkFollowTests: XCTestCase {
         XCTAssertNil(try? String(contentsOfFile: file + ".nf", encoding: .utf8), "--no-follow ends with the one process")
     }
 
+    /// daemon(): the parent exits inside it and the child carries on, hooked, with its own pid;
+    /// `run` goes on until the daemon quits.
+    func testDaemonChildIsFollowedUntilItExits() throws {
+        let run = runProgram([Repo.hookit, "run", "--json", "--trace", "hooktarget:add", "--count", "hooktarget:add", "--",
+                              Repo.target("hooktarget")], stdin: "add 1 1\ndaemon\nadd 2 3\nquit\n")
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let said = run.output.split(separator: "\n").filter { !$0.hasPrefix("{") }
+        XCTAssertEqual(said.count, 5, run.output)                     // ready, 2, daemon PID, 5, bye
+        let daemon = try XCTUnwrap(said.first { $0.hasPrefix("daemon ") }.flatMap { Int($0.split(separator: " ")[1]) }, run.output)
+        XCTAssertEqual(said.suffix(2), ["5", "bye"])
+        let events = events(run.output)
+        XCTAssertEqual(events.first { $0["event"] as? String == "fork" }?["child"] as? Int, daemon, run.output)
+        let calls = events.filter { $0["event"] as? String == "call" }
+        XCTAssertEqual(calls.first { $0["ret"] as? Int == 5 }?["pid"] as? Int, daemon, run.output)
+        XCTAssertEqual(events.last { $0["event"] as? String == "stats" }?["calls"] as? Int, 2, run.output)
+        let exited = try XCTUnwrap(events.last, run.output)
+        XCTAssertEqual(exited["event"] as? String, "exited")
+        XCTAssertEqual((exited["traced"] as? Int ?? 0) + (exited["dropped"] as? Int ?? 0), 2, "traced + dropped = counted")
+    }
+
     func testTracedCallsOfAForkedChildCarryItsPid() throws {
         let run = runProgram([Repo.hookit, "run", "--json", "--trace", "hooktarget:add", "--", Repo.target("hooktarget")],
                              stdin: "add 1 2\nforkadd 2 3\nforkadd 4 4\nquit\n")
