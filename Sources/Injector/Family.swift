@@ -54,6 +54,7 @@ extension Tracee {
     public func adopt(forked child: ForkedChild) -> Tracee {
         let t = Tracee(pid: child.pid)
         t.followsForks = followsForks
+        t.followsExec = followsExec
         t.threads[child.pid] = TraceeThread(tid: child.pid)
         t.threads[child.pid]?.interruptPending = true
         return t

@@ -25,6 +25,8 @@ public final class Tracee {
     /// An exec stop is held for the caller (the thread stays in it until `runExecedImageToMain`
     /// or a release): whoever follows the process across exec decides what happens next.
     public internal(set) var execPending = false
+    /// Hold exec stops (`execPending`) instead of letting the new image run at once.
+    public var followsExec = false
     /// The leader's waitpid status once it exited while traced (the process's exit status).
     public internal(set) var exitStatus: Int32?
     public internal(set) var stopStats = StopStats()
@@ -230,7 +232,7 @@ public final class Tracee {
             stubLease = nil
             zombies.removeAll()
             memory.reopen()
-            if !held && !thread.borrowed {
+            if followsExec && !held && !thread.borrowed {
                 execPending = true
                 return
             }

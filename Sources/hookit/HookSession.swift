@@ -63,6 +63,7 @@ final class HookSession {
         exports = try Exports(options: options, pid: pid, output: output)
         // Seized, not stopped: the world stops only for the pokes (TrampolineTable.update).
         tracee = try spawned ?? Tracee.attachRunning(pid: pid, checked: checked, followForks: options.followForks)
+        tracee.followsExec = true
         table = TrampolineTable(tracee: tracee, symbols: symbols, options: Self.tableOptions(options))
         clock = TickClock()
         do {
