@@ -20,7 +20,7 @@ let package = Package(
     targets: [
         .target(
             name: "CPtrace",
-            linkerSettings: [.linkedLibrary("elf"), .linkedLibrary("dw"), .linkedLibrary("Zydis")]
+            linkerSettings: [.linkedLibrary("elf"), .linkedLibrary("dw"), .linkedLibrary("Zydis"), .linkedLibrary("iberty")]
         ),
         .target(name: "Injector", dependencies: ["CPtrace"]),
         // General registers only: images whose programs are all hookit's own skip the XSAVE of

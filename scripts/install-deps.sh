@@ -8,6 +8,7 @@ packages=(
   libdw-dev       # .eh_frame function extents (functions without symbol sizes)
   libunwind-dev   # remote stack unwinding (libunwind-ptrace)
   libzydis-dev    # x86-64 decoding for the prologue relocator
+  libiberty-dev   # demangled C++, Rust and D names (cplus_demangle)
   liblzma-dev     # libunwind's static dependency
   zlib1g-dev      # libelf's dependency
   binutils        # as/ld/nm/readelf/strip: test targets and symbol checks

@@ -11,9 +11,26 @@ public struct FunctionSymbol: Sendable, Equatable {
     public var size: UInt64
     /// For an IFUNC: the resolver's address (`address` is the implementation the tracee runs).
     public var ifuncResolver: UInt64?
+    /// A mangled name (C++, Rust) made readable, with its parameter list
+    /// (`Server::handle(int)`); nil for a name that is not mangled, and in a symbol table that
+    /// shows raw names (--mangled). Demangling is lazy: this is filled in for the functions a
+    /// pattern matched (`SymbolTable.resolve`, `function`) and by `SymbolTable.named`, not for
+    /// every function of every module read.
+    public internal(set) var demangled: String?
 
-    /// `module:name`, as patterns name functions and every report shows them.
-    public var label: String { "\(module):\(name)" }
+    /// The name reports show: demangled where that is known, else the raw name.
+    public var displayName: String { demangled ?? name }
+
+    init(module: String, name: String, address: UInt64, size: UInt64, ifuncResolver: UInt64?) {
+        self.module = module
+        self.name = name
+        self.address = address
+        self.size = size
+        self.ifuncResolver = ifuncResolver
+    }
+
+    /// `module:name` as every report shows it (the name demangled, see `displayName`).
+    public var label: String { "\(module):\(displayName)" }
 }
 
 /// A raw ELF relocation (RELA), with its symbol's name.

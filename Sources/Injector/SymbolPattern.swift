@@ -2,7 +2,9 @@ import Glibc
 
 /// `[MODULE:]GLOB`, the way every subcommand names functions: `target:add`, `libc.so.6:str*`,
 /// `add*` (any module). Both parts are shell globs (fnmatch). A module part without glob
-/// characters also matches a versioned file name by prefix: `libc` matches `libc.so.6`.
+/// characters also matches a versioned file name by prefix: `libc` matches `libc.so.6`. A C++
+/// or Rust function matches by its mangled name and by its demangled one (see `matches`):
+/// `app:Server::handle*`.
 public struct SymbolPattern: Sendable, Equatable {
     public let text: String
     public let module: String?
@@ -40,5 +42,14 @@ public struct SymbolPattern: Sendable, Equatable {
 
     public func matchesFunction(_ name: String) -> Bool {
         fnmatch(function, name, 0) == 0
+    }
+
+    /// A function matches by its raw name, or by its demangled name without the parameter list
+    /// (`Server::handle*`), or, for a pattern that has one, with it: `Shape::area(int)` picks
+    /// one overload of two.
+    public func matches(_ f: FunctionSymbol) -> Bool {
+        if matchesFunction(f.name) { return true }
+        let readable = function.contains("(") ? f.demangled ?? Demangle.full(f.name) : Demangle.base(f.name)
+        return readable.map(matchesFunction) ?? false
     }
 }

@@ -12,9 +12,12 @@ public final class SymbolTable {
     private var functionsCache: [String: [FunctionSymbol]] = [:]
     /// IFUNCs whose implementation could not be found (no resolved GOT slot anywhere).
     public private(set) var unresolvedIFuncs: [String] = []
+    /// Functions show their raw (mangled) names, not demangled ones (patterns match both alike).
+    public let mangledNames: Bool
 
-    public init(pid: pid_t, memory: RemoteMemory? = nil) throws {
+    public init(pid: pid_t, memory: RemoteMemory? = nil, mangledNames: Bool = false) throws {
         self.pid = pid
+        self.mangledNames = mangledNames
         self.memory = memory ?? RemoteMemory(pid: pid)
         self.modules = try Modules.read(pid: pid, memory: self.memory)
         if modules.isEmpty {
@@ -42,6 +45,7 @@ public final class SymbolTable {
     }
 
     /// Every defined function of a module, sorted by address; aliases are listed once per name.
+    /// Names are raw here (see `named`).
     public func functions(in module: Module) -> [FunctionSymbol] {
         if let f = functionsCache[module.path] { return f }
         let t = elfTables(module)
@@ -117,9 +121,9 @@ public final class SymbolTable {
             if mods.isEmpty { throw InjectorError.noModule(pattern: p.text, available: modules.map(\.name)) }
             var matched = 0
             for m in mods {
-                for f in functions(in: m) where p.matchesFunction(f.name) {
+                for f in functions(in: m) where p.matches(f) {
                     matched += 1
-                    if seen.insert("\(f.module):\(f.name)@\(f.address)").inserted { out.append(f) }
+                    if seen.insert("\(f.module):\(f.name)@\(f.address)").inserted { out.append(named(f)) }
                 }
             }
             if matched == 0 { throw InjectorError.noSymbol(pattern: p.text) }
@@ -131,7 +135,7 @@ public final class SymbolTable {
     public func function(_ text: String) throws -> FunctionSymbol {
         let p = try SymbolPattern(text)
         for m in modules where p.matchesModule(m.name) {
-            if let f = functions(in: m).first(where: { p.matchesFunction($0.name) }) { return f }
+            if let f = functions(in: m).first(where: { p.matches($0) }) { return named(f) }
         }
         if !modules.contains(where: { p.matchesModule($0.name) }) {
             throw InjectorError.noModule(pattern: p.text, available: modules.map(\.name))
@@ -141,6 +145,17 @@ public final class SymbolTable {
 }
 
 extension SymbolTable {
+    /// `f` with its demangled name filled in (unless the table shows raw names).
+    /// Done only for functions about to be reported: demangling every function of a big C++
+    /// library up front would slow every pattern down (patterns demangle lazily, see
+    /// SymbolPattern.matches), and a C library's names never reach the demangler at all.
+    public func named(_ f: FunctionSymbol) -> FunctionSymbol {
+        guard !mangledNames, f.demangled == nil, let full = Demangle.full(f.name) else { return f }
+        var out = f
+        out.demangled = full
+        return out
+    }
+
     /// The address of a defined symbol of any type (data included), in the first module that
     /// has it: e.g. glibc's `__rseq_offset`.
     public func anySymbol(_ name: String) -> UInt64? {

@@ -86,9 +86,14 @@ final class ProgramLoader {
         }
     }
 
-    /// Refuses a program library that does not define `symbol`, before it is loaded.
+    /// Refuses a program library that does not define `symbol`, before it is loaded. The file is
+    /// read as the tracee sees it, or as hookit does when the tracee cannot see that path at all
+    /// (another mount namespace; Tracee.inject copies hookit's file in through a memfd then).
     static func checkLibraryExports(_ library: String, _ symbol: String, pid: pid_t) throws {
-        guard let names = ElfFile.definedSymbols(path: "/proc/\(pid)/root\(library)") else {
+        var st = stat()
+        let seen = "/proc/\(pid)/root\(library)"
+        let path = stat(seen, &st) != 0 && errno == ENOENT && access(library, R_OK) == 0 ? library : seen
+        guard let names = ElfFile.definedSymbols(path: path) else {
             throw TrampolineError.programNotFound(library: library, symbol: symbol + " (the library cannot be read)")
         }
         if !names.contains(symbol) { throw TrampolineError.programNotFound(library: library, symbol: symbol) }

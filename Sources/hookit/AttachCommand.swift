@@ -12,7 +12,8 @@ struct AttachCommand: ParsableCommand {
         histograms; --interval: a table every N seconds); --override skips a function and \
         returns a value (fault injection); --replace sends every call to another function; \
         --prog attaches a C program from a library: KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N] \
-        where KIND is fentry, fexit, fmod_ret or replace (see include/hookit.h). PATTERN is \
+        where KIND is fentry, fexit, fmod_ret or replace (see include/hookit.h), or from C \
+        source compiled on the spot: KIND:PATTERN=./file.c:SYMBOL. PATTERN is \
         [MODULE:]GLOB (libc.so.6:str*, target:*). Runs until --duration seconds pass or \
         SIGINT/SIGTERM/SIGHUP, then restores every patched byte and detaches.
         """
@@ -75,6 +76,8 @@ struct SessionFlags: ParsableArguments {
 
     @Option(help: ArgumentHelp("With --otlp: the service.name of the spans (default: the process's name).", valueName: "name"))
     var service: String?
+    @Flag(help: "Show functions by their raw (mangled) names; C++ and Rust names are shown demangled otherwise. Patterns match both.")
+    var mangled = false
 
     @Flag(name: .customLong("no-time"), help: "--count counts calls only, without their time (the cheapest count).")
     var noTime = false
@@ -139,6 +142,7 @@ struct SessionFlags: ParsableArguments {
         o.prometheus = prometheus
         o.otlp = otlp
         o.service = service
+        o.mangledNames = mangled
         return o
     }
 }

@@ -55,4 +55,6 @@ struct SessionOptions {
     var prometheus: String?
     var otlp: String?
     var service: String?
+    /// --mangled: functions are reported by their raw names, not demangled.
+    var mangledNames = false
 }

@@ -58,7 +58,7 @@ struct HookRequest {
         feature = .override(s)
     }
 
-    /// FUNC=/abs/lib.so:SYMBOL
+    /// FUNC=/abs/lib.so:SYMBOL, or FUNC=./file.c:SYMBOL (built here, see InlineProgram)
     init(replace spec: String, raw: Bool = false) throws {
         let option = raw ? "--replace-raw" : "--replace"
         text = "\(option) \(spec)"
@@ -67,13 +67,15 @@ struct HookRequest {
         }
         pattern = try SymbolPattern(String(spec[..<eq]))
         let rest = String(spec[spec.index(after: eq)...])
-        guard rest.hasPrefix("/"), let sep = rest.lastIndex(of: ":") else {
-            throw ValidationError("\(option) '\(spec)': the replacement must be /abs/lib.so:SYMBOL")
+        guard let sep = rest.lastIndex(of: ":"), rest.hasPrefix("/") || InlineProgram.isSource(String(rest[..<sep])) else {
+            throw ValidationError("\(option) '\(spec)': the replacement must be /abs/lib.so:SYMBOL or FILE.c:SYMBOL")
         }
-        feature = .program(.replace, .user(library: String(rest[..<sep]), symbol: String(rest[rest.index(after: sep)...])), cookie: 0, raw: raw)
+        let symbol = String(rest[rest.index(after: sep)...])
+        let library = try InlineProgram.library(String(rest[..<sep]), symbol: symbol)
+        feature = .program(.replace, .user(library: library, symbol: symbol), cookie: 0, raw: raw)
     }
 
-    /// KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N]
+    /// KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N], or =./file.c:SYMBOL (built here, see InlineProgram)
     init(prog text: String) throws {
         self.text = "--prog \(text)"
         guard let colon = text.firstIndex(of: ":"), let eq = text.firstIndex(of: "="), colon < eq,
@@ -95,10 +97,12 @@ struct HookRequest {
             feature = .program(kind, .count, cookie: cookie)      // the built-in counter, in any kind's list
             return
         }
-        guard rest.hasPrefix("/"), let sep = rest.lastIndex(of: ":") else {
-            throw ValidationError("--prog '\(text)': the program must be /abs/lib.so:SYMBOL or count")
+        guard let sep = rest.lastIndex(of: ":"), rest.hasPrefix("/") || InlineProgram.isSource(String(rest[..<sep])) else {
+            throw ValidationError("--prog '\(text)': the program must be /abs/lib.so:SYMBOL, FILE.c:SYMBOL or count")
         }
-        feature = .program(kind, .user(library: String(rest[..<sep]), symbol: String(rest[rest.index(after: sep)...])), cookie: cookie)
+        let symbol = String(rest[rest.index(after: sep)...])
+        let library = try InlineProgram.library(String(rest[..<sep]), symbol: symbol)
+        feature = .program(kind, .user(library: library, symbol: symbol), cookie: cookie)
     }
 
     static func number(_ s: String) -> UInt64? {
@@ -141,7 +145,7 @@ struct HookSpecs: ParsableArguments {
         valueName: "func=/abs/lib.so:symbol"))
     var rawReplaces: [String] = []
 
-    @Option(name: .customLong("prog"), help: ArgumentHelp("KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N], or KIND:PATTERN=count (KIND: fentry, fexit, fmod_ret, replace).", valueName: "spec"))
+    @Option(name: .customLong("prog"), help: ArgumentHelp("KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N], KIND:PATTERN=FILE.c:SYMBOL (C source, compiled here with cc against hookit.h), or KIND:PATTERN=count (KIND: fentry, fexit, fmod_ret, replace).", valueName: "spec"))
     var progs: [String] = []
 
     func validate() throws {

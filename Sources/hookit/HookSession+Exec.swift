@@ -14,7 +14,7 @@ extension HookSession {
         let old = hooks
         do {
             try tracee.runExecedImageToMain()
-            symbols = try SymbolTable(pid: tracee.pid, memory: tracee.memory)
+            symbols = try SymbolTable(pid: tracee.pid, memory: tracee.memory, mangledNames: options.mangledNames)
         } catch {
             output.problem("the process ran exec; its new image runs without hooks: \(error)")
             tracee.releaseExec()

@@ -27,7 +27,7 @@ extension HookSession {
             try makeRing()
             let index = traceIndex[f.address] ?? traced.count
             if index == traced.count {
-                traced.append((f.label, Signature.lookup(f.name, given: signatures + options.signatures)))
+                traced.append((f.label, Signature.lookup(f, given: signatures + options.signatures)))
                 traceIndex[f.address] = index
             }
             let strings = traced[index].signature?.strings ?? TraceProgram.Strings()

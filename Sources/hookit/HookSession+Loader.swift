@@ -40,7 +40,7 @@ extension HookSession {
     /// Reads the modules again and hooks, in each new one, what the requests match. A module
     /// that went away (dlclose of one hookit did not pin) is forgotten.
     private func applyToNewModules() throws {
-        let newer = try SymbolTable(pid: tracee.pid, memory: tracee.memory)
+        let newer = try SymbolTable(pid: tracee.pid, memory: tracee.memory, mangledNames: options.mangledNames)
         let fresh = newer.modules.filter { !knownModules.contains(Self.moduleKey($0)) }
         knownModules = Set(newer.modules.map(Self.moduleKey))
         symbols = newer

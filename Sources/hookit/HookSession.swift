@@ -52,7 +52,7 @@ final class HookSession {
         self.options = options
         let checked = spawned == nil ? try Preflight.check(pid: pid, forAttach: true) : nil
         // Symbols first: reading them needs no stop.
-        symbols = try SymbolTable(pid: pid)
+        symbols = try SymbolTable(pid: pid, mangledNames: options.mangledNames)
         // Bad patterns fail before attaching; a module not loaded yet is waited for.
         for r in requests {
             do { _ = try symbols.resolve([r.pattern]) }
@@ -95,28 +95,47 @@ final class HookSession {
     /// `resume` false: a spawned program waiting at main).
     func add(_ requests: [HookRequest], text: String, resume: Bool = true, id: Int? = nil) throws -> (hook: Hook, report: AddReport) {
         // Aliases (memcpy and __memcpy, ...) are one function: hooked once, under its first name.
+        // So is a function that several requests of one feature match (by its mangled and by its
+        // demangled name, say): the first request links it, a later one (`earlier`: matched by
+        // an earlier request) shares the outcome, hooked or refused. A request whose module is
+        // not loaded yet waits for it (`waiting`).
+        var groups: [(feature: Feature, addresses: Set<UInt64>)] = []
         var waiting: [HookRequest] = []
-        let plan = try requests.compactMap { r -> (HookRequest, [FunctionSymbol])? in
-            var seen = Set<UInt64>()
+        let plan = try requests.compactMap { r -> (request: HookRequest, group: Int, functions: [FunctionSymbol], earlier: [FunctionSymbol])? in
             guard let found = try resolve(r.pattern) else { waiting.append(r); return nil }
-            return (r, found.filter { seen.insert($0.address).inserted })
+            let g = groups.firstIndex { $0.feature == r.feature } ?? groups.count
+            if g == groups.count { groups.append((r.feature, [])) }
+            var seen = Set<UInt64>()
+            var functions: [FunctionSymbol] = [], earlier: [FunctionSymbol] = []
+            for f in found where seen.insert(f.address).inserted {
+                if groups[g].addresses.insert(f.address).inserted { functions.append(f) } else { earlier.append(f) }
+            }
+            return (r, g, functions, earlier)
         }
         let change = table.begin()
-        change.prepare(plan.flatMap { $0.1 })
+        change.prepare(plan.flatMap(\.functions))
         var hook = Hook(id: id ?? nextHookID, text: text, links: [], requests: requests)
         var report = AddReport()
+        var refusals: [Int: [UInt64: String]] = [:]     // group → function address → reason
         do {
-            for (request, functions) in plan {
+            for (request, group, functions, earlier) in plan {
                 var linked = 0, refused = 0
+                func refuse(_ f: FunctionSymbol, _ reason: String) {
+                    report.refused.append(.init(function: f.label, pattern: request.pattern.text, request: request.text, reason: reason))
+                    refused += 1
+                }
                 for f in functions {
                     do {
                         try link(request.feature, to: f, into: &hook, change)
                         linked += 1
                     } catch let e as TrampolineError {
-                        guard functions.count > 1, let reason = e.refusalReason else { throw e }
-                        report.refused.append(.init(function: f.label, pattern: request.pattern.text, request: request.text, reason: reason))
-                        refused += 1
+                        guard functions.count + earlier.count > 1, let reason = e.refusalReason else { throw e }
+                        refusals[group, default: [:]][f.address] = reason
+                        refuse(f, reason)
                     }
+                }
+                for f in earlier {
+                    if let reason = refusals[group]?[f.address] { refuse(f, reason) } else { linked += 1 }
                 }
                 if linked == 0 { throw TrampolineError.cannotPatch(function: request.pattern.text, reason: "every matching function was refused") }
                 report.patterns.append(.init(request: request.text, hooked: linked, refused: refused))
@@ -133,7 +152,7 @@ final class HookSession {
             pending.append(r.text)
             output.pending(request: r.text, module: r.pattern.module ?? "")
         }
-        matched.formUnion(plan.map(\.0.text))
+        matched.formUnion(plan.map(\.request.text))
         pending.removeAll { matched.contains($0) }
         if id == nil { nextHookID += 1 }
         hooks.append(hook)
@@ -175,7 +194,7 @@ final class HookSession {
         do {
             return try symbols.resolve([pattern])
         } catch InjectorError.noModule, InjectorError.noSymbol {
-            symbols = try SymbolTable(pid: tracee.pid, memory: tracee.memory)
+            symbols = try SymbolTable(pid: tracee.pid, memory: tracee.memory, mangledNames: options.mangledNames)
             table.useSymbols(symbols)
             do { return try symbols.resolve([pattern]) }
             catch InjectorError.noModule { return nil }

@@ -1,4 +1,5 @@
 import RemoteTramp
+import Injector
 
 /// A C prototype for a traced function: how its arguments and return value print.
 ///
@@ -106,6 +107,12 @@ struct Signature: Equatable {
     /// The signature for a function: a --sig naming it, else the built-in one, else nil.
     static func lookup(_ function: String, given: [Signature]) -> Signature? {
         given.first { $0.name == function } ?? builtin[function]
+    }
+
+    /// A function's signature by its raw name, or by its demangled name without parameters
+    /// (`--sig 'Server::handle(ptr, long) -> long'`; `this` is the first argument of a method).
+    static func lookup(_ f: FunctionSymbol, given: [Signature]) -> Signature? {
+        lookup(f.name, given: given) ?? Demangle.base(f.name).flatMap { base in given.first { $0.name == base } }
     }
 }
 

@@ -8,7 +8,9 @@ struct SymbolsCommand: ParsableCommand {
         abstract: "List the functions of a running process that hookit can hook.",
         discussion: """
         Prints one function per line: 0xADDRESS SIZE MODULE NAME. Patterns are [MODULE:]GLOB, \
-        e.g. 'target:add', 'libc.so.6:str*', 'add*'. IFUNCs (strlen, memcpy, ...) show the \
+        e.g. 'target:add', 'libc.so.6:str*', 'add*'. C++ and Rust names are shown demangled \
+        (--mangled: raw) and patterns match either: 'app:Server::handle*', or with the parameter \
+        list for one overload, 'app:Shape::area(int)'. NAME may contain spaces. IFUNCs (strlen, memcpy, ...) show the \
         implementation the process actually runs. The process is not stopped or attached to.
         """
     )
@@ -19,17 +21,20 @@ struct SymbolsCommand: ParsableCommand {
     @Argument(help: "Patterns [MODULE:]GLOB; all functions when none is given.")
     var patterns: [String] = []
 
-    @Flag(help: "One JSON object per line: {\"address\",\"size\",\"module\",\"name\"}.")
+    @Flag(help: "One JSON object per line: {\"address\",\"size\",\"module\",\"name\"} (and \"mangled\", the raw name, when it differs).")
     var json = false
+
+    @Flag(help: "Raw (mangled) names instead of demangled C++ and Rust names.")
+    var mangled = false
 
     func run() throws {
         do {
             try Preflight.check(pid: pid, forAttach: false)
-            let table = try SymbolTable(pid: pid)
+            let table = try SymbolTable(pid: pid, mangledNames: mangled)
             let functions: [FunctionSymbol]
             let parsed = try patterns.map(SymbolPattern.init)
             if parsed.isEmpty {
-                functions = table.modules.flatMap { table.functions(in: $0) }
+                functions = table.modules.flatMap { table.functions(in: $0) }.map(table.named)
             } else {
                 functions = try table.resolve(parsed)
             }
@@ -57,12 +62,13 @@ struct SymbolsCommand: ParsableCommand {
     }
 
     func textLine(_ f: FunctionSymbol) -> String {
-        "0x\(String(f.address, radix: 16)) \(f.size) \(f.module) \(f.name)"
+        "0x\(String(f.address, radix: 16)) \(f.size) \(f.module) \(f.displayName)"
     }
 
     func jsonLine(_ f: FunctionSymbol) -> String {
         var s = "{\"address\":\"0x\(String(f.address, radix: 16))\",\"size\":\(f.size),"
-        s += "\"module\":\(JSON.string(f.module)),\"name\":\(JSON.string(f.name))"
+        s += "\"module\":\(JSON.string(f.module)),\"name\":\(JSON.string(f.displayName))"
+        if f.displayName != f.name { s += ",\"mangled\":\(JSON.string(f.name))" }
         if let r = f.ifuncResolver { s += ",\"ifunc_resolver\":\"0x\(String(r, radix: 16))\"" }
         return s + "}"
     }

@@ -294,7 +294,7 @@ func refusalReport(_ title: String, pid: pid_t, pattern: String, session: Hookit
 /// `hookit symbols PID PATTERN`: (module:name, address, size) of every function it lists.
 func listSymbols(_ pid: pid_t, _ pattern: String) -> [(name: String, address: UInt64, size: Int)] {
     runProgram([Repo.hookit, "symbols", "\(pid)", pattern]).output.split(separator: "\n").compactMap { line in
-        let f = line.split(separator: " ")
+        let f = line.split(separator: " ", maxSplits: 3)     // a demangled NAME has spaces
         guard f.count == 4, let a = UInt64(f[0].dropFirst(2), radix: 16), let s = Int(f[1]) else { return nil }
         return ("\(f[2]):\(f[3])", a, s)
     }
