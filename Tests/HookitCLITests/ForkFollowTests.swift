@@ -97,6 +97,17 @@ final class ForkFollowTests: XCTestCase {
         XCTAssertEqual((exited["traced"] as? Int ?? 0) + (exited["dropped"] as? Int ?? 0), 2, "traced + dropped = counted")
     }
 
+    /// posix_spawn and system() start their child with vfork semantics (CLONE_VFORK): it runs in
+    /// its parent's memory until it execs, and is let go at the exec; nothing waits on hookit.
+    func testVforkedChildrenThatExecRunAndAreLetGo() throws {
+        let script = "import os, subprocess\nprint(subprocess.run(['/bin/echo', 'spawned']).returncode)\nprint(os.system('echo system'))\n"
+        let run = runProgram([Repo.hookit, "run", "--json", "--count", "libc.so.6:getpid", "--", "/usr/bin/python3", "-c", script])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertEqual(run.output.split(separator: "\n").filter { !$0.hasPrefix("{") }, ["spawned", "0", "system", "0"], run.output)
+        XCTAssertGreaterThanOrEqual(events(run.output).filter { $0["event"] as? String == "fork" }.count, 2, run.output)
+        XCTAssertEqual(events(run.output).last?["event"] as? String, "exited")
+    }
+
     func testTracedCallsOfAForkedChildCarryItsPid() throws {
         let run = runProgram([Repo.hookit, "run", "--json", "--trace", "hooktarget:add", "--", Repo.target("hooktarget")],
                              stdin: "add 1 2\nforkadd 2 3\nforkadd 4 4\nquit\n")
