@@ -147,17 +147,22 @@ final class HookSession {
             throw error
         }
         if resume { try tracee.resumeWorld() }
-        for r in waiting where !matched.contains(r.text) && !pending.contains(r.text) {
-            // Said once, when the request is made; the `loaded` event says when it applies.
-            pending.append(r.text)
-            output.pending(request: r.text, module: r.pattern.module ?? "")
-        }
-        matched.formUnion(plan.map(\.request.text))
-        pending.removeAll { matched.contains($0) }
+        notePending(waiting, matched: plan.map(\.request.text))
         if id == nil { nextHookID += 1 }
         hooks.append(hook)
         followLoaderIfUseful()
         return (hook, report)
+    }
+
+    /// Requests that wait for their module, said once each (the `loaded` event says when one
+    /// applies); a request that matched once, in any image, never waits again.
+    private func notePending(_ waiting: [HookRequest], matched now: [String]) {
+        for r in waiting where !matched.contains(r.text) && !pending.contains(r.text) {
+            pending.append(r.text)
+            output.pending(request: r.text, module: r.pattern.module ?? "")
+        }
+        matched.formUnion(now)
+        pending.removeAll { matched.contains($0) }
     }
 
     /// Unlinks every program of a hook, live; returns its statistics summed over its links.
