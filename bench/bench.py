@@ -80,7 +80,7 @@ def configs():
         config("fexit count", "bench_fn", ["--prog", fexit + "count"], "exit", 5),
         config("fmod_ret C program, original runs", "bench_fn", ["--prog", f"fmod_ret:benchtarget:bench_fn={PROGS}:bench_noop"], "exit"),
         config("fentry C program", "bench_fn", ["--prog", f"{fentry}{PROGS}:bench_noop"], "entry", frida=True),
-        config("fentry C program, no timing", "bench_fn", ["--no-time", "--prog", f"{fentry}{PROGS}:bench_noop"], "entry", frida=True),
+        config("fentry C program, --prog-time", "bench_fn", ["--prog-time", "--prog", f"{fentry}{PROGS}:bench_noop"], "entry", frida=True),
         config("fentry C program (general registers)", "bench_fn", ["--prog", f"{fentry}{GPR_PROGS}:bench_gpr_read_arg"], "entry", 10, frida=True),
         config("fexit C program (general registers)", "bench_fn", ["--prog", f"{fexit}{GPR_PROGS}:bench_gpr_read_arg"], "exit", 15),
         config("fentry C program (uses SSE)", "bench_fn", ["--prog", f"{fentry}{PROGS}:bench_uses_sse"], "entry", "none", frida=True),

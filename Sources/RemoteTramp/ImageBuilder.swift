@@ -15,8 +15,8 @@ import Injector
 ///   the jump to the original, which then changes what it always changes.
 /// - call-original (fexit, fmod_ret returning 0) and the retired image's epilogue jump: after
 ///   the original returns, its own state is saved (all caller-saved GPRs, and the whole vector
-///   and x87 state when a C program runs), the programs run, and that state comes back whole:
-///   rax, rdx, xmm0, xmm1 from the ctx, where the original's values were stored.
+///   and x87 state when a C program that may change it runs), the programs run, and that state
+///   comes back whole: rax, rdx, xmm0, xmm1 from the ctx, where the original's values were stored.
 /// - skip (fmod_ret non-zero, --override): the entry state comes back, except rax = ctx.ret;
 ///   ctx.ret_hi and ctx.xmm_ret start as the entry rdx, xmm0, xmm1, so those change only when
 ///   the program wrote them (a 128-bit, two-word or floating-point return).
@@ -37,7 +37,7 @@ import Injector
 ///     rbp - 272      struct hookit_ctx (272 bytes)
 ///     rbp - 352      saved rax rcx rdx rsi rdi r8 r9 r10 r11 (entry values, later the original's),
 ///                    8 bytes of padding: rsp stays 16-byte aligned
-///     below          64-byte aligned XSAVE area (user C programs only)  <- rsp, 16-byte aligned
+///     below          64-byte aligned XSAVE area (C programs that may change it)  <- rsp, 16-byte aligned
 ///
 /// Lean image (only built-in counts on fentry): save rax, r11 -> counts -> restore -> jmp original.
 /// Call-original image (fexit or fmod_ret present; the seed's BPF_TRAMP_F_CALL_ORIG):
