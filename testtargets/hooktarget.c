@@ -519,6 +519,9 @@ static double arg_double(const char *line, int i, double dflt) {
     return word(line, i, w, sizeof w) ? strtod(w, NULL) : dflt;
 }
 
+// The library the last `load` opened (for plugcall and unload).
+static void *plugin_handle;
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     char line[512];
@@ -646,17 +649,32 @@ int main(void) {
             nbg = 0;
             spin_bad = bad;
             printf("stopped %ld\n", total);
+        } else if (!strcmp(cmd, "exec")) {
+            // exec PATH: the process becomes PATH (same pid, stdin and stdout); it answers itself.
+            char path[256] = {0};
+            sscanf(line, "%*s %255s", path);
+            fflush(stdout);
+            execl(path, path, (char *)NULL);
+            printf("exec failed\n");
+        } else if (!strcmp(cmd, "plugcall")) {
+            // plugcall N: N calls of the loaded library's plugin_answer(i); their sum.
+            long (*answer)(long) = plugin_handle ? (long (*)(long))dlsym(plugin_handle, "plugin_answer") : NULL;
+            long sum = 0;
+            for (long i = 0; answer && i < a; i++) sum += answer(i);
+            if (answer) printf("called %ld %ld\n", a, sum); else printf("not loaded\n");
         } else if (!strcmp(cmd, "load") || !strcmp(cmd, "unload") || !strcmp(cmd, "mapped")) {
             // load PATH: dlopen it; unload: dlclose it; mapped PATH: is it in /proc/self/maps?
-            static void *handle;
+            void *handle = plugin_handle;
             char path[256] = {0};
             sscanf(line, "%*s %255s", path);
             if (!strcmp(cmd, "load")) {
                 handle = dlopen(path, RTLD_NOW);
+                plugin_handle = handle;
                 printf("%s\n", handle ? "loaded" : dlerror());
             } else if (!strcmp(cmd, "unload")) {
                 printf("%s\n", handle && dlclose(handle) == 0 ? "unloaded" : "not loaded");
                 handle = NULL;
+                plugin_handle = NULL;
             } else {
                 FILE *f = fopen("/proc/self/maps", "r");
                 char l[512];
@@ -672,6 +690,16 @@ int main(void) {
             int status = 0;
             waitpid(child, &status, 0);
             printf("child %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        } else if (!strcmp(cmd, "daemon")) {
+            // daemon(3), keeping the directory and stdio: the parent exits inside it, the child
+            // answers this and the next commands (stdin's buffer came with it).
+            if (daemon(1, 1) != 0) { printf("daemon failed\n"); continue; }
+            printf("daemon %d\n", getpid());
+        } else if (!strcmp(cmd, "forkpark")) {
+            // fork a child that calls add(1, 1) every millisecond until it is killed.
+            pid_t child = fork();
+            if (child == 0) for (;;) { add(1, 1); usleep(1000); }
+            printf("forked %d\n", child);
         } else if (!strcmp(cmd, "park")) {
             pthread_t t;
             atomic_store(&parked_result, -1);

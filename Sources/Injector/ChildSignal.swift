@@ -28,11 +28,17 @@ enum ChildSignal {
     /// Sleeps until a SIGCHLD arrives or `nanoseconds` pass (at most 1 ms: a SIGCHLD taken by
     /// another thread must not cost more than that), then drains the queued ones. poll's
     /// timeout is in milliseconds, so a shorter one only polls.
-    static func sleep(upTo nanoseconds: UInt64) {
-        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        _ = poll(&pfd, 1, nanoseconds >= 500_000 ? 1 : 0)
+    static func sleep(upTo nanoseconds: UInt64, alsoWakingOn other: Int32 = -1) {
+        var pfds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: other, events: Int16(POLLIN), revents: 0)]
+        _ = poll(&pfds, other >= 0 ? 2 : 1, nanoseconds >= 500_000 ? 1 : 0)
         var info = signalfd_siginfo()
         while read(fd, &info, MemoryLayout<signalfd_siginfo>.size) > 0 {}
+    }
+
+    /// Whether `other` has input waiting (no wait).
+    static func readable(_ other: Int32) -> Bool {
+        var pfd = pollfd(fd: other, events: Int16(POLLIN), revents: 0)
+        return poll(&pfd, 1, 0) > 0 && pfd.revents & Int16(POLLIN) != 0
     }
 }
 

@@ -15,7 +15,8 @@ extension Tracee {
         let deadline = Clock.now() + UInt64(timeout * 1e9)
         while true {
             let candidates = threads.values.filter { !$0.groupStopped }
-            guard let thread = candidates.first(where: { $0.tid == pid }) ?? candidates.min(by: { $0.tid < $1.tid }) else {
+            let preferred = preferredLender.flatMap { p in candidates.first { $0.tid == p } }
+            guard let thread = preferred ?? candidates.first(where: { $0.tid == pid }) ?? candidates.min(by: { $0.tid < $1.tid }) else {
                 if threads.isEmpty { throw InjectorError.processExited(pid: pid) }
                 throw InjectorError.threadDidNotStop(tid: pid, state: "no thread available to run remote code (all group-stopped)")
             }

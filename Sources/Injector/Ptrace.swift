@@ -22,9 +22,15 @@ enum Ptrace {
 
     /// The ptrace request is PTRACE_SEIZE, with the options hookit always uses. Deliberately
     /// without PTRACE_O_EXITKILL: if hookit dies, the tracee must live on (design.md invariant 4).
-    static func seize(_ tid: pid_t) throws {
-        try check(hk_ptrace(Int32(HK_PTRACE_SEIZE), tid, 0, seizeOptions), "PTRACE_SEIZE", tid)
+    static func seize(_ tid: pid_t, extra: UInt64 = 0) throws {
+        try check(hk_ptrace(Int32(HK_PTRACE_SEIZE), tid, 0, seizeOptions | extra), "PTRACE_SEIZE", tid)
     }
+
+    /// PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK (<linux/ptrace.h>): the kernel attaches a child
+    /// the tracee forks and reports PTRACE_EVENT_FORK / PTRACE_EVENT_VFORK (1, 2) in the parent.
+    static let forkOptions: UInt64 = 0x2 | 0x4
+    static let eventFork: Int32 = 1
+    static let eventVfork: Int32 = 2
 
     /// The ptrace request is PTRACE_SEIZE with `seizeOptions` plus PTRACE_O_EXITKILL: for a program
     /// hookit starts itself, killed with hookit until it reaches main (see Spawn.swift).
@@ -33,8 +39,8 @@ enum Ptrace {
     }
 
     /// The ptrace request is PTRACE_SETOPTIONS, back to `seizeOptions` (drops PTRACE_O_EXITKILL).
-    static func resetOptions(_ tid: pid_t) throws {
-        try check(hk_ptrace(Int32(HK_PTRACE_SETOPTIONS), tid, 0, seizeOptions), "PTRACE_SETOPTIONS", tid)
+    static func resetOptions(_ tid: pid_t, extra: UInt64 = 0) throws {
+        try check(hk_ptrace(Int32(HK_PTRACE_SETOPTIONS), tid, 0, seizeOptions | extra), "PTRACE_SETOPTIONS", tid)
     }
 
     /// The ptrace request is PTRACE_INTERRUPT.

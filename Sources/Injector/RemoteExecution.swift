@@ -23,6 +23,7 @@ extension Tracee {
     /// for (the signal must be handed back from that very stop) or a group-stopped one.
     func pickThread() throws -> TraceeThread {
         let candidates = threads.values.filter { $0.stopped && $0.pendingSignal == 0 && !$0.groupStopped }
+        if let p = preferredLender, let t = candidates.first(where: { $0.tid == p }) { return t }
         if let leader = candidates.first(where: { $0.tid == pid }) { return leader }
         if let any = candidates.min(by: { $0.tid < $1.tid }) { return any }
         if let any = threads.values.first(where: { $0.stopped && !$0.groupStopped }) { return any }

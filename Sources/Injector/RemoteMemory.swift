@@ -12,6 +12,12 @@ public final class RemoteMemory {
 
     deinit { if memFD >= 0 { close(memFD) } }
 
+    /// After an exec: /proc/PID/mem, once opened, stays bound to the old address space.
+    func reopen() {
+        if memFD >= 0 { close(memFD) }
+        memFD = -1
+    }
+
     public func read(at address: UInt64, count: Int) throws -> [UInt8] {
         var buf = [UInt8](repeating: 0, count: count)
         if count == 0 { return buf }

@@ -30,7 +30,7 @@ extension Tracee {
     /// (the breakpoint byte already restored, rip == main). The program is hookit's child:
     /// after `detach`, the caller waits for it with waitpid.
     public static func spawn(_ argv: [String], environment: [String]? = nil,
-                             stdin inputFD: Int32? = nil, stdout outputFD: Int32? = nil) throws -> Tracee {
+                             stdin inputFD: Int32? = nil, stdout outputFD: Int32? = nil, followForks: Bool = false) throws -> Tracee {
         guard let command = argv.first, !command.isEmpty else {
             throw InjectorError.execFailed(command: "(empty command)", errno: ENOENT)
         }
@@ -60,6 +60,8 @@ extension Tracee {
         if child < 0 { throw InjectorError.execFailed(command: command, errno: forkErrno) }
 
         let t = Tracee(pid: child)
+        // From main on (resetOptions): a fork before main would find nobody to service its child.
+        t.followsForks = followForks
         do {
             if try Ptrace.tolerating([EPERM], { try Ptrace.seizeKillingOnExit(child) }) == EPERM {
                 throw InjectorError.permissionDenied(pid: child, operation: "trace its own child", hint: Preflight.permissionHint(child))
@@ -121,7 +123,7 @@ extension Tracee {
     /// A program without a `main` symbol (stripped, as most installed programs are) is run to
     /// its entry point (AT_ENTRY) first, then to glibc's __libc_start_main, whose first
     /// argument is main.
-    private func runToMain(command: String) throws {
+    func runToMain(command: String) throws {
         try Preflight.checkArchitecture(pid)
         var symbols = try SymbolTable(pid: pid, memory: memory)
         let exe = symbols.executable
@@ -160,7 +162,7 @@ extension Tracee {
         // with hookit.
         try bringAllToStop()
         for tid in threads.keys {
-            try Ptrace.tolerating([ESRCH]) { try Ptrace.resetOptions(tid) }
+            try Ptrace.tolerating([ESRCH]) { try Ptrace.resetOptions(tid, extra: extraOptions) }
         }
     }
 

@@ -22,6 +22,11 @@ public final class Tracee {
     public internal(set) var exited = false
     /// The tracee called execve while attached: its modules and symbols are no longer valid.
     public internal(set) var execed = false
+    /// An exec stop is held for the caller (the thread stays in it until `runExecedImageToMain`
+    /// or a release): whoever follows the process across exec decides what happens next.
+    public internal(set) var execPending = false
+    /// Hold exec stops (`execPending`) instead of letting the new image run at once.
+    public var followsExec = false
     /// The leader's waitpid status once it exited while traced (the process's exit status).
     public internal(set) var exitStatus: Int32?
     public internal(set) var stopStats = StopStats()
@@ -32,13 +37,31 @@ public final class Tracee {
     var zombies: Set<pid_t> = []
     /// Bytes of the tracee that a remote stub currently occupies, restored on completion.
     var stubLease: StubLease?
+    /// A descriptor whose input ends `pump` early (a message from code in the tracee that waits
+    /// for hookit); -1: none.
+    public var wakeDescriptor: Int32 = -1
+    /// The thread remote calls and syscalls are run on while set, when it can be lent: one that
+    /// holds a lock the call needs (the loader's, while it waits for hookit in a notification),
+    /// which any other thread would wait for until hookit answers.
+    public var preferredLender: pid_t?
+    /// Children it forked (PTRACE_EVENT_FORK, with `followsForks`) not yet taken by the caller.
+    public var forked: [ForkedChild] = []
+    /// PTRACE_O_TRACEFORK and _VFORK on every thread: children are attached by the kernel.
+    public internal(set) var followsForks = false
+    var extraOptions: UInt64 { followsForks ? Ptrace.forkOptions : 0 }
+    /// Events waitpid(-1) gave another Tracee for this one (see Family).
+    var inbox: [(tid: pid_t, status: Int32)] = []
 
     init(pid: pid_t) {
         self.pid = pid
         self.memory = RemoteMemory(pid: pid)
+        Family.register(self)
     }
 
-    deinit { if !threads.isEmpty { _ = detach() } }
+    deinit {
+        if !threads.isEmpty { _ = detach() }
+        Family.unregister(pid)
+    }
 
     // MARK: - attach
 
@@ -55,8 +78,9 @@ public final class Tracee {
     }
 
     /// A tracee of `pid` whose threads `seize` took; on failure every thread it took is let go.
-    private static func seized(_ pid: pid_t, _ seize: (Tracee) throws -> Void) throws -> Tracee {
+    private static func seized(_ pid: pid_t, followForks: Bool = false, _ seize: (Tracee) throws -> Void) throws -> Tracee {
         let t = Tracee(pid: pid)
+        t.followsForks = followForks
         do {
             try seize(t)
         } catch {
@@ -72,9 +96,10 @@ public final class Tracee {
     /// child untraced and after the last read of /proc/PID/task (see `attach`); so the first
     /// stopWorld settles the thread list, as `attach` does, before anything is poked.
     /// `checked`: the caller's own preflight of `pid`, which is then not made again.
-    public static func attachRunning(pid: pid_t, checked: Preflight.Passed? = nil) throws -> Tracee {
+    /// `followForks`: children are attached by the kernel (see Family).
+    public static func attachRunning(pid: pid_t, checked: Preflight.Passed? = nil, followForks: Bool = false) throws -> Tracee {
         if checked?.pid != pid { try Preflight.check(pid: pid, forAttach: true) }
-        let t = try seized(pid) { try $0.seizeListed() }
+        let t = try seized(pid, followForks: followForks) { try $0.seizeListed() }
         t.threadListUnsettled = true
         return t
     }
@@ -112,7 +137,7 @@ public final class Tracee {
     }
 
     private func seize(_ tid: pid_t) throws {
-        let e = try Ptrace.tolerating([ESRCH, EPERM]) { try Ptrace.seize(tid) }
+        let e = try Ptrace.tolerating([ESRCH, EPERM]) { try Ptrace.seize(tid, extra: extraOptions) }
         switch e {
         case 0:
             threads[tid] = TraceeThread(tid: tid)
@@ -144,12 +169,18 @@ public final class Tracee {
 
     /// Waits for one ptrace event from any thread, up to `deadline` (monotonic ns).
     /// Returns nil at the deadline; throws when the tracee is gone entirely.
-    func waitEvent(until deadline: UInt64) throws -> (tid: pid_t, status: Int32)? {
+    func waitEvent(until deadline: UInt64, wake: Int32 = -1, returnOnRouted: Bool = false) throws -> (tid: pid_t, status: Int32)? {
         var spins = 0
         while true {
+            if !inbox.isEmpty { return inbox.removeFirst() }
             var status: Int32 = 0
             let r = waitpid(-1, &status, __WALL | WNOHANG)
-            if r > 0 { return (r, status) }
+            if r > 0 {
+                // waitpid(-1) reports every process hookit traces: another's event goes to it.
+                if Family.route(r, status, waiter: self) { return (r, status) }
+                if returnOnRouted { return nil }
+                continue
+            }
             if r < 0 {
                 if errno == EINTR { continue }
                 if errno == ECHILD {
@@ -166,7 +197,8 @@ public final class Tracee {
             // Stops usually arrive within microseconds: spin briefly, then sleep (until SIGCHLD
             // when the process opted in, see ChildSignal), or back off.
             spins += 1
-            if ChildSignal.fd >= 0 { if spins < 4 { sched_yield() } else { ChildSignal.sleep(upTo: deadline - now) } }
+            if wake >= 0 && ChildSignal.readable(wake) { return nil }
+            if ChildSignal.fd >= 0 { if spins < 4 { sched_yield() } else { ChildSignal.sleep(upTo: deadline - now, alsoWakingOn: wake) } }
             else if spins < 64 { sched_yield() } else { usleep(spins < 512 ? 20 : 200) }
         }
     }
@@ -189,10 +221,21 @@ public final class Tracee {
         switch hk_wptrace_event(status) {
         case Int32(HK_PTRACE_EVENT_CLONE):
             adoptClone(pid_t(truncatingIfNeeded: try Ptrace.eventMessage(tid)))
+        case Ptrace.eventFork, Ptrace.eventVfork:
+            forked.append(ForkedChild(pid: pid_t(truncatingIfNeeded: try Ptrace.eventMessage(tid)),
+                                      sharesMemory: hk_wptrace_event(status) == Ptrace.eventVfork))
         case Int32(HK_PTRACE_EVENT_EXEC):
             // Every other thread is gone and the execing thread now has the leader's id.
             execed = true
             for other in threads.keys where other != tid { threads[other] = nil }
+            // The old image's stub bytes and zombie threads went with it.
+            stubLease = nil
+            zombies.removeAll()
+            memory.reopen()
+            if followsExec && !held && !thread.borrowed {
+                execPending = true
+                return
+            }
         case Int32(HK_PTRACE_EVENT_STOP):
             // SIGTRAP: an interrupt (or a new thread's first) stop; a stop signal: a group-stop.
             thread.groupStopped = [SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU].contains(sig)
@@ -249,7 +292,7 @@ public final class Tracee {
     /// new threads followed, group stops kept. Call it regularly while attached and not held.
     public func pump(seconds: Double) throws {
         let deadline = Clock.now() + UInt64(seconds * 1e9)
-        while let ev = try waitEvent(until: deadline) {
+        while let ev = try waitEvent(until: deadline, wake: wakeDescriptor, returnOnRouted: true) {
             try dispatch(tid: ev.tid, status: ev.status)
         }
     }

@@ -14,6 +14,9 @@ final class ProgramLoader {
     /// hookit_rt_run in the tracee, once the runtime is loaded.
     private(set) var runtimeRun: UInt64?
     private var runtimeSymbols: [String: UInt64] = [:]
+    /// The runtime's hookit_rt_loader_quiet while the loader is followed: raised around hookit's
+    /// own library loads, whose notifications hookit, busy with the call, could not answer.
+    var loaderQuiet: UInt64?
 
     init(tracee: Tracee, runtimeLibrary: String?, timePrograms: Bool, cpus: Int) {
         self.tracee = tracee
@@ -47,6 +50,8 @@ final class ProgramLoader {
 
     private func load(_ library: String, symbols: SymbolTable) throws -> UInt64 {
         if let h = libraries[library] { return h }
+        if let q = loaderQuiet { try tracee.memory.write([1, 0, 0, 0], at: q) }
+        defer { if let q = loaderQuiet { try? tracee.memory.write([0, 0, 0, 0], at: q) } }
         let lib = try tracee.inject(library: library, symbols: symbols)
         libraries[library] = lib.handle
         return lib.handle

@@ -24,6 +24,9 @@ public enum TrampolineError: Error, Equatable, CustomStringConvertible {
     case counterSpace(limit: Int)
     /// A program that cannot run as this kind.
     case unsupported(kind: String, program: String, reason: String)
+    /// Libraries the process loads later cannot be followed (no loader interface, an r_brk
+    /// function that is not the expected bare `ret`, ...).
+    case loaderNotFollowed(reason: String)
 
     public var description: String {
         switch self {
@@ -49,6 +52,8 @@ public enum TrampolineError: Error, Equatable, CustomStringConvertible {
             return "no hook with id \(id)"
         case .counterSpace(let limit):
             return "all \(limit) per-CPU counters of this session are in use; hook fewer functions at once"
+        case .loaderNotFollowed(let reason):
+            return "libraries loaded later cannot be followed: \(reason)"
         case .unsupported(let kind, let program, let reason):
             return "\(program) cannot run as \(kind): \(reason)"
         }

@@ -13,6 +13,8 @@ extension TrampolineTable {
     /// a later hookit takes such a patch over like any patch of a dead hookit.
     public func detach(waitSeconds: Double = 2, keeping: Set<UInt64> = []) -> TableDetachReport {
         var report = TableDetachReport()
+        // The loader patch first: from here on no thread waits for hookit at a notification.
+        do { try stopFollowingLoader() } catch { report.problems.append("\(error)") }
         if tracee.execed {
             // A new program image: none of hookit's addresses mean anything in it any more.
             report.problems.append("the process called execve; its new image has none of hookit's patches")

@@ -52,6 +52,8 @@ public final class TrampolineTable {
     let batch = CodeBatch()
     let perfMap: PerfMap
     let pins = ModulePins()
+    /// The loader patch that reports libraries loaded later (see LoaderWatch).
+    public internal(set) var loaderWatch: LoaderWatch?
     /// Entries analysed before the world was stopped (`prepare`).
     private var prepared: [UInt64: PatchSite] = [:]
     /// HOOKIT_ORIGINAL variables handed out, with the function they call.

@@ -65,6 +65,9 @@ struct SessionFlags: ParsableArguments {
     @Flag(help: "One JSON object per line (the events of docs/events.md).")
     var json = false
 
+    @Flag(name: .customLong("no-follow"), help: "Stay with the one process: children it forks run its hooks unattended (their patches stay after hookit leaves).")
+    var noFollow = false
+
     @Option(help: ArgumentHelp("With --count: also write the counts to FILE.prom in Prometheus' text format, at every --interval and at detach, replaced atomically (for node_exporter's textfile collector).", valueName: "file.prom"))
     var prometheus: String?
 
@@ -134,6 +137,7 @@ struct SessionFlags: ParsableArguments {
         o.interval = interval
         o.histogram = hist
         o.keepReplacements = keep
+        o.followForks = !noFollow
         o.chromeTrace = chromeTrace
         o.prometheus = prometheus
         o.otlp = otlp

@@ -32,13 +32,20 @@ struct EventRenderer {
                 out.append("detached: \(d.restored) function(s) restored; world stopped \(d.stops) time(s), longest \(ms(d.longestStopNs)) ms")
                 if d.kept > 0 { out.append("kept \(d.kept) replacement(s) live in the process (--keep)") }
                 for l in d.leftMapped { out.append("left mapped (a thread may still return into it): \(l)") }
+                for p in d.pending { out.append("never matched (no module it names was loaded): \(p)") }
             case .exited(let e):
                 if let t = e.traced { out.append(tracedSummary(t, e.dropped ?? 0)) }
                 out.append("the process exited" + (e.status.map { " with status \($0)" } ?? ""))
+                for p in e.pending { out.append("never matched (no module it names was loaded): \(p)") }
             case .error(let f): out.append("error: \(f.message)")
             case .pending(let p): out.append("\(p.request): waiting for \(p.module) to be loaded")
-            case .exec(let e): out.append("process \(e.pid) ran exec \(e.path)")
-            case .fork(let f): out.append("process \(f.pid) forked \(f.child)")
+            case .loaded(let l):
+                out += patterns(l.patterns, refusals)
+                out.append("loaded \(l.path): \(l.functions) function(s) hooked before it ran")
+            case .exec(let e):
+                out += patterns(e.patterns, refusals)
+                out.append("process \(e.pid) ran exec \(e.path): \(e.functions) function(s) hooked in the new image")
+            case .fork(let f): out.append("process \(f.pid) forked \(f.child), which runs \(f.functions) hooked function(s)")
             }
         }
         if !counts.isEmpty { out += countTable(counts) }

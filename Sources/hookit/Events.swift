@@ -18,10 +18,8 @@ enum Event {
     case detached(Detached)
     case exited(Exited)
     case error(Failure)
-    // In the schema, not emitted yet (docs/events.md says so): hookit does not follow a
-    // process across exec, report forked children apart from their parent, or defer hooks
-    // for modules not loaded yet.
     case pending(Pending)
+    case loaded(Loaded)
     case exec(Exec)
     case fork(Fork)
 
@@ -46,6 +44,8 @@ enum Event {
     struct Call: Codable {
         var function: String
         var tid: UInt32
+        /// The process of the thread (the traced process or a child it forked); nil if unknown.
+        var pid: Int32?
         var ts: UInt64
         var args: [TracedValue]
         var ret: TracedValue
@@ -56,6 +56,7 @@ enum Event {
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(function, forKey: .function)
             try c.encode(tid, forKey: .tid)
+            try c.encodeIfPresent(pid, forKey: .pid)
             try c.encode(ts, forKey: .ts)
             try c.encode(args, forKey: .args)
             try c.encode(ret, forKey: .ret)
@@ -110,6 +111,8 @@ enum Event {
         var longestStopNs: UInt64
         var traced: UInt64?
         var dropped: UInt64?
+        /// Requests that waited for a module the process never loaded.
+        var pending: [String]
     }
 
     struct Exited: Codable {
@@ -117,12 +120,14 @@ enum Event {
         var status: Int32?
         var traced: UInt64?
         var dropped: UInt64?
+        var pending: [String]
 
         func encode(to encoder: Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(status, forKey: .status)
             try c.encodeIfPresent(traced, forKey: .traced)
             try c.encodeIfPresent(dropped, forKey: .dropped)
+            try c.encode(pending, forKey: .pending)
         }
     }
 
@@ -131,8 +136,21 @@ enum Event {
     struct Failure: Codable { var message: String, fatal: Bool }
 
     struct Pending: Codable { var request: String, module: String }
-    struct Exec: Codable { var pid: Int32, path: String }
-    struct Fork: Codable { var pid: Int32, child: Int32 }
+    struct Loaded: Codable {
+        var module: String
+        var path: String
+        var functions: Int
+        var refused: Int
+        var patterns: [PatternReport]
+    }
+    struct Exec: Codable {
+        var pid: Int32
+        var path: String
+        var functions: Int
+        var refused: Int
+        var patterns: [PatternReport]
+    }
+    struct Fork: Codable { var pid: Int32, child: Int32, functions: Int }
 
     var name: String {
         switch self {
@@ -148,6 +166,7 @@ enum Event {
         case .exited: "exited"
         case .error: "error"
         case .pending: "pending"
+        case .loaded: "loaded"
         case .exec: "exec"
         case .fork: "fork"
         }
@@ -167,6 +186,7 @@ enum Event {
         case .exited(let p): p
         case .error(let p): p
         case .pending(let p): p
+        case .loaded(let p): p
         case .exec(let p): p
         case .fork(let p): p
         }

@@ -7,6 +7,8 @@ struct Hook {
     let id: Int
     let text: String
     var links: [Link]
+    /// What was asked: applied again to every library loaded later that a pattern matches.
+    var requests: [HookRequest] = []
     var counts: [CountEntry] = []
     var overrides: [OverrideEntry] = []
     /// Link ids of the user's own programs (--prog, --replace): reported per link.
@@ -46,6 +48,8 @@ struct SessionOptions {
     var interval: Double?
     var histogram = false
     var keepReplacements = false
+    /// Children the process forks are followed (not with --no-follow).
+    var followForks = true
     var chromeTrace: String?
     /// --prometheus FILE.prom, --otlp FILE.jsonl, --service NAME (Exports.swift).
     var prometheus: String?

@@ -7,20 +7,38 @@ import RemoteTramp
 /// only drives it and reports.
 final class HookSession {
     let tracee: Tracee
-    let table: TrampolineTable
+    /// The current image's trampolines (a new table after each exec).
+    var table: TrampolineTable
     let output: Output
     let options: SessionOptions
-    private(set) var symbols: SymbolTable
-    private(set) var hooks: [Hook] = []
+    var symbols: SymbolTable
+    var hooks: [Hook] = []
+    /// Requests whose module is not loaded yet, by text, in the order given: applied when the
+    /// module is mapped (see HookSession+Loader); those left at the end never matched.
+    var pending: [String] = []
+    /// Modules already looked at ("path@start"), so a loader notification finds the new ones.
+    var knownModules: Set<String> = []
+    /// The loader of this image cannot be followed (said once).
+    var loaderUnfollowable = false
     private var nextHookID = 1
     /// The trace ring, made at the first --trace; traced functions by index (the cookie).
     var ring: TraceRing?
     var traced: [(label: String, signature: Signature?)] = []
     var traceIndex: [UInt64: Int] = [:]
     private let exports: Exports
-    private(set) var tracedCalls: UInt64 = 0
+    var tracedCalls: UInt64 = 0
     /// Events reserved in the ring but never completed (their thread died or was stopped there).
-    private var unpublished: UInt64 = 0
+    var unpublished: UInt64 = 0
+    /// Counts and lost trace events of images the process left by exec (see HookSession+Exec).
+    var carriedCounts: [CountTable.Row] = []
+    var carriedDropped: UInt64 = 0
+    var tracedBefore = false
+    /// Requests that matched a function at some point (in any image): never pending again.
+    var matched: Set<String> = []
+    /// Children the process forked, followed until they exit or exec (see HookSession+Fork).
+    var children: [FollowedChild] = []
+    /// Which process each thread seen belongs to, for the trace's `pid`.
+    var processOfThread: [UInt32: pid_t] = [:]
     /// nil until decided: whether counts are timed (the runtime could be loaded).
     var timedCounts: Bool?
     var runtimeConfigured = false
@@ -35,13 +53,18 @@ final class HookSession {
         let checked = spawned == nil ? try Preflight.check(pid: pid, forAttach: true) : nil
         // Symbols first: reading them needs no stop.
         symbols = try SymbolTable(pid: pid, mangledNames: options.mangledNames)
-        for r in requests { _ = try symbols.resolve([r.pattern]) }   // bad patterns fail before attaching
+        // Bad patterns fail before attaching; a module not loaded yet is waited for.
+        for r in requests {
+            do { _ = try symbols.resolve([r.pattern]) }
+            catch InjectorError.noModule {}
+            catch InjectorError.noSymbol where Self.mayMatchLater(r.pattern) {}
+        }
+        knownModules = Set(symbols.modules.map(Self.moduleKey))
         exports = try Exports(options: options, pid: pid, output: output)
         // Seized, not stopped: the world stops only for the pokes (TrampolineTable.update).
-        tracee = try spawned ?? Tracee.attachRunning(pid: pid, checked: checked)
-        var tableOptions = options.table
-        tableOptions.runtimeLibrary = Self.runtimeLibraryPath()
-        table = TrampolineTable(tracee: tracee, symbols: symbols, options: tableOptions)
+        tracee = try spawned ?? Tracee.attachRunning(pid: pid, checked: checked, followForks: options.followForks)
+        tracee.followsExec = true
+        table = TrampolineTable(tracee: tracee, symbols: symbols, options: Self.tableOptions(options))
         clock = TickClock()
         do {
             // A spawned program waits at main until its hooks are in and reported, so that what
@@ -70,25 +93,28 @@ final class HookSession {
     /// safely does not sink a pattern (it is reported), but a pattern that hooks nothing is an
     /// error, and then nothing of this add stays. Returns with the tracee running (held, with
     /// `resume` false: a spawned program waiting at main).
-    func add(_ requests: [HookRequest], text: String, resume: Bool = true) throws -> (hook: Hook, report: AddReport) {
+    func add(_ requests: [HookRequest], text: String, resume: Bool = true, id: Int? = nil) throws -> (hook: Hook, report: AddReport) {
         // Aliases (memcpy and __memcpy, ...) are one function: hooked once, under its first name.
         // So is a function that several requests of one feature match (by its mangled and by its
         // demangled name, say): the first request links it, a later one (`earlier`: matched by
-        // an earlier request) shares the outcome, hooked or refused.
+        // an earlier request) shares the outcome, hooked or refused. A request whose module is
+        // not loaded yet waits for it (`waiting`).
         var groups: [(feature: Feature, addresses: Set<UInt64>)] = []
-        let plan = try requests.map { r -> (request: HookRequest, group: Int, functions: [FunctionSymbol], earlier: [FunctionSymbol]) in
+        var waiting: [HookRequest] = []
+        let plan = try requests.compactMap { r -> (request: HookRequest, group: Int, functions: [FunctionSymbol], earlier: [FunctionSymbol])? in
+            guard let found = try resolve(r.pattern) else { waiting.append(r); return nil }
             let g = groups.firstIndex { $0.feature == r.feature } ?? groups.count
             if g == groups.count { groups.append((r.feature, [])) }
             var seen = Set<UInt64>()
             var functions: [FunctionSymbol] = [], earlier: [FunctionSymbol] = []
-            for f in try resolve(r.pattern) where seen.insert(f.address).inserted {
+            for f in found where seen.insert(f.address).inserted {
                 if groups[g].addresses.insert(f.address).inserted { functions.append(f) } else { earlier.append(f) }
             }
             return (r, g, functions, earlier)
         }
         let change = table.begin()
         change.prepare(plan.flatMap(\.functions))
-        var hook = Hook(id: nextHookID, text: text, links: [])
+        var hook = Hook(id: id ?? nextHookID, text: text, links: [], requests: requests)
         var report = AddReport()
         var refusals: [Int: [UInt64: String]] = [:]     // group → function address → reason
         do {
@@ -121,9 +147,22 @@ final class HookSession {
             throw error
         }
         if resume { try tracee.resumeWorld() }
-        nextHookID += 1
+        notePending(waiting, matched: plan.map(\.request.text))
+        if id == nil { nextHookID += 1 }
         hooks.append(hook)
+        followLoaderIfUseful()
         return (hook, report)
+    }
+
+    /// Requests that wait for their module, said once each (the `loaded` event says when one
+    /// applies); a request that matched once, in any image, never waits again.
+    private func notePending(_ waiting: [HookRequest], matched now: [String]) {
+        for r in waiting where !matched.contains(r.text) && !pending.contains(r.text) {
+            pending.append(r.text)
+            output.pending(request: r.text, module: r.pattern.module ?? "")
+        }
+        matched.formUnion(now)
+        pending.removeAll { matched.contains($0) }
     }
 
     /// Unlinks every program of a hook, live; returns its statistics summed over its links.
@@ -155,16 +194,34 @@ final class HookSession {
     }
 
     /// Functions of a pattern; a module the process loaded after attach is found by reading
-    /// its modules again.
-    private func resolve(_ pattern: SymbolPattern) throws -> [FunctionSymbol] {
+    /// its modules again. nil: no module matches yet (the request waits for one).
+    private func resolve(_ pattern: SymbolPattern) throws -> [FunctionSymbol]? {
         do {
             return try symbols.resolve([pattern])
         } catch InjectorError.noModule, InjectorError.noSymbol {
             symbols = try SymbolTable(pid: tracee.pid, memory: tracee.memory, mangledNames: options.mangledNames)
             table.useSymbols(symbols)
-            return try symbols.resolve([pattern])
+            do { return try symbols.resolve([pattern]) }
+            catch InjectorError.noModule { return nil }
+            catch InjectorError.noSymbol where Self.mayMatchLater(pattern) { return nil }
         }
     }
+
+    /// A pattern that matches no function now waits for a library loaded later when its module
+    /// part may name one that is not loaded (none, or a glob); a module named exactly and loaded
+    /// without such a function is a mistake, said at once.
+    static func mayMatchLater(_ p: SymbolPattern) -> Bool {
+        guard let m = p.module else { return true }
+        return m.contains(where: { "*?[".contains($0) })
+    }
+
+    static func tableOptions(_ options: SessionOptions) -> TrampolineTable.Options {
+        var o = options.table
+        o.runtimeLibrary = runtimeLibraryPath()
+        return o
+    }
+
+    static func moduleKey(_ m: Module) -> String { "\(m.path)@\(m.start)" }
 
     /// libhookit_rt.so is built next to the hookit executable.
     static func runtimeLibraryPath() -> String {
@@ -190,7 +247,7 @@ final class HookSession {
                 output.problem("\(error)")
                 break
             }
-            if tracee.exited { break }
+            if tracee.exited && children.isEmpty { break }
         }
     }
 
@@ -199,6 +256,9 @@ final class HookSession {
     func service(seconds: Double) throws {
         try tracee.pump(seconds: ring == nil ? seconds : min(seconds, 0.01))
         output.pump()
+        followExec()
+        serviceLoader()
+        serviceChildren()
         drainTrace()
         exports.tick()
         if let due = nextInterval, Clock.seconds() >= due, let interval = options.interval {
@@ -220,14 +280,14 @@ final class HookSession {
             for e in events {
                 let t = traced[e.function]
                 let call = TracedCall(event: e, function: t.label, signature: t.signature, clock: clock)
-                output.call(call)
+                output.call(call, pid: processOfThread[call.tid])
                 exports.call(call)
             }
         }
     }
 
-    private func printCounts(final: Bool) {
-        let rows = hooks.flatMap { $0.counts }.map(countStats)
+    func printCounts(final: Bool) {
+        let rows = Self.merged(carriedCounts, hooks.flatMap { $0.counts }.map(countStats))
         if rows.isEmpty { return }
         output.counts(rows, histogram: options.histogram, elapsed: clock.elapsedSeconds, final: final)
         exports.counts(rows, overrides: overrideCounts().map { .init(function: $0.label, injected: $0.injected) }, dropped: traceTotals?.dropped)
@@ -245,7 +305,8 @@ final class HookSession {
             // The counters and the ring are shared memory: still readable.
             report(programs: [], exited: true)
             if !exitExpected { output.problem("the process exited") }
-            output.exited(status: tracee.exitStatus, traced: traceTotals)
+            for p in detachChildren() { output.problem(p) }
+            output.exited(status: tracee.exitStatus, traced: traceTotals, neverMatched: pending)
             exports.close()
             output.finish()
             return exitExpected
@@ -254,18 +315,22 @@ final class HookSession {
         let kept = options.keepReplacements ? Set(programStats.filter { $0.0.kind == .replace }.map(\.0.function.address)) : []
         let report = table.detach(keeping: kept)
         finishTrace(tableUnmapped: report.unmapped || !kept.isEmpty)
+        let family = detachChildren()
         let injector = tracee.detach()
         self.report(programs: programStats, exited: false)
-        for p in report.problems + injector.problems { output.problem(p) }
+        for p in report.problems + family + injector.problems { output.problem(p) }
         output.detached(restored: report.restored, kept: report.kept, leftMapped: report.leftMapped, stop: injector.stopStats,
-                        traced: traceTotals)
+                        traced: traceTotals, neverMatched: pending)
         exports.close()
         output.finish()
         return report.problems.isEmpty && injector.problems.isEmpty
     }
 
     /// Events printed and events lost (ring full, or reserved and never completed).
-    private var traceTotals: (calls: UInt64, dropped: UInt64)? { ring.map { (tracedCalls, $0.dropped + unpublished) } }
+    private var traceTotals: (calls: UInt64, dropped: UInt64)? {
+        guard ring != nil || tracedBefore else { return nil }
+        return (tracedCalls, (ring?.dropped ?? 0) + unpublished + carriedDropped)
+    }
 
     /// The last events: every writer has left its program once the table is detached, so a
     /// slot still reserved but unpublished after a short wait never will be: it counts as
@@ -278,7 +343,7 @@ final class HookSession {
 
     /// With stdout stalled (see Output.finish) this ends within ~1 s: the events still in the
     /// ring are read and dropped, not waited for.
-    private func drainAll(_ ring: TraceRing) {
+    func drainAll(_ ring: TraceRing) {
         var deadline = Clock.seconds() + 0.2
         while true {
             output.finish()

@@ -54,20 +54,46 @@ struct Output {
         })
     }
 
-    func detached(restored: Int, kept: Int = 0, leftMapped: [String], stop: StopStats, traced: (calls: UInt64, dropped: UInt64)? = nil) {
+    /// `neverMatched`: requests still waiting for their module.
+    func detached(restored: Int, kept: Int = 0, leftMapped: [String], stop: StopStats, traced: (calls: UInt64, dropped: UInt64)? = nil,
+                  neverMatched: [String] = []) {
         emit(.detached(.init(restored: restored, kept: kept, leftMapped: leftMapped, stops: stop.count,
-                             longestStopNs: stop.longestNanos, traced: traced?.calls, dropped: traced?.dropped)))
+                             longestStopNs: stop.longestNanos, traced: traced?.calls, dropped: traced?.dropped, pending: neverMatched)))
     }
 
     /// The process ended while hooked (`hookit run`: it ran to its end).
-    func exited(status: Int32?, traced: (calls: UInt64, dropped: UInt64)?) {
-        emit(.exited(.init(status: status.map { shellExitCode(waitStatus: $0) }, traced: traced?.calls, dropped: traced?.dropped)))
+    func exited(status: Int32?, traced: (calls: UInt64, dropped: UInt64)?, neverMatched: [String] = []) {
+        emit(.exited(.init(status: status.map { shellExitCode(waitStatus: $0) }, traced: traced?.calls, dropped: traced?.dropped,
+                           pending: neverMatched)))
+    }
+
+    /// The process (or a child of it) forked `child`, which hookit now follows.
+    func fork(pid: pid_t, child: pid_t, functions: Int) {
+        emit(.fork(.init(pid: pid, child: child, functions: functions)))
+    }
+
+    /// The process ran exec and its new image got the session's hooks.
+    func exec(pid: pid_t, path: String, functions: Int, report: AddReport) {
+        emit(refusals(report) + [.exec(.init(pid: pid, path: path, functions: functions, refused: report.refused.count,
+                                             patterns: patterns(report)))])
+    }
+
+    /// A request whose module is not loaded yet: accepted, applied when the module is mapped.
+    func pending(request: String, module: String) {
+        emit(.pending(.init(request: request, module: module)))
+    }
+
+    /// A library the process loaded later, and what the requests hooked in it before any of its
+    /// code ran.
+    func loaded(module: String, path: String, report: AddReport) {
+        emit(refusals(report) + [.loaded(.init(module: module, path: path, functions: report.patterns.reduce(0) { $0 + $1.hooked },
+                                               refused: report.refused.count, patterns: patterns(report)))])
     }
 
     // MARK: - trace, counts, overrides
 
-    func call(_ c: TracedCall) {
-        emit(.call(.init(function: c.function, tid: c.tid, ts: c.timestamp, args: c.args, ret: c.ret, ns: c.nanos)))
+    func call(_ c: TracedCall, pid: pid_t? = nil) {
+        emit(.call(.init(function: c.function, tid: c.tid, pid: pid, ts: c.timestamp, args: c.args, ret: c.ret, ns: c.nanos)))
     }
 
     /// The --count table (at each --interval and at detach).

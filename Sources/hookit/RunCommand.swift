@@ -30,7 +30,7 @@ struct RunCommand: ParsableCommand {
         let session: HookSession
         let tracee: Tracee
         do {
-            tracee = try Tracee.spawn(command)
+            tracee = try Tracee.spawn(command, followForks: !flags.noFollow)
         } catch {
             throw output.fatal(error)
         }

@@ -138,10 +138,13 @@ final class InteractiveCLITests: XCTestCase {
         let added = try reply(hookit, to: "add --count libplugin.so:plugin_answer --count hooktarget:add")
         XCTAssertEqual(added["event"] as? String, "added", "\(added)")
         XCTAssertEqual(added["functions"] as? Int, 2)
-        // fork in a hooked process: the untraced child runs the hooked code and gets it right;
+        // fork in a hooked process: the child, followed, runs the hooked code and gets it right;
         // its calls are counted too (the counters are shared memory, as a uprobe counts a
-        // forked child).
+        // forked child). Its fork event comes before the child can run.
         XCTAssertEqual(try target.send("forkadd 20 22"), "child 42")
+        let fork = try event(try hookit.readLine(timeout: 20))
+        XCTAssertEqual(fork["event"] as? String, "fork", "\(fork)")
+        XCTAssertEqual(fork["pid"] as? Int, Int(target.pid))
         XCTAssertEqual(try target.send("add 1 1"), "2")
         let hooks = try XCTUnwrap(try reply(hookit, to: "list")["hooks"] as? [[String: Any]])
         XCTAssertEqual(hooks.first?["calls"] as? Int, 2, "the parent's call and the child's")
