@@ -16,7 +16,7 @@ struct ring_header {
 };
 
 #define HOOKIT_RT_SLOT 256
-#define STR_BYTES 80
+#define STR_BYTES 76
 
 // A slot's `turn` says whose it is (Vyukov's bounded queue, counted from the slot's index so
 // that zeroed memory is a ready ring): for position p of lap L = p & ~mask, a writer may take
@@ -30,11 +30,17 @@ struct event {
     uint64_t cookie;            // function index (low 32 bits) and string mask
     uint64_t ts, dur;           // TSC ticks: entry, and duration
     uint64_t args[6], ret;
+    uint64_t seq;               // the thread's own event number (see trace_seq)
     char str[2][STR_BYTES];     // the first two string arguments (or return value), copied
 };
 _Static_assert(sizeof(struct event) == HOOKIT_RT_SLOT, "slot size");
 
 struct ring_header *volatile hookit_rt_ring = 0;
+
+// Each thread numbers its events: a thread that migrates writes its next event into another
+// CPU's ring, which the reader may see first; the numbers let it put each thread's events back
+// in order. Numbered only once a slot is taken, so a dropped event leaves no gap.
+static __thread uint64_t trace_seq __attribute__((tls_model("initial-exec")));
 
 // Takes the next position of this CPU's ring inside an rseq critical section whose commit is
 // the head's store: only threads running on this CPU ever move this head, so no locked
@@ -164,6 +170,7 @@ uint64_t hookit_rt_trace_exit(struct hookit_ctx *ctx) {
         __atomic_fetch_add(&ring->dropped, 1, __ATOMIC_RELAXED);
         return 0;
     }
+    e->seq = ++trace_seq;
     e->tid = hookit_rt_tid();
     e->cookie = ctx->cookie;
     e->ts = ctx->scratch[0];

@@ -16,8 +16,10 @@ public struct TraceEvent: Sendable {
     /// Copies of the arguments (or return value) marked as strings, in order, at most two; nil
     /// for a null or unreadable pointer.
     public var strings: [String?]
+    /// The thread's own number for the event: 1, 2, 3... in the order its calls returned.
+    var sequence: UInt64 = 0
 
-    /// When the call returned, in TSC ticks (the order of a thread's events).
+    /// When the call returned, in TSC ticks.
     var returnTicks: UInt64 { ticks &+ durationTicks }
 }
 
@@ -30,20 +32,20 @@ public struct TraceEvent: Sendable {
 ///     0      header: magic, capacity, slot size, rings, stride (ring 0's hold for all); head at
 ///            64; dropped at 128; ring 0: at 256 the count of stable ranges, then [start, end)
 ///            pairs (memory strings may be read from directly)
-///     4096   capacity slots of 256 bytes: turn, tid, flags, cookie, ts, dur, args[6], ret, str[2][80]
+///     4096   capacity slots of 256 bytes: turn, tid, flags, cookie, ts, dur, args[6], ret, seq,
+///            str[2][76]
 ///
 /// Slot turns, counted from the lap L = p & ~mask of position p (so zeroed memory is a ready
 /// ring): a writer takes p when the slot holds L and publishes L + 1; the reader consumes p when
 /// it holds L + 1 and hands it to the next lap with L + capacity. A full ring makes writers count
 /// a drop and return: the tracee never waits for hookit.
 ///
-/// A thread that migrates writes its next event into another ring, which the reader may look at
-/// before the first's event is published. So the reader holds each event back for one pass: an
-/// event seen in the previous pass is given out with every event of its thread that returned
-/// before it (those were published before it was reserved, so they are seen by now); the others
-/// wait for the next pass. Each thread's events thus come out in the order its calls returned.
+/// A thread that migrates writes its next event into another ring; ThreadOrder puts each
+/// thread's events back in order by the number each carries.
 public final class TraceRing {
     static let slotSize = 256
+    /// Bytes kept of each string (with its NUL), trace.c's STR_BYTES.
+    static let stringBytes = 76
     static let headerSize = 4096
     /// Ranges of never-unmapped memory in ring 0's header, from byte 264 to its end.
     static let maxStableRanges = (headerSize - 264) / 16
@@ -53,7 +55,7 @@ public final class TraceRing {
     let stride: Int
     let memory: SharedMemory
     private var tails: [UInt64]
-    private var held: [TraceEvent] = []
+    private var order = ThreadOrder()
     private var given: UInt64 = 0
     private let ringSymbol: UInt64
 
@@ -100,9 +102,10 @@ public final class TraceRing {
     public var reserved: UInt64 { (0..<rings).reduce(0) { $0 &+ atomicLoad(header($1) + 8) } }
 
     /// The complete events available now, at most about `max`: per thread in the order its calls
-    /// returned. A reserved slot still being written ends its ring's batch: the next call
-    /// continues there.
-    public func drain(max: Int = .max) -> [TraceEvent] {
+    /// returned (ThreadOrder). A reserved slot still being written ends its ring's batch: the
+    /// next call continues there. `final`: events still waiting for an earlier one of their
+    /// thread go out too (the last drain: what never came is counted as lost).
+    public func drain(max: Int = .max, final: Bool = false) -> [TraceEvent] {
         var fresh: [TraceEvent] = []
         for r in 0..<rings {
             while fresh.count < max {
@@ -114,28 +117,10 @@ public final class TraceRing {
                 tails[r] += 1
             }
         }
-        let out: [TraceEvent]
-        if rings == 1 {
-            out = held + fresh
-            held = []
-        } else {
-            (out, held) = Self.release(held: held, fresh: fresh)
-        }
+        order.add(fresh)
+        let out = order.release(all: final)
         given += UInt64(out.count)
         return out
-    }
-
-    /// Of the events held from the last pass and those seen in this one, those that can be given
-    /// out (see the type's comment), in the order the calls returned, and those to hold.
-    static func release(held: [TraceEvent], fresh: [TraceEvent]) -> (out: [TraceEvent], hold: [TraceEvent]) {
-        var lastHeld: [UInt32: UInt64] = [:]
-        for e in held { lastHeld[e.tid] = max(lastHeld[e.tid] ?? 0, e.returnTicks) }
-        var out = held, hold: [TraceEvent] = []
-        for e in fresh {
-            if let last = lastHeld[e.tid], e.returnTicks <= last { out.append(e) } else { hold.append(e) }
-        }
-        out.sort { $0.returnTicks < $1.returnTicks }
-        return (out, hold)
     }
 
     /// Slots reserved but not yet given out (a writer between its reservation and its publish,
@@ -150,11 +135,13 @@ public final class TraceRing {
         var strings: [String?] = []
         for i in 0..<min(2, mask.nonzeroBitCount) {
             if flags & (UInt32(10) << UInt32(i)) != 0 { strings.append(nil); continue }
-            let p = (raw + 96 + i * 80).assumingMemoryBound(to: UInt8.self)
-            strings.append(String(decoding: UnsafeBufferPointer(start: p, count: strnlen(UnsafeRawPointer(p).assumingMemoryBound(to: CChar.self), 79)), as: UTF8.self))
+            let p = (raw + 104 + i * stringBytes).assumingMemoryBound(to: UInt8.self)
+            let n = strnlen(UnsafeRawPointer(p).assumingMemoryBound(to: CChar.self), stringBytes - 1)
+            strings.append(String(decoding: UnsafeBufferPointer(start: p, count: n), as: UTF8.self))
         }
         return TraceEvent(tid: tid, function: function, ticks: s[3], durationTicks: s[4], timed: flags & 1 == 0,
-                          args: Array(UnsafeBufferPointer(start: s + 5, count: 6)), ret: s[11], strings: strings)
+                          args: Array(UnsafeBufferPointer(start: s + 5, count: 6)), ret: s[11], strings: strings,
+                          sequence: s[12])
     }
 
     /// The runtime stops writing; with `unmap`, the tracee's mapping goes too (hookit's stays

@@ -270,11 +270,11 @@ final class HookSession {
     /// Prints the trace events that are complete.
     /// Bounded in time: threads that call faster than hookit prints would keep it here for
     /// ever, and hookit must get back to the tracee's ptrace events and to its signals.
-    func drainTrace(forSeconds limit: Double = 0.02) {
+    func drainTrace(forSeconds limit: Double = 0.02, final: Bool = false) {
         guard let ring else { return }
         let deadline = Clock.seconds() + limit
         while !output.backlogged && Clock.seconds() < deadline && !Interruption.requested {
-            let events = ring.drain(max: 4096)
+            let events = ring.drain(max: 4096, final: final)
             if events.isEmpty { return }
             tracedCalls += UInt64(events.count)
             for e in events {
@@ -351,7 +351,11 @@ final class HookSession {
             drainTrace()
             if ring.pending == 0 { break }
             if tracedCalls != before { deadline = Clock.seconds() + 0.2; continue }
-            if Clock.seconds() >= deadline { unpublished = ring.pending; break }
+            if Clock.seconds() >= deadline {
+                drainTrace(final: true)            // what waits for a lost earlier event goes out
+                unpublished = ring.pending
+                break
+            }
             usleep(1000)
         }
         output.finish()

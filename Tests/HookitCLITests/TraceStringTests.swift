@@ -18,7 +18,7 @@ final class TraceStringTests: XCTestCase {
         let calls = events(out).filter { $0["event"] as? String == "call" }
         let strings = calls.compactMap { ($0["strings"] as? [Any])?.first as? String ?? ($0["args"] as? [Any])?.first as? String }
         let literal = "The quick brown fox jumps over the lazy dog; the quick brown fox jumps over the lazy dog again."
-        XCTAssertEqual(strings, [String(literal.prefix(79)), "fox", "on the heap", "stackname"], out.suffix(1500).description)
+        XCTAssertEqual(strings, [String(literal.prefix(75)), "fox", "on the heap", "stackname"], out.suffix(1500).description)
         XCTAssertEqual(calls.compactMap { $0["ret"] as? Int }, [95, 3, 11, 9])
     }
 
@@ -33,6 +33,6 @@ final class TraceStringTests: XCTestCase {
         XCTAssertEqual(status, 0, out.suffix(500).description)
         let calls = events(out).filter { $0["event"] as? String == "call" }
         XCTAssertEqual(calls.count, 3)
-        XCTAssertTrue("\(calls.first?["args"] ?? "")".contains("0x12d687"), "an unreadable pointer is shown as an address: \(calls.first ?? [:])")
+        XCTAssertEqual((calls.first?["args"] as? [Any])?.first as? Int, 1234567, "an unreadable pointer is shown as its value")
     }
 }

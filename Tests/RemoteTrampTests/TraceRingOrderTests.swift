@@ -1,23 +1,36 @@
 import XCTest
 @testable import RemoteTramp
 
-/// The per-CPU rings' reader: a thread that migrated may have its later event seen first; the
-/// reader gives each thread's events out in the order its calls returned.
+/// The per-CPU rings' reader: a thread that migrated may have its later event seen first, or its
+/// earlier one behind a slot another writer has not published; each thread's events still come
+/// out in the order its calls returned, by the number each carries.
 final class TraceRingOrderTests: XCTestCase {
-    private func event(_ tid: UInt32, returnedAt t: UInt64) -> TraceEvent {
-        TraceEvent(tid: tid, function: 0, ticks: t - 1, durationTicks: 1, timed: true, args: [], ret: t, strings: [])
+    private func event(_ tid: UInt32, _ seq: UInt64) -> TraceEvent {
+        TraceEvent(tid: tid, function: 0, ticks: seq * 10, durationTicks: 1, timed: true, args: [], ret: seq, strings: [],
+                   sequence: seq)
     }
 
-    func testAnEventSeenLateStillComesBeforeItsThreadsLaterOne() {
-        // Pass 1 sees thread 1's event at 20 (ring B); its event at 10 (ring A) is published
-        // just after ring A was read, and shows up in pass 2.
-        let (out1, hold1) = TraceRing.release(held: [], fresh: [event(1, returnedAt: 20), event(2, returnedAt: 15)])
-        XCTAssertTrue(out1.isEmpty, "nothing from the first pass goes out yet")
-        let (out2, hold2) = TraceRing.release(held: hold1, fresh: [event(1, returnedAt: 10), event(1, returnedAt: 30), event(2, returnedAt: 40)])
-        XCTAssertEqual(out2.map(\.ret), [10, 15, 20], "thread 1's 10 joins its 20; 30 and 40 wait")
-        XCTAssertEqual(hold2.map(\.ret), [30, 40])
-        let (out3, hold3) = TraceRing.release(held: hold2, fresh: [])
-        XCTAssertEqual(out3.map(\.ret), [30, 40])
-        XCTAssertTrue(hold3.isEmpty)
+    func testALaterEventWaitsForItsThreadsEarlierOne() {
+        var order = ThreadOrder()
+        order.add([event(1, 2), event(2, 1)])
+        XCTAssertEqual(order.release().map(\.ret), [1], "thread 2's first goes out; thread 1's second waits for its first")
+        order.add([event(1, 1)])
+        XCTAssertEqual(order.release().map(\.ret), [1, 2])
+        order.add([event(2, 3)])
+        XCTAssertEqual(order.release().map(\.ret), [], "thread 2's 3 waits for its 2")
+        order.add([event(2, 2), event(2, 1)])      // 1 again: a new thread that reuses the id
+        XCTAssertEqual(order.release().map(\.ret), [1, 2, 3])
+        XCTAssertEqual(order.waitingCount, 0)
+    }
+
+    func testAnEventLostForGoodIsGivenUpAfterAWhileOrAtTheEnd() {
+        var order = ThreadOrder()
+        order.add([event(7, 1)])
+        XCTAssertEqual(order.release().map(\.ret), [1])
+        order.add([event(7, 3)])      // 2 was reserved and never published
+        for _ in 0..<ThreadOrder.patience { XCTAssertEqual(order.release().count, 0) }
+        XCTAssertEqual(order.release().map(\.ret), [3], "given up on 2 after patience passes")
+        order.add([event(7, 5)])
+        XCTAssertEqual(order.release(all: true).map(\.ret), [5], "the last drain lets everything out")
     }
 }

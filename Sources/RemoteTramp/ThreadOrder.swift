@@ -1,0 +1,60 @@
+/// Puts each thread's trace events back in the order its calls returned. A thread that migrates
+/// writes its next event into another CPU's ring, and the reader may see that ring first, or
+/// find the earlier event's ring stopped at a slot another writer has not published yet. So
+/// every event carries its thread's own number (1, 2, 3... trace.c numbers them once a slot is
+/// taken, so dropped events leave no gap), and an event waits here until the one before it of
+/// its thread has gone out.
+struct ThreadOrder {
+    /// Passes an event may wait for its thread's earlier one before that one is given up for
+    /// lost (a writer killed between taking its slot and publishing it): ~1 s of 20 ms drains.
+    static let patience = 50
+
+    private struct Thread {
+        var due: UInt64?                // the number to give out next; nil: not seen yet
+        var waiting: [TraceEvent] = []
+        var passes = 0                  // passes its first waiting event has waited
+    }
+    private var threads: [UInt32: Thread] = [:]
+
+    /// Events waiting for an earlier one.
+    private(set) var waitingCount = 0
+
+    mutating func add(_ events: [TraceEvent]) {
+        for e in events { threads[e.tid, default: Thread()].waiting.append(e) }
+        waitingCount += events.count
+    }
+
+    /// The events that can go out now, in the order the calls returned; `all`: every event
+    /// that waits (the last drain).
+    mutating func release(all: Bool = false) -> [TraceEvent] {
+        var out: [TraceEvent] = []
+        for tid in Array(threads.keys) where !threads[tid]!.waiting.isEmpty {
+            out += Self.release(&threads[tid]!, all: all)
+        }
+        waitingCount -= out.count
+        out.sort { $0.returnTicks < $1.returnTicks }
+        return out
+    }
+
+    private static func release(_ t: inout Thread, all: Bool) -> [TraceEvent] {
+        t.waiting.sort { $0.sequence < $1.sequence }
+        // Every thread numbers from 1 (trace.c's counter is zero in a new thread). One that
+        // does not (a forked child, which inherits its parent's count) waits out the patience
+        // below once, like a lost event.
+        if t.due == nil { t.due = 1 }
+        var out: [TraceEvent] = []
+        while let e = t.waiting.first {
+            // Lower than due: a new thread that reuses the id, numbering from 1 again.
+            if e.sequence <= t.due! || all || t.passes >= patience {
+                out.append(e)
+                t.due = e.sequence + 1
+                t.waiting.removeFirst()
+                t.passes = 0
+            } else {
+                break
+            }
+        }
+        if !t.waiting.isEmpty { t.passes += 1 }
+        return out
+    }
+}
