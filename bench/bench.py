@@ -22,6 +22,8 @@ every call printed (short runs that the trace ring holds), not on the ring-full 
 The "pause seen by the process" table (bench/pause.py) is the longest time a probe thread of the
 target was kept from running while a tool attached, stayed 0.3 s and detached.
 `python3 bench/bench.py --only-pause [--peers] [--quick]` runs that table alone.
+The memory table (bench/memory.py: hookit's peak RSS in a long --trace --output session, and
+its growth per million traced calls) runs alone with `--only-memory`.
 """
 import argparse
 import datetime
@@ -33,6 +35,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import BUILD, ROOT, HookitSession, Target  # noqa: E402
+import memory  # noqa: E402
 import pause  # noqa: E402
 import plot  # noqa: E402
 
@@ -341,8 +344,14 @@ def main():
     ap.add_argument("--quick", action="store_true", help="shorter runs, fewer attach rows (smoke test)")
     ap.add_argument("--only-pause", action="store_true",
                     help="only the \"pause seen by the process\" table (with --peers: Frida's rows too); printed, not written to RESULTS.md")
+    ap.add_argument("--only-memory", action="store_true",
+                    help="only the table of hookit's memory in a long --trace --output session; printed, not written to RESULTS.md")
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "RESULTS.md"))
     a = ap.parse_args()
+
+    if a.only_memory:
+        print(memory.render(memory.rows(a.hookit, quick=a.quick)))
+        return
 
     if a.only_pause:
         frida = False
@@ -378,6 +387,10 @@ def main():
         pause_rows = pause.failed(e)
 
     table = render(per_call_rows, attach_rows, peer_rows, peer_attach_rows, peer_status, pause_rows)
+    try:
+        table += "\n\n" + memory.render(memory.rows(a.hookit, quick=a.quick))
+    except Exception as e:
+        table += f"\n\nMemory of a --trace --output session: failed: {e}"
     print(table)
     svg = os.path.join(ROOT, "bench", "overhead.svg")
     plot.overhead_svg(per_call_rows + peer_rows, svg)
