@@ -78,8 +78,9 @@ final class ProgramLoader {
         let handle = try load(path, symbols: symbols)
         runtimeRun = try tracee.dlsym(handle: handle, name: "hookit_rt_run", symbols: symbols)
         if runtimeRun == nil { throw TrampolineError.programNotFound(library: path, symbol: "hookit_rt_run") }
-        if timePrograms, let flag = try tracee.dlsym(handle: handle, name: "hookit_rt_time_enabled", symbols: symbols) {
-            try tracee.memory.write([1, 0, 0, 0], at: flag)
+        // Written either way: the runtime stays loaded after a session, with the last one's value.
+        if let flag = try tracee.dlsym(handle: handle, name: "hookit_rt_time_enabled", symbols: symbols) {
+            try tracee.memory.write([timePrograms ? 1 : 0, 0, 0, 0], at: flag)
         }
         if let cpus = try tracee.dlsym(handle: handle, name: "hookit_rt_cpus", symbols: symbols) {
             try tracee.memory.write(Array([UInt8].le(UInt64(self.cpus)).prefix(4)), at: cpus)

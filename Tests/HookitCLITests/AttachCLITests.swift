@@ -69,17 +69,18 @@ final class AttachCLITests: XCTestCase {
     }
 
     /// Programs' time is kept only with --prog-time (as the kernel's bpf_stats_enabled); their
-    /// runs are always counted.
+    /// runs are always counted. One process, session after session: the runtime stays loaded
+    /// between them, and a session without --prog-time after one with it keeps no time.
     func testProgramTimeIsKeptOnlyWhenAskedFor() throws {
         let progs = Repo.target("libprogs.so")
-        for progTime in [false, true] {
-            let target = try TargetProcess("hooktarget")
+        let target = try TargetProcess("hooktarget")
+        for progTime in [false, true, false] {
             let out = try attach(target, ["--prog", "fentry:hooktarget:add=\(progs):count_entry"] + (progTime ? ["--prog-time"] : [])) {
                 for _ in 0..<50 { _ = try target.send("add 1 1") }
             }
             let stats = try XCTUnwrap(out.split(separator: "\n").compactMap(json).first { $0["event"] as? String == "stats" })
             XCTAssertEqual(stats["calls"] as? Int, 50)
-            if progTime { XCTAssertGreaterThan(stats["ns"] as? Int ?? 0, 0) } else { XCTAssertEqual(stats["ns"] as? Int, 0) }
+            if progTime { XCTAssertGreaterThan(stats["ns"] as? Int ?? 0, 0) } else { XCTAssertEqual(stats["ns"] as? Int, 0, "--prog-time \(progTime)") }
         }
     }
 
