@@ -30,11 +30,20 @@ struct ThreadOrder {
         var out: [TraceEvent] = []
         for tid in Array(threads.keys) where !threads[tid]!.waiting.isEmpty {
             out += Self.release(&threads[tid]!, all: all)
+            // A thread that waits for nothing keeps only its next number, not the buffer that
+            // held its events (a buffer per thread, for every thread the process ever had).
+            if threads[tid]!.waiting.isEmpty { threads[tid]!.waiting = [] }
         }
         waitingCount -= out.count
+        // Threads come and go: past this many, those that wait for nothing are forgotten (one
+        // that comes back waits out the patience once, as a forked child does).
+        if threads.count > Self.remembered { threads = threads.filter { !$0.value.waiting.isEmpty } }
         out.sort { $0.returnTicks < $1.returnTicks }
         return out
     }
+
+    /// Threads whose next number is kept while they wait for nothing.
+    static let remembered = 1 << 16
 
     private static func release(_ t: inout Thread, all: Bool) -> [TraceEvent] {
         t.waiting.sort { $0.sequence < $1.sequence }
