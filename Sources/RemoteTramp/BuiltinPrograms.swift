@@ -46,8 +46,9 @@ public struct Override: Sendable {
         public var threshold: UInt64 = 1 << 32
         public init(value: UInt64) { self.value = value }
 
-        /// struct override: value, err, every, threshold, calls, injected.
-        var cells: [UInt64] { [value, UInt64(bitPattern: Int64(errno)), every, threshold, 0, 0] }
+        /// struct override: value, err, every, threshold, 12 cells apart, calls, injected.
+        var cells: [UInt64] { [value, UInt64(bitPattern: Int64(errno)), every, threshold] + [UInt64](repeating: 0, count: 14) }
+        static let callsCell = 16, injectedCell = 17
     }
 
     public let settings: Settings
@@ -69,7 +70,7 @@ public struct Override: Sendable {
 
     public func read(_ table: TrampolineTable) -> Reading {
         let c = table.readProgramData(config, cells: settings.cells.count)
-        return Reading(calls: c[4], injected: c[5])
+        return Reading(calls: c[Settings.callsCell], injected: c[Settings.injectedCell])
     }
 }
 
