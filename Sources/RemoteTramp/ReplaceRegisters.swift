@@ -1,15 +1,21 @@
 import Injector
 
 extension TrampolineTable {
-    /// Whether a user program at `address` may change vector, x87 or mask state: anything it or
-    /// its library's call graph may write, read as an upper bound (a call through the PLT or a
-    /// pointer may change everything).
+    /// Whether a user program at `address` may change vector, x87 or mask state.
     func programChangesVectorState(_ address: UInt64) throws -> Bool {
-        guard let module = try Modules.module(containing: address, pid: tracee.pid, memory: tracee.memory),
-              let own = symbols.functions(in: module).first(where: { $0.address == address && $0.size > 0 }) else { return true }
-        let writes = RegisterUse.written(by: own.address..<own.address + own.size, in: module,
-                                         functions: symbols.functions(in: module), bound: .atMost)
-        return !writes.isDisjoint(with: .extended)
+        !(try writtenAtMost(byProgramAt: address)).isDisjoint(with: .extended)
+    }
+
+    /// What a function of a loaded library (a program, a replacement) may write: its code and
+    /// its library's call graph, read as an upper bound (a call through the PLT or a pointer may
+    /// change everything); every call-clobbered register when it cannot be read. `pointers`: see
+    /// RegisterUse.written.
+    func writtenAtMost(byProgramAt address: UInt64, pointers: [UInt64: RegisterSet] = [:]) throws -> RegisterSet {
+        guard let module = try Modules.module(containing: address, pid: tracee.pid, memory: tracee.memory) else { return .callClobbered }
+        let functions = symbols.functions(in: module)
+        guard let own = functions.first(where: { $0.address == address && $0.size > 0 }) else { return .callClobbered }
+        return RegisterUse.written(by: own.address..<own.address + own.size, in: module, functions: functions, bound: .atMost,
+                                   pointers: pointers, readPointer: { [tracee] in try? tracee.memory.readU64(at: $0) })
     }
 
     /// The registers a replace image must give back (see ImageBuilder's replace wrapper): those
@@ -30,15 +36,7 @@ extension TrampolineTable {
         if let slot = originalSlot {
             pointers[slot] = RegisterUse.written(by: extent, in: site.module, functions: originalFunctions, bound: .atMost)
         }
-        let replacementWrites: RegisterSet
-        if let module = try Modules.module(containing: replacement, pid: tracee.pid, memory: tracee.memory),
-           let own = symbols.functions(in: module).first(where: { $0.address == replacement && $0.size > 0 }) {
-            replacementWrites = RegisterUse.written(by: own.address..<own.address + own.size, in: module,
-                                                    functions: symbols.functions(in: module), bound: .atMost, pointers: pointers,
-                                                    readPointer: { [tracee] in try? tracee.memory.readU64(at: $0) })
-        } else {
-            replacementWrites = .callClobbered
-        }
+        let replacementWrites = try writtenAtMost(byProgramAt: replacement, pointers: pointers)
         let exposed = replacementWrites.subtracting(originalWrites).subtracting(.rax)
         guard !exposed.isEmpty else { return [] }
         // The image's own scratch register (the stack-argument copy) is given back too when a
