@@ -118,6 +118,11 @@ struct ImageBuilder {
         links.values.contains { $0.contains { $0.code != .count } }
     }
 
+    /// Whether any link runs a user's C program (which may read every field of the ctx).
+    static func runsUserPrograms(_ links: [ProgramKind: [Link]]) -> Bool {
+        links.values.contains { $0.contains { if case .user = $0.code { return true } else { return false } } }
+    }
+
     /// User C programs may use any vector register (and x87), unless their code proves they
     /// cannot (Link.changesVectorState); hookit's runtime programs and the built-in count use
     /// none. Images with only those skip the XSAVE.
@@ -268,7 +273,7 @@ struct ImageBuilder {
         w.load(.rax, .rbp, gpr(.rax))
         w.store(.rax, .rbp, ctx(ctxNvec))
         // hookit's runtime programs read no floating-point argument: only user programs get them.
-        if input.links.values.contains(where: { $0.contains { if case .user = $0.code { return true } else { return false } } }) {
+        if runsUserPrograms(input.links) {
             for x in 0..<8 { w.storeXmm(UInt8(x), .rbp, ctx(ctxXmmArgs + Int32(x * 16))) }
         }
         w.lea(.rax, .rbp, 8)
