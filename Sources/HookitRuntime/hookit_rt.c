@@ -25,9 +25,6 @@ uint32_t hookit_rt_tid(void) {
     return (uint32_t)rt_syscall3(186 /* gettid */, 0, 0, 0);
 }
 
-// Time stamp counter ticks (constant and non-stop on the CPUs hookit runs on): reading it calls
-// no libc function, which may itself be hooked; hookit converts ticks to nanoseconds.
-static uint64_t now_ticks(void) { return __builtin_ia32_rdtsc(); }
 
 int *hookit_rt_errno_location(void) {
     if (hookit_rt_errno) return hookit_rt_errno;
@@ -52,9 +49,9 @@ uint64_t hookit_rt_run(hookit_prog_fn prog, struct hookit_ctx *ctx, struct hooki
     int saved_errno = *hookit_rt_errno;
     uint64_t r;
     if (hookit_rt_time_enabled) {
-        uint64_t t0 = now_ticks();
+        uint64_t t0 = rt_ticks();
         r = prog(ctx);
-        rt_percpu_add(&cpu0->nsecs, now_ticks() - t0);
+        rt_percpu_add(&cpu0->nsecs, rt_ticks() - t0);
     } else {
         r = prog(ctx);
     }

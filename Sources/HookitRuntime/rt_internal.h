@@ -7,6 +7,8 @@
 #include "hookit_rt.h"
 #include "hookit.h"
 
+// Time stamp counter ticks (constant and non-stop on the CPUs hookit runs on): reading it calls
+// no libc function, which may itself be hooked; hookit converts ticks to nanoseconds.
 static inline uint64_t rt_ticks(void) { return __builtin_ia32_rdtsc(); }
 
 static inline long rt_syscall3(long n, long a, long b, long c) {
