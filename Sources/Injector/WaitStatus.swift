@@ -7,8 +7,3 @@ public enum WaitStatus {
         hk_wifexited(status) != 0 ? hk_wexitstatus(status) : 128 + hk_wtermsig(status)
     }
 }
-
-/// TSC ticks, the runtime's clock (see RemoteTramp's TickClock use).
-public enum TimeStampCounter {
-    public static func now() -> UInt64 { hk_rdtsc() }
-}
