@@ -80,7 +80,8 @@ final class HookSession {
         } catch {
             // Cleaning up is not to be cut short by the signal that may have caused the failure.
             Interruption.clear()
-            if tracee.exited { throw error }
+            // A spawned program is killed by the caller while still held: it never runs unhooked.
+            if tracee.exited || spawned != nil { throw error }
             _ = table.detach(waitSeconds: 1)
             tracee.detach()
             throw error
@@ -143,7 +144,7 @@ final class HookSession {
             try change.commit()
         } catch {
             change.rollback()
-            try? tracee.resumeWorld()
+            if resume { try? tracee.resumeWorld() }
             throw error
         }
         if resume { try tracee.resumeWorld() }

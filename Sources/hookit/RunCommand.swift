@@ -41,7 +41,7 @@ struct RunCommand: ParsableCommand {
             session = try HookSession(pid: tracee.pid, requests: requests, options: try flags.sessionOptions(hooks),
                                       output: output, spawned: tracee)
         } catch {
-            // The program never got to main with its hooks: it does not run without them.
+            // The program never got its hooks: it does not run without them.
             tracee.killAndReap()
             throw output.fatal(error)
         }
