@@ -4,7 +4,9 @@
 // at the end of main (or of its constructor, with `exit-in-constructor`), with write(2) only:
 // stdio would call malloc after the count was taken.
 //
-//   startup [exit-in-constructor]   prints: mallocs=M before_main=B step=S lib_step=L preload=P
+//   startup [exit-in-constructor]   prints: mallocs=M before_main=B step=S lib_step=L memfds=F preload=P
+//
+// memfds: descriptors open on a memfd (hookit's preload copies must be closed by then).
 //
 // step: 3 calls from the constructor, 1 from the .init_array entry, 2 from main. lib_step:
 // the library's constructor makes 4 calls. The static build (-DSTATIC_BUILD) has no library
@@ -40,8 +42,15 @@ void *malloc(size_t n) {
 static void report(void) {
     char line[256];
     const char *preload = getenv("LD_PRELOAD");
-    int n = snprintf(line, sizeof line, "mallocs=%lu before_main=%lu step=%lu lib_step=%lu preload=%s\n", mallocs,
-                     mallocs_before_main, step_calls, LIB_CALLS(), preload ? preload : "(unset)");
+    int memfds = 0;
+    for (int fd = 0; fd < 4096; fd++) {
+        char path[32], target[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t len = readlink(path, target, sizeof target - 1);
+        memfds += len > 7 && strncmp(target, "/memfd:", 7) == 0;
+    }
+    int n = snprintf(line, sizeof line, "mallocs=%lu before_main=%lu step=%lu lib_step=%lu memfds=%d preload=%s\n", mallocs,
+                     mallocs_before_main, step_calls, LIB_CALLS(), memfds, preload ? preload : "(unset)");
     if (write(1, line, n) != n) _exit(2);
 }
 

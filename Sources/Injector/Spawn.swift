@@ -1,9 +1,19 @@
 import CPtrace
 import Glibc
 
-/// Starting a program under hookit, held where its `main` begins (`hookit run`).
+/// Where `spawn` holds the program it started.
+public enum SpawnHold: Sendable, Equatable {
+    /// At the first instruction of main: libraries loaded, constructors run.
+    case main
+    /// Before any code of the program or of its libraries runs, with `preload` loaded by the
+    /// dynamic loader itself (see `runToStart`). A static program is held at its entry point.
+    case beforeInitializers(preload: [PreloadLibrary])
+}
+
+/// Starting a program under hookit, held before its first instruction (`hookit run`, see
+/// `runToStart`) or where its `main` begins.
 ///
-/// Steps (a failure at any of them is undone by `killAndReap`: no child is left behind):
+/// Steps for `.main` (a failure at any of them is undone by `killAndReap`: no child is left behind):
 ///  1. fork; the child waits on a pipe before doing anything (hk_fork_exec: only
 ///     async-signal-safe calls in the child, every C array prepared before the fork).
 ///  2. PTRACE_SEIZE the waiting child, then let it go: it execs. Exec failure comes back as the
@@ -21,16 +31,8 @@ import Glibc
 /// of a stray SIGTRAP anyway (design.md invariant 4 cannot hold for it), and the user asked for
 /// it to run *with* hooks. So a dying hookit takes the half-started child with it. From step 5
 /// on the byte is restored and the program is as correct as any attached tracee: the options
-/// go back to those `attach` uses, and a dying hookit leaves it running (invariant 4).
-/// Where `spawn` holds the program it started.
-public enum SpawnHold: Sendable, Equatable {
-    /// At the first instruction of main: libraries loaded, constructors run.
-    case main
-    /// Before any code of the program or of its libraries runs, with `preload` loaded by the
-    /// dynamic loader itself (see `runToStart`). A static program is held at its entry point.
-    case beforeInitializers(preload: [PreloadLibrary])
-}
-
+/// go back to those `attach` uses, and a dying hookit leaves it running (invariant 4). The same
+/// holds for `.beforeInitializers`, whose int3 sits on the loader's r_brk until the hold.
 extension Tracee {
     /// Starts argv[0] (searched in hookit's PATH when it has no '/', like execvp) with `argv` and
     /// `environment` (nil: hookit's own), under ptrace. stdin and stdout are inherited, or the

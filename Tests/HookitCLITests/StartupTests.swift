@@ -7,7 +7,7 @@ import XCTest
 /// constructors, .init_array, a library's constructor and libc's calls into an interposed malloc
 /// are all seen. build/startup counts each of its calls itself and prints the counts.
 final class StartupTests: XCTestCase {
-    /// The target's own counts: `mallocs=M before_main=B step=S lib_step=L preload=P`.
+    /// The target's own counts: `mallocs=M before_main=B step=S lib_step=L memfds=F preload=P`.
     private func targetCounts(_ output: String) throws -> [String: String] {
         let line = try XCTUnwrap(output.split(separator: "\n").first { $0.hasPrefix("mallocs=") }, output)
         return Dictionary(uniqueKeysWithValues: line.split(separator: " ").map {
@@ -30,6 +30,7 @@ final class StartupTests: XCTestCase {
         XCTAssertEqual(seen["mallocs"], seen["before_main"], "every malloc call came before main: \(run.output)")
         XCTAssertGreaterThanOrEqual(Int(seen["before_main"] ?? "") ?? 0, 2, "libc's strdup from both constructors: \(run.output)")
         XCTAssertEqual(seen["preload"], "(unset)", "the program's environment has no trace of hookit's preloads")
+        XCTAssertEqual(seen["memfds"], "0", "the descriptor the runtime was preloaded from is closed: \(run.output)")
         let events = events(run.output)
         XCTAssertEqual(calls(events, "startup:startup_step"), 6, run.output)
         XCTAssertEqual(calls(events, "libstartuplib.so:startup_lib_step"), 4, run.output)
