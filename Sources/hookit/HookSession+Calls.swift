@@ -78,15 +78,15 @@ extension HookSession {
         return Set(marks.map(\.function.address)).subtracting(others)
     }
 
-    /// The trace's marks (longjmp, catch, pthread_exit, exit), in the libraries that have them,
-    /// with the first --trace of an image: calls that never return are then ended where that
-    /// happened, not at the next event of their thread.
+    /// The marks (longjmp, catch, pthread_exit, exit), in the libraries that have them, with the
+    /// first --trace or timed --count of an image: calls that never return are then ended (and
+    /// timed) where that happened, not at the next call of their thread.
     func linkMarks(_ change: HookTransaction) throws {
         guard markLinks == nil else { return }
-        let found = TraceProgram.markedFunctions.compactMap { m -> (FunctionSymbol, mark: UInt64)? in
+        let found = Marks.functions.compactMap { m -> (FunctionSymbol, mark: UInt64)? in
             let module = m.name == "__cxa_begin_catch" ? "libstdc++" : "libc"
             return (try? symbols.function("\(module):\(m.name)")).map { ($0, m.mark) }
         }
-        markLinks = try TraceProgram.linkMarks(found, change)
+        markLinks = try Marks.link(found, change)
     }
 }

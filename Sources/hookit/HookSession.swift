@@ -31,7 +31,7 @@ final class HookSession {
     var callStacks = CallStacks()
     /// Threads seen exiting whose calls still open end once their last events are read.
     var exitedThreads: [ExitedThread] = []
-    /// The marks' links (trace.c's hookit_rt_trace_mark), made with the first --trace.
+    /// The marks' links (marks.c's hookit_rt_mark), made with the first --trace or timed --count.
     var markLinks: [Link]?
     /// Calls whose entry events were reserved in the ring but never read (never completed:
     /// their thread died or was stopped there; or left unread behind a stalled stdout).
