@@ -153,7 +153,7 @@ extension Tracee {
         let ours = Set(preloaded.values)
         let linkerDefined: Set<String> = ["_init", "_fini", "_edata", "_end", "__bss_start"]
         func exported(_ m: Module) -> Set<String> {
-            Set(symbols.elfTables(m).symbols.filter { $0.dynamic && $0.shndx != 0 }.map { $0.name.strippingSymbolVersion })
+            Set(symbols.elfTables(m).symbols.filter { $0.dynamic && $0.shndx != 0 && $0.bind != 0 }.map { $0.name.strippingSymbolVersion })
                 .subtracting(linkerDefined)
         }
         let others = symbols.modules.filter { $0.path != exe && !$0.isVDSO && !ours.contains($0.bias) }

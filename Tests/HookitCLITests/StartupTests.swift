@@ -87,3 +87,18 @@ final class StartupTests: XCTestCase {
         XCTAssertFalse(run.output.contains("mallocs="), "the program did not run without its hooks: \(run.output)")
     }
 }
+
+extension StartupTests {
+    /// A program library that defines a function the program's libraries define too would,
+    /// preloaded, replace theirs for every caller: refused, and the program does not run.
+    func testProgramLibraryThatWouldInterposeOnTheProgramsLibrariesIsRefused() throws {
+        let source = NSTemporaryDirectory() + "hookit-startup-clash-\(getpid()).c"
+        defer { unlink(source) }
+        try "#include \"hookit.h\"\nuint64_t seen(struct hookit_ctx *ctx) { (void)ctx; return 0; }\nlong startup_lib_step(long x) { return x; }\n"
+            .write(toFile: source, atomically: true, encoding: .utf8)
+        let run = runProgram([Repo.hookit, "run", "--prog", "fentry:startup:startup_step=\(source):seen", "--", Repo.target("startup")])
+        XCTAssertNotEqual(run.status, 0)
+        XCTAssertTrue(run.stderr.contains("startup_lib_step") && run.stderr.contains("libstartuplib.so"), run.stderr)
+        XCTAssertFalse(run.output.contains("mallocs="), "the program did not run: \(run.output)")
+    }
+}
