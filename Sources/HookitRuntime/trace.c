@@ -186,6 +186,7 @@ uint64_t hookit_rt_trace_exit(struct hookit_ctx *ctx) {
             n++;
         }
     }
+    if (ctx->cookie & HOOKIT_RT_TRACE_STACK) hookit_rt_stack_capture(ctx, e->tid, e->seq);
     __atomic_store_n(&e->turn, (pos & ~(ring0->capacity - 1)) + 1, __ATOMIC_RELEASE);
     return 0;
 }

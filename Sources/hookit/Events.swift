@@ -51,6 +51,8 @@ enum Event {
         var ret: TracedValue
         /// nil (JSON null) when the call's entry was not seen (it began before its hook went in).
         var ns: UInt64?
+        /// With --stack: the call stack, innermost first (absent without --stack).
+        var stack: [String]? = nil
 
         func encode(to encoder: Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
@@ -61,6 +63,7 @@ enum Event {
             try c.encode(args, forKey: .args)
             try c.encode(ret, forKey: .ret)
             try c.encode(ns, forKey: .ns)   // null, not absent: every call line has the same keys
+            try c.encodeIfPresent(stack, forKey: .stack)
         }
     }
 

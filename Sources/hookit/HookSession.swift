@@ -25,6 +25,8 @@ final class HookSession {
     var ring: TraceRing?
     var traced: [(label: String, signature: Signature?)] = []
     var traceIndex: [UInt64: Int] = [:]
+    /// --stack, --by stack: the stack ring and what was unwound from it (CallStacks.swift).
+    var stacks: CallStacks?
     private let exports: Exports
     var tracedCalls: UInt64 = 0
     /// Events reserved in the ring but never completed (their thread died or was stopped there).
@@ -254,12 +256,13 @@ final class HookSession {
     /// One round of servicing: the tracee's events for up to `seconds` (less while tracing, so
     /// the ring is read often), then the ring and a due count table.
     func service(seconds: Double) throws {
-        try tracee.pump(seconds: ring == nil ? seconds : min(seconds, 0.01))
+        try tracee.pump(seconds: ring == nil && stacks == nil ? seconds : min(seconds, 0.01))
         output.pump()
         followExec()
         serviceLoader()
         serviceChildren()
         drainTrace()
+        drainStackSamples()
         exports.tick()
         if let due = nextInterval, Clock.seconds() >= due, let interval = options.interval {
             printCounts(final: false)
@@ -279,7 +282,8 @@ final class HookSession {
             tracedCalls += UInt64(events.count)
             for e in events {
                 let t = traced[e.function]
-                let call = TracedCall(event: e, function: t.label, signature: t.signature, clock: clock)
+                var call = TracedCall(event: e, function: t.label, signature: t.signature, clock: clock)
+                call.stack = stack(of: e)
                 output.call(call, pid: processOfThread[call.tid])
                 exports.call(call)
             }
@@ -290,6 +294,7 @@ final class HookSession {
         let rows = Self.merged(carriedCounts, hooks.flatMap { $0.counts }.map(countStats))
         if rows.isEmpty { return }
         output.counts(rows, histogram: options.histogram, elapsed: clock.elapsedSeconds, final: final)
+        if final { writeStackFiles() }
         exports.counts(rows, overrides: overrideCounts().map { .init(function: $0.label, injected: $0.injected) }, dropped: traceTotals?.dropped)
     }
 
@@ -315,6 +320,7 @@ final class HookSession {
         let kept = options.keepReplacements ? Set(programStats.filter { $0.0.kind == .replace }.map(\.0.function.address)) : []
         let report = table.detach(keeping: kept)
         finishTrace(tableUnmapped: report.unmapped || !kept.isEmpty)
+        stacks?.close(tracee: tracee, unmap: report.unmapped || !kept.isEmpty, symbols: symbols)
         let family = detachChildren()
         let injector = tracee.detach()
         self.report(programs: programStats, exited: false)

@@ -11,6 +11,8 @@ struct TracedCall {
     let nanos: UInt64?
     let args: [TracedValue]
     let ret: TracedValue
+    /// With --stack: the call's stack, innermost first (`module:function+0xOFF`).
+    var stack: [String]? = nil
 
     init(event e: TraceEvent, function: String, signature: Signature?, clock: TickClock) {
         self.function = function
