@@ -5,9 +5,11 @@
 //   b N     outer_b -> middle_b -> leaf, the same for path b
 //   deep N  N nested calls of `deep`, each with a 512-byte frame, then leaf: deeper than the
 //           stack copy; answers N
+//   thread N  path a, N times, on a new thread (its stack is below its thread pointer); answers N
 //   total   leaf's calls so far
 // The functions are noinline and noipa (no clone, no tail call of a known result), and each does
 // work after its call, so every caller keeps its frame.
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +48,8 @@ HOOKABLE long deep(long n) {
     return r + frame[n % 512];
 }
 
+HOOKABLE void *on_thread(void *n) { return (void *)(outer_a((long)n) + 1); }
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("ready %d\n", getpid());
@@ -57,6 +61,12 @@ int main(void) {
         if (!strcmp(cmd, "a")) { outer_a(n); printf("%ld\n", path_a); }
         else if (!strcmp(cmd, "b")) { outer_b(n); printf("%ld\n", path_b); }
         else if (!strcmp(cmd, "deep")) { deep(n); printf("%ld\n", n); }
+        else if (!strcmp(cmd, "thread")) {
+            pthread_t t;
+            pthread_create(&t, NULL, on_thread, (void *)n);
+            pthread_join(t, NULL);
+            printf("%ld\n", n);
+        }
         else if (!strcmp(cmd, "total")) printf("%ld\n", leaf_calls);
         else printf("unknown %s\n", cmd);
     }

@@ -38,6 +38,26 @@ final class CallStackTests: XCTestCase {
         XCTAssertEqual(slices.compactMap { (($0["args"] as? [String: Any])?["stack"] as? [String]).map(names) }, stacks)
     }
 
+    /// A thread's stack lies below its thread pointer (glibc's struct pthread tops the stack
+    /// block); its outermost frame is clone3's.
+    func testACallOnAnotherThreadIsUnwoundToTheThreadsStart() throws {
+        let target = try TargetProcess("stacktarget")
+        let h = Background(["attach", "\(target.pid)", "--json", "--trace", "stacktarget:leaf", "--stack"])
+        try attached(h, target)
+        XCTAssertEqual(try target.send("thread 2"), "2")
+        let (status, out) = h.finish()
+        XCTAssertEqual(status, 0, out.suffix(800).description)
+        let calls = events(out).filter { $0["event"] as? String == "call" }
+        XCTAssertEqual(calls.count, 2, out.suffix(1500).description)
+        for c in calls {
+            let stack = names(c["stack"] as? [String] ?? [])
+            XCTAssertNotEqual(c["tid"] as? Int, Int(target.pid), "on the new thread")
+            XCTAssertEqual(Array(stack.prefix(4)), ["stacktarget:leaf", "stacktarget:middle_a", "stacktarget:outer_a", "stacktarget:on_thread"], "\(stack)")
+            XCTAssertFalse(stack.contains("[unknown]"), "\(stack)")
+            XCTAssertTrue(stack.last?.hasPrefix("libc.so.6:") ?? false, "\(stack)")
+        }
+    }
+
     func testTheTextTraceListsTheFramesUnderTheCall() throws {
         let target = try TargetProcess("stacktarget")
         let h = Background(["attach", "\(target.pid)", "--trace", "stacktarget:leaf", "--stack"])
