@@ -79,6 +79,8 @@ extension HookSession {
         try configureRuntime()
         if stacks == nil { stacks = CallStacks() }
         try stacks!.makeRing(table)
+        // The modules opened now, while the process runs: `hookit run` may read the last stacks after it exited.
+        _ = stacks!.unwinder(symbols)
     }
 
     /// The stack of a traced call, when --stack asked for it.
