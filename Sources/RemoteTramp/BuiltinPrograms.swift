@@ -97,14 +97,30 @@ public enum TraceProgram {
     @discardableResult
     public static func link(_ function: FunctionSymbol, index: Int, strings: Strings, stack: Bool = false,
                             _ change: HookTransaction) throws -> [Link] {
-        let enter = try change.link(.fentry, .runtime(symbol: "hookit_rt_trace_enter"), to: function)
-        let exit = try change.link(.fexit, .runtime(symbol: "hookit_rt_trace_exit"), to: function,
-                                   cookie: UInt64(UInt32(index)) | strings.mask << 32 | (stack ? stackBit : 0))
+        let cookie = UInt64(UInt32(index)) | strings.mask << 32 | (stack ? stackBit : 0)
+        let enter = try change.link(.fentry, .runtime(symbol: "hookit_rt_trace_enter"), to: function, cookie: cookie)
+        let exit = try change.link(.fexit, .runtime(symbol: "hookit_rt_trace_exit"), to: function, cookie: cookie)
         return [enter, exit]
     }
 
-    /// trace.c's HOOKIT_RT_TRACE_STACK.
+    /// trace.c's HOOKIT_RT_TRACE_STACK: the entry event's stack is copied too.
     static let stackBit: UInt64 = 1 << 39
+
+    /// Functions that end calls without their returning, and the mark trace.c writes at each
+    /// (its cookie): the jumps of setjmp's family, a catch, pthread_exit, exit.
+    public static let markedFunctions: [(name: String, mark: UInt64)] = [
+        ("longjmp", 1), ("_longjmp", 1), ("siglongjmp", 1), ("__longjmp_chk", 1),
+        ("__cxa_begin_catch", 2), ("pthread_exit", 3), ("exit", 4), ("_exit", 4), ("quick_exit", 4),
+    ]
+
+    /// Links the marks at those of `functions` (found by name); one link per address, as
+    /// aliases share one.
+    public static func linkMarks(_ functions: [(FunctionSymbol, mark: UInt64)], _ change: HookTransaction) throws -> [Link] {
+        var seen = Set<UInt64>()
+        return try functions.filter { seen.insert($0.0.address).inserted }.map {
+            try change.link(.fentry, .runtime(symbol: "hookit_rt_trace_mark"), to: $0.0, cookie: $0.mark)
+        }
+    }
 
     /// An event's function index and string mask, from its cookie.
     static func unpack(cookie: UInt64) -> (index: Int, strings: UInt64) { (Int(cookie & 0xFFFF_FFFF), (cookie >> 32) & 0x7f) }

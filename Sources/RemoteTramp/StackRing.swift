@@ -89,9 +89,6 @@ public final class StackRing {
     /// Samples of --count --by stack read and not taken yet.
     private var samples: [StackSample] = []
     private var pass = 0
-    /// Passes a traced call's stack waits for its event: the event may have been dropped (its
-    /// ring was full) while its stack was not.
-    static let patience = 1000
 
     /// The stack of a traced call, if one was recorded for it (the stack ring may have been full).
     public func stack(of event: TraceEvent) -> StackSample? {
@@ -113,7 +110,12 @@ public final class StackRing {
         for s in drain() {
             if s.sequence == 0 { samples.append(s) } else { waiting[Key(tid: s.tid, sequence: s.sequence)] = (s, pass) }
         }
-        if pass % 64 == 0 { waiting = waiting.filter { pass - $0.value.pass < Self.patience } }
+        // A stack whose call is never reported (its events left unread) would wait for ever: past
+        // twice what the rings hold, the oldest half goes.
+        if waiting.count > 2 * capacity * rings {
+            let cut = waiting.values.map(\.pass).sorted()[waiting.count / 2]
+            waiting = waiting.filter { $0.value.pass > cut }
+        }
     }
 
     /// The complete records available now, ring by ring. A slot reserved and still being

@@ -3,7 +3,7 @@ import RemoteTramp
 
 /// --stack and --count --by stack: the stack rings, their unwinder, and the folded stacks of
 /// counted calls. Stacks are unwound in hookit (StackUnwinder), from copies the process made.
-final class CallStacks {
+final class UserStacks {
     var ring: StackRing?
     private var unwinder: StackUnwinder?
     /// Folded stacks of --by stack samples ("outer;...;inner"), with their calls.
@@ -77,7 +77,7 @@ extension HookSession {
     /// --stack, --by stack: the stack ring, before the links that write into it go live.
     func makeStackRing() throws {
         try configureRuntime()
-        if stacks == nil { stacks = CallStacks() }
+        if stacks == nil { stacks = UserStacks() }
         try stacks!.makeRing(table)
         // The modules opened now, while the process runs: `hookit run` may read the last stacks after it exited.
         _ = stacks!.unwinder(symbols)
