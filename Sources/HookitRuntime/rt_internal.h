@@ -105,4 +105,9 @@ __attribute__((visibility("hidden"))) uint32_t hookit_rt_tid(void);
 /// NULL when that first lookup would run inside a program (a hooked __errno_location).
 __attribute__((visibility("hidden"))) int *hookit_rt_errno_location(void);
 
+/// --stack: a trace link whose cookie has this bit records the call's stack too (stack.c), for
+/// the event (tid, seq).
+#define HOOKIT_RT_TRACE_STACK (1ull << 39)
+__attribute__((visibility("hidden"))) void hookit_rt_stack_capture(const struct hookit_ctx *ctx, uint32_t tid, uint64_t seq);
+
 #endif

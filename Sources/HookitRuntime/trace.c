@@ -218,6 +218,7 @@ uint64_t hookit_rt_trace_enter(struct hookit_ctx *ctx) {
     e->sp = ctx->entry_sp;
     for (int i = 0; i < 6; i++) e->args[i] = ctx->args[i];
     copy_strings(ring0, e, ctx->args, 0, 5);
+    if (ctx->cookie & HOOKIT_RT_TRACE_STACK) hookit_rt_stack_capture(ctx, e->tid, e->seq);
     publish(ring0, e, pos);
     ctx->scratch[0] = now | 1;      // never 0, even for a TSC that reads 0
     return 0;

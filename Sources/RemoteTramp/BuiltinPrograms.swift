@@ -92,14 +92,19 @@ public enum TraceProgram {
         }
     }
 
-    /// Links the pair at `function`; its events carry `index` as TraceEvent.function.
+    /// Links the pair at `function`; its events carry `index` as TraceEvent.function. `stack`:
+    /// each event's stack is copied into the stack rings too (StackRing), under its (tid, seq).
     @discardableResult
-    public static func link(_ function: FunctionSymbol, index: Int, strings: Strings, _ change: HookTransaction) throws -> [Link] {
-        let cookie = UInt64(UInt32(index)) | strings.mask << 32
+    public static func link(_ function: FunctionSymbol, index: Int, strings: Strings, stack: Bool = false,
+                            _ change: HookTransaction) throws -> [Link] {
+        let cookie = UInt64(UInt32(index)) | strings.mask << 32 | (stack ? stackBit : 0)
         let enter = try change.link(.fentry, .runtime(symbol: "hookit_rt_trace_enter"), to: function, cookie: cookie)
         let exit = try change.link(.fexit, .runtime(symbol: "hookit_rt_trace_exit"), to: function, cookie: cookie)
         return [enter, exit]
     }
+
+    /// trace.c's HOOKIT_RT_TRACE_STACK: the entry event's stack is copied too.
+    static let stackBit: UInt64 = 1 << 39
 
     /// An event's function index and string mask, from its cookie.
     static func unpack(cookie: UInt64) -> (index: Int, strings: UInt64) { (Int(cookie & 0xFFFF_FFFF), (cookie >> 32) & 0x7f) }

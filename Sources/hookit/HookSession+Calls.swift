@@ -31,7 +31,8 @@ extension HookSession {
         tracedCalls += UInt64(ended.count)
         for c in ended {
             let t = traced[c.entry.function]
-            let call = TracedCall(c, function: t.label, signature: t.signature, clock: clock)
+            var call = TracedCall(c, function: t.label, signature: t.signature, clock: clock)
+            call.stack = stack(of: c.entry)
             output.call(call, pid: processOfThread[call.tid])
             exports.call(call)
         }

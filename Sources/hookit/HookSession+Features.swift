@@ -24,6 +24,10 @@ extension HookSession {
             } else {
                 hook.counts.append(CountEntry(function: f, timed: nil, link: try attach(.fentry, .count)))
             }
+            if options.countByStack {
+                try makeStackRing()
+                hook.links.append(try StackSampleProgram.link(f, index: 0, change))
+            }
         case .trace(let signatures):
             try makeRing()
             try linkMarks(change)
@@ -33,7 +37,8 @@ extension HookSession {
                 traceIndex[f.address] = index
             }
             let strings = traced[index].signature?.strings ?? TraceProgram.Strings()
-            hook.links += try TraceProgram.link(f, index: index, strings: strings, change)
+            if options.stacks { try makeStackRing() }
+            hook.links += try TraceProgram.link(f, index: index, strings: strings, stack: options.stacks, change)
         case .override(let settings):
             let (program, l) = try Override.link(f, settings, change)
             hook.links.append(l)

@@ -25,6 +25,8 @@ final class HookSession {
     var ring: TraceRing?
     var traced: [(label: String, signature: Signature?)] = []
     var traceIndex: [UInt64: Int] = [:]
+    /// --stack, --by stack: the stack ring and what was unwound from it (UserStacks.swift).
+    var stacks: UserStacks?
     let exports: Exports
     var tracedCalls: UInt64 = 0
     /// Traced calls from entry to end (see HookSession+Calls).
@@ -264,12 +266,13 @@ final class HookSession {
     /// One round of servicing: the tracee's events for up to `seconds` (less while tracing, so
     /// the ring is read often), then the ring and a due count table.
     func service(seconds: Double) throws {
-        try tracee.pump(seconds: ring == nil ? seconds : min(seconds, 0.01))
+        try tracee.pump(seconds: ring == nil && stacks == nil ? seconds : min(seconds, 0.01))
         output.pump()
         followExec()
         serviceLoader()
         serviceChildren()
         drainTrace()
+        drainStackSamples()
         exports.tick()
         if let due = nextInterval, Clock.seconds() >= due, let interval = options.interval {
             printCounts(final: false)
@@ -281,6 +284,7 @@ final class HookSession {
         let rows = Self.merged(carriedCounts, hooks.flatMap { $0.counts }.map(countStats))
         if rows.isEmpty { return }
         output.counts(rows, histogram: options.histogram, elapsed: clock.elapsedSeconds, final: final)
+        if final { writeStackFiles() }
         exports.counts(rows, overrides: overrideCounts().map { .init(function: $0.label, injected: $0.injected) }, dropped: traceTotals?.dropped)
     }
 
@@ -308,6 +312,7 @@ final class HookSession {
         var report = table.detach(keeping: kept)
         report.restored -= min(markOnly, report.restored)    // the user's functions, as `attached` counted them
         finishTrace(tableUnmapped: report.unmapped || !kept.isEmpty)
+        stacks?.close(tracee: tracee, unmap: report.unmapped || !kept.isEmpty, symbols: symbols)
         let family = detachChildren()
         let injector = tracee.detach()
         self.report(programs: programStats, exited: false)

@@ -1,0 +1,44 @@
+import ArgumentParser
+
+/// --stack, --by stack, --folded, --flamegraph: call stacks of traced and counted calls.
+struct StackFlags: ParsableArguments {
+    @Flag(help: "With --trace: each call carries its call stack, innermost first (module:function+0xOFF).")
+    var stack = false
+
+    @Option(name: .customLong("by"), help: ArgumentHelp("With --count: count per KEY; `stack` folds the calls by call stack (with --folded or --flamegraph).", valueName: "key"))
+    var countKey: String?
+
+    @Option(help: ArgumentHelp("With --by stack: write the folded stacks to FILE at detach, one `outer;...;inner COUNT` line per stack (flamegraph.pl, inferno, speedscope).", valueName: "file"))
+    var folded: String?
+
+    @Option(help: ArgumentHelp("With --by stack: draw the folded stacks as a flame graph into FILE.svg at detach.", valueName: "file.svg"))
+    var flamegraph: String?
+
+    var byStack: Bool { countKey == "stack" }
+
+    /// Bad combinations, refused before anything touches the process.
+    func check(_ hooks: HookSpecs, allowEmpty: Bool) throws {
+        if let key = countKey, key != "stack" {
+            throw ValidationError("--by '\(key)': unknown key (give --by stack)")
+        }
+        if stack && hooks.traces.isEmpty && !allowEmpty {
+            throw ValidationError("--stack gives each traced call its stack: give --trace PATTERN")
+        }
+        if byStack && hooks.counts.isEmpty && !allowEmpty {
+            throw ValidationError("--by stack folds counted calls by their stack: give --count PATTERN")
+        }
+        if byStack && folded == nil && flamegraph == nil {
+            throw ValidationError("--by stack writes folded stacks: give --folded FILE or --flamegraph FILE.svg")
+        }
+        if (folded != nil || flamegraph != nil) && !byStack {
+            throw ValidationError("--folded and --flamegraph write the stacks of --count PATTERN --by stack: give --by stack")
+        }
+    }
+
+    func apply(_ o: inout SessionOptions) {
+        o.stacks = stack
+        o.countByStack = byStack
+        o.folded = folded
+        o.flamegraph = flamegraph
+    }
+}
