@@ -10,7 +10,9 @@ struct ring_header {
     uint64_t magic, capacity, slot_size, rings, ring_stride, pad0[3];
     uint64_t head, pad1[7];       // next position to reserve (writers)
     uint64_t dropped, pad2[7];    // calls given up because the ring was full at their entry
-    uint64_t dropped_ends, pad3[7]; // end events and marks given up (their calls were counted)
+    uint64_t dropped_ends;        // end events and marks given up (their calls were counted)
+    uint64_t tail;                // what the reader has read up to (it writes this, writers read)
+    uint64_t pad3[6];
     uint64_t stable_count;        // ring 0: memory that is never unmapped (modules the process
     uint64_t stable[][2];         // cannot unload), sorted [start, end) pairs
 };
@@ -60,7 +62,8 @@ static __thread uint64_t lost_ends __attribute__((tls_model("initial-exec")));
 // instruction and no line shared between CPUs. Once committed, the slot is this thread's even if
 // it migrates before publishing. NULL: the ring is full, or the thread has no CPU number; the
 // drop is counted in `*ring_out`.
-static struct event *reserve_on_this_cpu(struct ring_header *ring0, uint64_t *pos_out, struct ring_header **ring_out) {
+static struct event *reserve_on_this_cpu(struct ring_header *ring0, uint64_t limit, uint64_t *pos_out,
+                                         struct ring_header **ring_out) {
     char *ring;
     uint64_t pos, tmp;
     char *slot;
@@ -73,6 +76,10 @@ static struct event *reserve_on_this_cpu(struct ring_header *ring0, uint64_t *po
         "imulq %[stride], %[ring]\n\t"
         "addq %[base], %[ring]\n\t"
         "movq 64(%[ring]), %[pos]\n\t"
+        "movq %[pos], %[tmp]\n\t"
+        "subq 200(%[ring]), %[tmp]\n\t"
+        "cmpq %[limit], %[tmp]\n\t"
+        "jae 5f\n\t"
         "movq %[pos], %[slot]\n\t"
         "andq %[mask], %[slot]\n\t"
         "shlq $8, %[slot]\n\t"
@@ -96,7 +103,7 @@ static struct event *reserve_on_this_cpu(struct ring_header *ring0, uint64_t *po
         "7:\n"
         : [ring] "=&r"(ring), [pos] "=&r"(pos), [slot] "=&r"(slot), [tmp] "=&r"(tmp)
         : [rseq] "r"(rseq), [rings] "r"(ring0->rings), [stride] "r"(ring0->ring_stride), [base] "r"(ring0),
-          [mask] "r"(ring0->capacity - 1)
+          [mask] "r"(ring0->capacity - 1), [limit] "rm"(limit)
         : "memory", "cc");
     *pos_out = pos;
     *ring_out = (struct ring_header *)ring;
@@ -104,11 +111,12 @@ static struct event *reserve_on_this_cpu(struct ring_header *ring0, uint64_t *po
 }
 
 // Without rseq: one ring, its head taken with a compare-and-swap.
-static struct event *reserve_shared(struct ring_header *ring, uint64_t *pos_out) {
+static struct event *reserve_shared(struct ring_header *ring, uint64_t limit, uint64_t *pos_out) {
     uint64_t mask = ring->capacity - 1;
     struct event *slots = (struct event *)((char *)ring + 4096);
     uint64_t pos = __atomic_load_n(&ring->head, __ATOMIC_RELAXED);
     for (;;) {
+        if (pos - __atomic_load_n(&ring->tail, __ATOMIC_RELAXED) >= limit) return 0;
         struct event *e = &slots[pos & mask];
         int64_t turn = (int64_t)(__atomic_load_n(&e->turn, __ATOMIC_ACQUIRE) - (pos & ~mask));
         if (turn == 0) {
@@ -172,7 +180,10 @@ static unsigned copy_string(const struct ring_header *ring0, char *dst, uint64_t
 static struct event *take_slot(struct ring_header *ring0, uint64_t *pos, int entry) {
     struct ring_header *ring = ring0;
     int percpu = &__rseq_size && __rseq_size >= 8;
-    struct event *e = percpu ? reserve_on_this_cpu(ring0, pos, &ring) : reserve_shared(ring0, pos);
+    // Entries leave the last quarter of a ring to ends and marks: a call recorded at its entry
+    // then almost always gets its end recorded too, even while the reader lags behind.
+    uint64_t limit = entry ? ring0->capacity - ring0->capacity / 4 : ~0ull;
+    struct event *e = percpu ? reserve_on_this_cpu(ring0, limit, pos, &ring) : reserve_shared(ring0, limit, pos);
     if (!e) {
         __atomic_fetch_add(entry ? &ring->dropped : &ring->dropped_ends, 1, __ATOMIC_RELAXED);
         if (!entry) lost_ends++;

@@ -43,7 +43,8 @@ public struct TraceEvent: Sendable {
 ///
 ///     ring r at r * stride:
 ///     0      header: magic, capacity, slot size, rings, stride (ring 0's hold for all); head at
-///            64; dropped at 128; ring 0: at 256 the count of stable ranges, then [start, end)
+///            64; dropped at 128; dropped ends at 192, the reader's tail at 200; ring 0: at 256
+///            the count of stable ranges, then [start, end)
 ///            pairs (memory strings may be read from directly)
 ///     4096   capacity slots of 256 bytes: turn, tid, flags (kind in bits 16-18), cookie (with
 ///            the thread's lost end events in bits 40-63), ts, sp, args[6], ret, seq, str[2][76]
@@ -132,6 +133,8 @@ public final class TraceRing {
                 atomicStore(s, lap + UInt64(capacity))
                 tails[r] += 1
             }
+            // Writers of entries keep a quarter of the ring free beyond what is read.
+            atomicStore(header(r) + 25, tails[r])
         }
         order.add(fresh)
         let out = order.release(all: final)
@@ -159,6 +162,12 @@ public final class TraceRing {
         given = reserved
         return (events, entries)
     }
+
+    /// Where writers have reserved up to, per ring: every event written so far is below it.
+    public var heads: [UInt64] { (0..<rings).map { atomicLoad(header($0) + 8) } }
+
+    /// Whether the reader has read every ring up to `heads` (taken earlier).
+    public func hasRead(upTo heads: [UInt64]) -> Bool { zip(tails, heads).allSatisfy { $0 >= $1 } }
 
     /// Slots reserved but not yet given out (a writer between its reservation and its publish,
     /// or an event the reader holds for one more pass).

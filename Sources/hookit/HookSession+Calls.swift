@@ -7,7 +7,8 @@ struct ExitedThread {
     let ticks: UInt64
     /// Its process: when that has exited too by the time the calls end, they end as its exit.
     let process: Tracee
-    var passes = 0
+    /// The rings' heads when the exit was seen: its events are all below them.
+    let heads: [UInt64]
 }
 
 /// Traced calls, from the ring's entry and end events to the lines printed: every call appears,
@@ -38,22 +39,24 @@ extension HookSession {
         }
     }
 
-    /// A thread's last events may still be in the rings when its exit is seen (behind a slot
-    /// another thread has not published yet): its open calls end a few passes later.
+    /// A thread's last events may still be in the rings when its exit is seen (hookit reads
+    /// behind the writers): its open calls end once the rings are read past where they were.
     private func endCallsOfExitedThreads(final: Bool) {
         noteExitedThreads(of: tracee)
+        guard let ring else { return }
         let now = TimeStampCounter.now()
-        for i in exitedThreads.indices { exitedThreads[i].passes += 1 }
-        let due = exitedThreads.filter { final || $0.passes >= 3 }
-        exitedThreads.removeAll { final || $0.passes >= 3 }
+        let due = exitedThreads.filter { final || ring.hasRead(upTo: $0.heads) }
+        exitedThreads.removeAll { final || ring.hasRead(upTo: $0.heads) }
         for t in due { report(callStacks.threadExited(t.tid, processExited: t.process.exited, at: min(t.ticks, now))) }
     }
 
     /// Takes the threads `process` saw exit (the traced process, or a child it forked).
     func noteExitedThreads(of process: Tracee) {
-        let now = TimeStampCounter.now()
-        for tid in process.takeExitedThreads() {
-            exitedThreads.append(ExitedThread(tid: UInt32(bitPattern: tid), ticks: now, process: process))
+        let exited = process.takeExitedThreads()
+        guard let ring, !exited.isEmpty else { return }
+        let now = TimeStampCounter.now(), heads = ring.heads
+        for tid in exited {
+            exitedThreads.append(ExitedThread(tid: UInt32(bitPattern: tid), ticks: now, process: process, heads: heads))
         }
     }
 

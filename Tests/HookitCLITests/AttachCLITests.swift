@@ -32,6 +32,19 @@ final class AttachCLITests: XCTestCase {
         return printed + rest
     }
 
+    /// hookit's runtime is plain C: it goes in without the Swift runtime its build links against
+    /// (whose constructors would run in the process), and once, however many sessions attach.
+    func testRuntimeGoesInWithoutTheSwiftRuntimeAndOnceAcrossSessions() throws {
+        let target = try TargetProcess("hooktarget")
+        for i in 1...3 {
+            let out = try attach(target, ["--count", "hooktarget:add"]) { XCTAssertEqual(try target.send("add \(i) 1"), "\(i + 1)") }
+            XCTAssertTrue(out.contains("\"calls\":1"), out)
+        }
+        let maps = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
+        XCTAssertFalse(maps.contains("libswiftCore"), maps)
+        XCTAssertEqual(maps.split(separator: "\n").filter { $0.contains("r-xp") && $0.contains("libhookit_rt.so") }.count, 1, maps)
+    }
+
     func testCountAndProgramsLiveThenCleanDetachWithStats() throws {
         let target = try TargetProcess("hooktarget")
         let progs = Repo.target("libprogs.so")
