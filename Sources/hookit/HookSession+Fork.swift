@@ -37,6 +37,7 @@ extension HookSession {
             }
         }
         noteThreads()
+        for c in children { noteExitedThreads(of: c.tracee) }
         children.removeAll { $0.tracee.exited || $0.tracee.threads.isEmpty }
     }
 

@@ -26,10 +26,16 @@ final class HookSession {
     var ring: TraceRing?
     var traced: [(label: String, signature: Signature?)] = []
     var traceIndex: [UInt64: Int] = [:]
-    private let exports: Exports
+    let exports: Exports
     /// The exports are this session's alone (not shared by a ProcessSet): it closes them.
     private let ownsExports: Bool
     var tracedCalls: UInt64 = 0
+    /// Traced calls from entry to end (see HookSession+Calls).
+    var callStacks = CallStacks()
+    /// Threads seen exiting whose calls still open end once their last events are read.
+    var exitedThreads: [ExitedThread] = []
+    /// The marks' links (trace.c's hookit_rt_trace_mark), made with the first --trace.
+    var markLinks: [Link]?
     /// Events reserved in the ring but never completed (their thread died or was stopped there).
     var unpublished: UInt64 = 0
     /// Counts and lost trace events of images the process left by exec (see HookSession+Exec).
@@ -45,7 +51,7 @@ final class HookSession {
     /// nil until decided: whether counts are timed (the runtime could be loaded).
     var timedCounts: Bool?
     var runtimeConfigured = false
-    private let clock: TickClock
+    let clock: TickClock
     private var nextInterval: Double?
 
     /// Attaches (or takes a spawned tracee, held at its main), creates the trampoline table and
@@ -274,26 +280,6 @@ final class HookSession {
         }
     }
 
-    /// Prints the trace events that are complete.
-    /// Bounded in time: threads that call faster than hookit prints would keep it here for
-    /// ever, and hookit must get back to the tracee's ptrace events and to its signals.
-    func drainTrace(forSeconds limit: Double = 0.02, final: Bool = false) {
-        guard let ring else { return }
-        let deadline = Clock.seconds() + limit
-        while !output.backlogged && Clock.seconds() < deadline && !Interruption.requested {
-            let events = ring.drain(max: 4096, final: final)
-            if events.isEmpty { return }
-            tracedCalls += UInt64(events.count)
-            for e in events {
-                let t = traced[e.function]
-                let call = TracedCall(event: e, function: t.label, signature: t.signature, clock: clock)
-                let pid = processOfThread[call.tid]
-                output.call(call, pid: pid)
-                exports.call(call, pid: pid ?? tracee.pid)
-            }
-        }
-    }
-
     func printCounts(final: Bool) {
         let rows = Self.merged(carriedCounts, hooks.flatMap { $0.counts }.map(countStats))
         if rows.isEmpty { return }
@@ -347,6 +333,7 @@ final class HookSession {
     private func finishTrace(tableUnmapped: Bool) {
         guard let ring else { return }
         drainAll(ring)
+        endOpenCalls(.detached)
         ring.close(tracee: tracee, unmap: tableUnmapped)
     }
 
@@ -371,7 +358,10 @@ final class HookSession {
     }
 
     private func report(programs: [(Link, LinkStats?)], exited: Bool) {
-        if exited, let ring { drainAll(ring) }
+        if exited, let ring {
+            drainAll(ring)
+            endOpenCalls(.exit)
+        }
         printCounts(final: true)
         for o in overrideCounts() { output.override(o.entry, calls: o.calls, injected: o.injected, pid: tracee.pid) }
         if !programs.isEmpty { output.stats(programs, timed: options.table.timePrograms, pid: tracee.pid) }
