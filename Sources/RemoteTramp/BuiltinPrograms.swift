@@ -101,22 +101,26 @@ public enum TraceProgram {
         return [enter, exit]
     }
 
-    /// Functions that end calls without their returning, and the mark trace.c writes at each
-    /// (its cookie): the jumps of setjmp's family, a catch, pthread_exit, exit.
-    public static let markedFunctions: [(name: String, mark: UInt64)] = [
+    /// An event's function index and string mask, from its cookie.
+    static func unpack(cookie: UInt64) -> (index: Int, strings: UInt64) { (Int(cookie & 0xFFFF_FFFF), (cookie >> 32) & 0x7f) }
+}
+
+/// Marks (marks.c): a runtime program at the entry of each function that ends calls without
+/// their returning, so that the trace and the timed counts end those calls where it happened.
+public enum Marks {
+    /// The functions, and each one's mark (its cookie, see marks.c): the jumps of setjmp's
+    /// family, a catch, pthread_exit, exit.
+    public static let functions: [(name: String, mark: UInt64)] = [
         ("longjmp", 1), ("_longjmp", 1), ("siglongjmp", 1), ("__longjmp_chk", 1),
         ("__cxa_begin_catch", 2), ("pthread_exit", 3), ("exit", 4), ("_exit", 4), ("quick_exit", 4),
     ]
 
     /// Links the marks at those of `functions` (found by name); one link per address, as
     /// aliases share one.
-    public static func linkMarks(_ functions: [(FunctionSymbol, mark: UInt64)], _ change: HookTransaction) throws -> [Link] {
+    public static func link(_ functions: [(FunctionSymbol, mark: UInt64)], _ change: HookTransaction) throws -> [Link] {
         var seen = Set<UInt64>()
         return try functions.filter { seen.insert($0.0.address).inserted }.map {
-            try change.link(.fentry, .runtime(symbol: "hookit_rt_trace_mark"), to: $0.0, cookie: $0.mark)
+            try change.link(.fentry, .runtime(symbol: "hookit_rt_mark"), to: $0.0, cookie: $0.mark)
         }
     }
-
-    /// An event's function index and string mask, from its cookie.
-    static func unpack(cookie: UInt64) -> (index: Int, strings: UInt64) { (Int(cookie & 0xFFFF_FFFF), (cookie >> 32) & 0x7f) }
 }

@@ -139,6 +139,27 @@ public final class TraceRing {
         return out
     }
 
+    /// Gives up what is left: the published events still in the rings or waiting for their
+    /// thread's order are read and discarded, with the slots reserved but never published.
+    /// `events`: how many; `entries`: how many of them began a call (lost calls: the kind of an
+    /// unpublished slot is read from what its writer had written, an entry when unknown).
+    public func discardRest() -> (events: UInt64, entries: UInt64) {
+        let read = drain(final: true)
+        var events = UInt64(read.count), entries = UInt64(read.filter { $0.kind == .entry }.count)
+        for r in 0..<rings {
+            let head = atomicLoad(header(r) + 8)
+            while tails[r] < head {
+                let s = slot(r, tails[r])
+                let flags = UnsafeMutableRawPointer(s).load(fromByteOffset: 12, as: UInt32.self)
+                events += 1
+                if (flags >> 16) & 7 == TraceEvent.Kind.entry.rawValue { entries += 1 }
+                tails[r] += 1
+            }
+        }
+        given = reserved
+        return (events, entries)
+    }
+
     /// Slots reserved but not yet given out (a writer between its reservation and its publish,
     /// or an event the reader holds for one more pass).
     public var pending: UInt64 { reserved &- given }

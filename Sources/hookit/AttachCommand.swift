@@ -38,7 +38,8 @@ struct AttachCommand: ParsableCommand {
     }
 
     func run() throws {
-        var (requests, output) = try flags.start(hooks, allowEmpty: interactive)
+        let (requests, given) = try flags.start(hooks, allowEmpty: interactive)
+        var output = given
         let processes: ProcessSet
         do {
             let targets = try ProcessChoice(pids: pids, name: name).targets()

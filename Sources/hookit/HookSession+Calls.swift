@@ -60,18 +60,34 @@ extension HookSession {
     /// Every call still open ends: the process exited or ran exec, or hookit detaches.
     func endOpenCalls(_ ending: EndedCall.Ending) {
         exitedThreads = []
-        report(callStacks.endAll(ending, at: TimeStampCounter.now()))
+        report(callStacks.endAll(endingsLost ? .unknown : ending, at: TimeStampCounter.now()))
+        endingsLost = false
     }
 
-    /// The trace's marks (longjmp, catch, pthread_exit, exit), in the libraries that have them,
-    /// with the first --trace of an image: calls that never return are then ended where that
-    /// happened, not at the next event of their thread.
+    /// Functions hooked for the user: the marks' functions count only where a hook of the
+    /// user's is on them too.
+    var userFunctions: Int { table.hookedFunctions.count - markOnlyFunctions.count }
+
+    /// Links made for the user (not the marks).
+    var userLinks: Int { table.links.count - (markLinks?.count ?? 0) }
+
+    /// Addresses hooked for a mark alone.
+    var markOnlyFunctions: Set<UInt64> {
+        guard let marks = markLinks, !marks.isEmpty else { return [] }
+        let markIDs = Set(marks.map(\.id))
+        let others = Set(table.links.values.filter { !markIDs.contains($0.id) }.map(\.function.address))
+        return Set(marks.map(\.function.address)).subtracting(others)
+    }
+
+    /// The marks (longjmp, catch, pthread_exit, exit), in the libraries that have them, with the
+    /// first --trace or timed --count of an image: calls that never return are then ended (and
+    /// timed) where that happened, not at the next call of their thread.
     func linkMarks(_ change: HookTransaction) throws {
         guard markLinks == nil else { return }
-        let found = TraceProgram.markedFunctions.compactMap { m -> (FunctionSymbol, mark: UInt64)? in
+        let found = Marks.functions.compactMap { m -> (FunctionSymbol, mark: UInt64)? in
             let module = m.name == "__cxa_begin_catch" ? "libstdc++" : "libc"
             return (try? symbols.function("\(module):\(m.name)")).map { ($0, m.mark) }
         }
-        markLinks = try TraceProgram.linkMarks(found, change)
+        markLinks = try Marks.link(found, change)
     }
 }

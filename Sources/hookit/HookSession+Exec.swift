@@ -36,7 +36,7 @@ extension HookSession {
             }
         }
         followLoaderIfUseful()
-        output.exec(pid: tracee.pid, path: tracee.programPath, functions: table.hookedFunctions.count, report: report)
+        output.exec(pid: tracee.pid, path: tracee.programPath, functions: userFunctions, report: report)
         do { try tracee.resumeWorld() } catch { output.problem("\(error)") }
     }
 

@@ -17,6 +17,7 @@ extension HookSession {
             hook.programLinks.insert(try attach(kind, spec, cookie: cookie, raw: raw).id)
         case .count:
             if try countsAreTimed() {
+                try linkMarks(change)
                 let (timed, links) = try TimedCount.link(f, change)
                 hook.links += links
                 hook.counts.append(CountEntry(function: f, timed: timed, link: timed.entry))

@@ -34,10 +34,13 @@ final class HookSession {
     var callStacks = CallStacks()
     /// Threads seen exiting whose calls still open end once their last events are read.
     var exitedThreads: [ExitedThread] = []
-    /// The marks' links (trace.c's hookit_rt_trace_mark), made with the first --trace.
+    /// The marks' links (marks.c's hookit_rt_mark), made with the first --trace or timed --count.
     var markLinks: [Link]?
-    /// Events reserved in the ring but never completed (their thread died or was stopped there).
+    /// Calls whose entry events were reserved in the ring but never read (never completed:
+    /// their thread died or was stopped there; or left unread behind a stalled stdout).
     var unpublished: UInt64 = 0
+    /// End events were left unread at the last drain: calls still open then ended unknown.
+    var endingsLost = false
     /// Counts and lost trace events of images the process left by exec (see HookSession+Exec).
     var carriedCounts: [CountTable.Row] = []
     var carriedDropped: UInt64 = 0
@@ -86,14 +89,15 @@ final class HookSession {
             if !requests.isEmpty {
                 report = try add(requests, text: requests.map(\.text).joined(separator: " "), resume: !wasSpawned).report
             }
-            output.attached(pid: tracee.pid, functions: table.hookedFunctions.count, links: table.links.count, report: report,
+            output.attached(pid: tracee.pid, functions: userFunctions, links: userLinks, report: report,
                             stop: tracee.stopStats, codeUsed: table.codeBytesUsed, codeMapped: table.codeBytesMapped)
             self.exports.add(process: tracee.pid)
             if tracee.held { try tracee.resumeWorld() }
         } catch {
             // Cleaning up is not to be cut short by the signal that may have caused the failure.
             Interruption.clear()
-            if tracee.exited { throw error }
+            // A spawned program is killed by the caller while still held: it never runs unhooked.
+            if tracee.exited || spawned != nil { throw error }
             _ = table.detach(waitSeconds: 1)
             tracee.detach()
             throw error
@@ -156,7 +160,7 @@ final class HookSession {
             try change.commit()
         } catch {
             change.rollback()
-            try? tracee.resumeWorld()
+            if resume { try? tracee.resumeWorld() }
             throw error
         }
         if resume { try tracee.resumeWorld() }
@@ -308,7 +312,9 @@ final class HookSession {
         }
         let programStats = hooks.flatMap { h in h.links.filter { h.programLinks.contains($0.id) } }.map { ($0, try? table.stats($0)) }
         let kept = options.keepReplacements ? Set(programStats.filter { $0.0.kind == .replace }.map(\.0.function.address)) : []
-        let report = table.detach(keeping: kept)
+        let markOnly = markOnlyFunctions.count
+        var report = table.detach(keeping: kept)
+        report.restored -= min(markOnly, report.restored)    // the user's functions, as `attached` counted them
         finishTrace(tableUnmapped: report.unmapped || !kept.isEmpty)
         let family = detachChildren()
         let injector = tracee.detach()
@@ -343,13 +349,17 @@ final class HookSession {
         var deadline = Clock.seconds() + 0.2
         while true {
             output.finish()
-            let before = tracedCalls
+            let before = ring.pending
             drainTrace()
             if ring.pending == 0 { break }
-            if tracedCalls != before { deadline = Clock.seconds() + 0.2; continue }
+            if ring.pending != before { deadline = Clock.seconds() + 0.2; continue }
             if Clock.seconds() >= deadline {
                 drainTrace(final: true)            // what waits for a lost earlier event goes out
-                unpublished = ring.pending
+                // Left unread (stdout stalled) or never published: the calls whose entries
+                // these are count as dropped; an end left here leaves its call's end unknown.
+                let rest = ring.discardRest()
+                unpublished = rest.entries
+                endingsLost = rest.events > rest.entries
                 break
             }
             usleep(1000)
