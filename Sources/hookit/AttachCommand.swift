@@ -15,12 +15,17 @@ struct AttachCommand: ParsableCommand {
         where KIND is fentry, fexit, fmod_ret or replace (see include/hookit.h), or from C \
         source compiled on the spot: KIND:PATTERN=./file.c:SYMBOL. PATTERN is \
         [MODULE:]GLOB (libc.so.6:str*, target:*). Runs until --duration seconds pass or \
-        SIGINT/SIGTERM/SIGHUP, then restores every patched byte and detaches.
+        SIGINT/SIGTERM/SIGHUP, then restores every patched byte and detaches. Several PIDs, or \
+        --name NAME, hook several processes at once: each event carries its pid, counts are \
+        per process, and a process that cannot be hooked is reported without stopping the others.
         """
     )
 
-    @Argument(help: "The process to hook.")
-    var pid: Int32
+    @Argument(help: "The processes to hook (one or more PIDs).")
+    var pids: [Int32] = []
+
+    @Option(help: ArgumentHelp("Also hook every process whose comm or executable's base name is NAME (not hookit itself, not zombies).", valueName: "name"))
+    var name: String?
 
     @OptionGroup var hooks: HookSpecs
     @OptionGroup var flags: SessionFlags
@@ -28,20 +33,27 @@ struct AttachCommand: ParsableCommand {
     @Flag(help: "Read commands on stdin (add, remove, list, detach) and apply each live.")
     var interactive = false
 
+    func validate() throws {
+        if pids.isEmpty && name == nil { throw ValidationError("give the process to hook: PID [PID ...] or --name NAME") }
+    }
+
     func run() throws {
-        let (requests, output) = try flags.start(hooks, allowEmpty: interactive)
-        let session: HookSession
+        let (requests, given) = try flags.start(hooks, allowEmpty: interactive)
+        var output = given
+        let processes: ProcessSet
         do {
-            session = try HookSession(pid: pid, requests: requests, options: try flags.sessionOptions(hooks), output: output)
+            let targets = try ProcessChoice(pids: pids, name: name).targets()
+            output.several = targets.count > 1
+            processes = try ProcessSet(pids: targets, requests: requests, options: try flags.sessionOptions(hooks), output: output)
         } catch {
             throw output.fatal(error)
         }
         if interactive {
-            InteractiveSession(session: session, output: output).run()
+            InteractiveSession(processes: processes, output: output).run()
         } else {
-            session.runUntilDone(duration: flags.duration)
+            processes.runUntilDone(duration: flags.duration)
         }
-        if !session.detach() { throw ExitCode.failure }
+        if !processes.detach() { throw ExitCode.failure }
     }
 }
 

@@ -5,25 +5,31 @@ import Injector
 /// complete "X" events, times in microseconds), which Perfetto and chrome://tracing open.
 ///
 /// A stream: each call is written (through stdio's buffer) as it arrives and forgotten, so a
-/// session of any length holds only the buffer and the set of thread ids it has named. The
-/// process and each thread get a metadata event the first time they appear, so Perfetto's
-/// tracks read "python3 [1234]" and the thread's own name instead of bare numbers.
+/// session of any length holds only the buffer and the sets of ids it has named. Each process
+/// (those hooked, and the children they fork) and each thread get a metadata event the first
+/// time they appear, so Perfetto's tracks read "python3 [1234]" and the thread's own name
+/// instead of bare numbers.
 final class ChromeTraceWriter {
     private let file: UnsafeMutablePointer<FILE>
     private var first = true
-    private let pid: pid_t
+    private var namedProcesses = Set<pid_t>()
     private var namedThreads = Set<UInt32>()
 
-    init(path: String, pid: pid_t) throws {
+    init(path: String) throws {
         guard let f = fopen(path, "w") else { throw OutputFileError(path: path, errno: errno) }
         file = f
-        self.pid = pid
         fputs("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n", file)
-        metadata("process_name", tid: nil, name: "\(processName(pid)) [\(pid)]")
     }
 
-    func add(_ c: TracedCall) {
-        if namedThreads.insert(c.tid).inserted { metadata("thread_name", tid: c.tid, name: threadName(c.tid)) }
+    /// Names the process's track, once; a process is named while hookit knows it is alive.
+    func add(process pid: pid_t) {
+        if namedProcesses.insert(pid).inserted { metadata("process_name", pid: pid, tid: nil, name: "\(processName(pid)) [\(pid)]") }
+    }
+
+    /// A call of a thread of process `pid`.
+    func add(_ c: TracedCall, pid: pid_t) {
+        add(process: pid)
+        if namedThreads.insert(c.tid).inserted { metadata("thread_name", pid: pid, tid: c.tid, name: threadName(c.tid, pid: pid)) }
         let ts = Double(c.timestamp) / 1000, dur = Double(c.nanos ?? 0) / 1000
         let args = c.args.enumerated().map { "\"arg\($0.offset)\":\($0.element.json)" } + (c.ret.isNone ? [] : ["\"ret\":\(c.ret.json)"])
             + (c.ended == .returned ? [] : ["\"ended\":\"\(c.ended.rawValue)\""])
@@ -37,12 +43,12 @@ final class ChromeTraceWriter {
     }
 
     /// A thread's comm and id; a thread gone by the time its first call is read keeps its id.
-    private func threadName(_ tid: UInt32) -> String {
+    private func threadName(_ tid: UInt32, pid: pid_t) -> String {
         let comm = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/comm"))?.trimmingCharacters(in: "\n")
         return "\(comm ?? "thread") [\(tid)]"
     }
 
-    private func metadata(_ kind: String, tid: UInt32?, name: String) {
+    private func metadata(_ kind: String, pid: pid_t, tid: UInt32?, name: String) {
         write("{\"name\":\"\(kind)\",\"ph\":\"M\",\"pid\":\(pid)" + (tid.map { ",\"tid\":\($0)" } ?? "") + ",\"args\":{\"name\":\(JSON.string(name))}}")
     }
 

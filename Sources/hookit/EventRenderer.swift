@@ -4,12 +4,16 @@
 struct EventRenderer {
     /// Trace lines show seconds since this moment (CLOCK_MONOTONIC ns).
     let start: UInt64
+    /// Several processes are hooked: every line about one of them starts with `[PID] `, so a
+    /// process's lines can be picked out (`grep '^\[1234\]'`); tables too, row by row.
+    var several = false
 
     func lines(_ batch: [Event]) -> [String] {
         var out: [String] = []
         var refusals: [Event.Refused] = []
         var counts: [Event.Stats] = [], programs: [Event.Stats] = []
         for event in batch {
+            let first = out.count
             switch event {
             case .refused(let r): refusals.append(r)
             case .stats(let s): if s.kind == "count" { counts.append(s) } else { programs.append(s) }
@@ -47,10 +51,18 @@ struct EventRenderer {
                 out.append("process \(e.pid) ran exec \(e.path): \(e.functions) function(s) hooked in the new image")
             case .fork(let f): out.append("process \(f.pid) forked \(f.child), which runs \(f.functions) hooked function(s)")
             }
+            tag(&out, from: first, event.pid)
         }
-        if !counts.isEmpty { out += countTable(counts) }
-        if !programs.isEmpty { out += programTable(programs) }
+        if !counts.isEmpty { let first = out.count; out += countTable(counts); tag(&out, from: first, counts[0].pid) }
+        if !programs.isEmpty { let first = out.count; out += programTable(programs); tag(&out, from: first, programs[0].pid) }
         return out
+    }
+
+    /// With several processes, the lines from `first` on are the process `pid`'s (blank lines,
+    /// which only space tables, stay blank).
+    private func tag(_ out: inout [String], from first: Int, _ pid: Int32?) {
+        guard several, let pid else { return }
+        for i in first..<out.count where !out[i].isEmpty { out[i] = "[\(pid)] " + out[i] }
     }
 
     /// `  12.345678  4242  target:add(2, 3) = 5  (1.2 µs)`, or `... target:parse(7) [unwound]
@@ -134,5 +146,28 @@ extension EventRenderer {
     /// --stack: the call's frames, innermost first, one per line under the call's function.
     func stackLines(_ c: Event.Call) -> [String] {
         (c.stack ?? []).map { String(repeating: " ", count: 24) + $0 }
+    }
+}
+
+extension Event {
+    /// The process an event is about, when it names one.
+    var pid: Int32? {
+        switch self {
+        case .attached(let e): e.pid
+        case .refused: nil
+        case .call(let e): e.pid
+        case .stats(let e): e.pid
+        case .override(let e): e.pid
+        case .added(let e): e.pid
+        case .removed(let e): e.pid
+        case .list(let e): e.pid
+        case .detached(let e): e.pid
+        case .exited(let e): e.pid
+        case .error(let e): e.pid
+        case .pending(let e): e.pid
+        case .loaded(let e): e.pid
+        case .exec(let e): e.pid
+        case .fork(let e): e.pid
+        }
     }
 }

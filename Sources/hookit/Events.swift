@@ -75,6 +75,8 @@ enum Event {
     /// One shape for counted functions (kind "count") and for programs' runs (their kind).
     struct Stats: Codable {
         var function: String
+        /// The process attached (its followed children count with it).
+        var pid: Int32?
         var address: String
         /// The program's link id; nil for a counted function (its hook's id is in `added`).
         var id: Int?
@@ -92,10 +94,11 @@ enum Event {
         var hist: [[UInt64]]?
     }
 
-    struct Override: Codable { var function: String, value: Int64, errno: Int32, calls: UInt64, injected: UInt64 }
+    struct Override: Codable { var function: String, pid: Int32?, value: Int64, errno: Int32, calls: UInt64, injected: UInt64 }
 
     struct Added: Codable {
         var id: Int
+        var pid: Int32?
         var hook: String
         var functions: Int
         var links: Int
@@ -104,14 +107,16 @@ enum Event {
         var stoppedNs: UInt64
     }
 
-    struct Removed: Codable { var id: Int, calls: UInt64, ns: UInt64, misses: UInt64 }
+    struct Removed: Codable { var id: Int, pid: Int32?, calls: UInt64, ns: UInt64, misses: UInt64 }
 
     struct HookList: Codable {
         struct Item: Codable { var id: Int, hook: String, functions: Int, calls: UInt64, ns: UInt64, misses: UInt64 }
+        var pid: Int32?
         var hooks: [Item]
     }
 
     struct Detached: Codable {
+        var pid: Int32?
         var restored: Int
         var kept: Int
         var leftMapped: [String]
@@ -125,6 +130,7 @@ enum Event {
 
     struct Exited: Codable {
         /// The shell's exit code (128 + signal for a kill); null when the status was not seen.
+        var pid: Int32?
         var status: Int32?
         var traced: UInt64?
         var dropped: UInt64?
@@ -132,6 +138,7 @@ enum Event {
 
         func encode(to encoder: Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encodeIfPresent(pid, forKey: .pid)
             try c.encode(status, forKey: .status)
             try c.encodeIfPresent(traced, forKey: .traced)
             try c.encodeIfPresent(dropped, forKey: .dropped)
@@ -141,10 +148,12 @@ enum Event {
 
     /// `fatal`: hookit stops because of it (exit status 1); otherwise the session goes on (a bad
     /// interactive command).
-    struct Failure: Codable { var message: String, fatal: Bool }
+    /// `pid`: the process it concerns, when hookit works on several (`attach PID PID ...`).
+    struct Failure: Codable { var message: String, fatal: Bool, pid: Int32? = nil }
 
-    struct Pending: Codable { var request: String, module: String }
+    struct Pending: Codable { var request: String, module: String, pid: Int32? }
     struct Loaded: Codable {
+        var pid: Int32?
         var module: String
         var path: String
         var functions: Int

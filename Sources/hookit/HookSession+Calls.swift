@@ -34,8 +34,9 @@ extension HookSession {
             let t = traced[c.entry.function]
             var call = TracedCall(c, function: t.label, signature: t.signature, clock: clock)
             call.stack = stack(of: c.entry)
-            output.call(call, pid: processOfThread[call.tid])
-            exports.call(call)
+            let pid = processOfThread[call.tid]
+            output.call(call, pid: pid)
+            exports.call(call, pid: pid ?? tracee.pid)
         }
     }
 

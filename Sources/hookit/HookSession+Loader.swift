@@ -89,6 +89,6 @@ extension HookSession {
         let hit = Set(report.patterns.filter { $0.hooked > 0 }.map(\.request))
         matched.formUnion(hit)
         pending.removeAll { hit.contains($0) }
-        output.loaded(module: module.name, path: module.path, report: report)
+        output.loaded(module: module.name, path: module.path, report: report, pid: tracee.pid)
     }
 }

@@ -20,7 +20,8 @@ final class HookSession {
     var knownModules: Set<String> = []
     /// The loader of this image cannot be followed (said once).
     var loaderUnfollowable = false
-    private var nextHookID = 1
+    /// The id the next hook gets (a set of processes gives its own ids: see ProcessSet).
+    private(set) var nextHookID = 1
     /// The trace ring, made at the first --trace; traced functions by index (the cookie).
     var ring: TraceRing?
     var traced: [(label: String, signature: Signature?)] = []
@@ -28,6 +29,8 @@ final class HookSession {
     /// --stack, --by stack: the stack ring and what was unwound from it (UserStacks.swift).
     var stacks: UserStacks?
     let exports: Exports
+    /// The exports are this session's alone (not shared by a ProcessSet): it closes them.
+    private let ownsExports: Bool
     var tracedCalls: UInt64 = 0
     /// Traced calls from entry to end (see HookSession+Calls).
     var callStacks = CallStacks()
@@ -58,7 +61,9 @@ final class HookSession {
 
     /// Attaches (or takes a spawned tracee, held at its main), creates the trampoline table and
     /// adds `requests` (if any) as the first hook. Returns with the tracee running.
-    init(pid: pid_t, requests: [HookRequest], options: SessionOptions, output: Output, spawned: Tracee? = nil) throws {
+    /// `exports`: the files several sessions share (ProcessSet); nil: the session opens its own.
+    init(pid: pid_t, requests: [HookRequest], options: SessionOptions, output: Output, spawned: Tracee? = nil,
+         exports: Exports? = nil) throws {
         self.output = output
         self.options = options
         let checked = spawned == nil ? try Preflight.check(pid: pid, forAttach: true) : nil
@@ -71,7 +76,8 @@ final class HookSession {
             catch InjectorError.noSymbol where Self.mayMatchLater(r.pattern) {}
         }
         knownModules = Set(symbols.modules.map(Self.moduleKey))
-        exports = try Exports(options: options, pid: pid, output: output)
+        self.exports = try exports ?? Exports(options: options, output: output)
+        ownsExports = exports == nil
         // Seized, not stopped: the world stops only for the pokes (TrampolineTable.update).
         tracee = try spawned ?? Tracee.attachRunning(pid: pid, checked: checked, followForks: options.followForks)
         tracee.followsExec = true
@@ -87,6 +93,7 @@ final class HookSession {
             }
             output.attached(pid: tracee.pid, functions: userFunctions, links: userLinks, report: report,
                             stop: tracee.stopStats, codeUsed: table.codeBytesUsed, codeMapped: table.codeBytesMapped)
+            self.exports.add(process: tracee.pid)
             if tracee.held { try tracee.resumeWorld() }
         } catch {
             // Cleaning up is not to be cut short by the signal that may have caused the failure.
@@ -160,7 +167,7 @@ final class HookSession {
         }
         if resume { try tracee.resumeWorld() }
         notePending(waiting, matched: plan.map(\.request.text))
-        if id == nil { nextHookID += 1 }
+        nextHookID = max(nextHookID, hook.id + 1)
         hooks.append(hook)
         followLoaderIfUseful()
         return (hook, report)
@@ -171,7 +178,7 @@ final class HookSession {
     private func notePending(_ waiting: [HookRequest], matched now: [String]) {
         for r in waiting where !matched.contains(r.text) && !pending.contains(r.text) {
             pending.append(r.text)
-            output.pending(request: r.text, module: r.pattern.module ?? "")
+            output.pending(request: r.text, module: r.pattern.module ?? "", pid: tracee.pid)
         }
         matched.formUnion(now)
         pending.removeAll { matched.contains($0) }
@@ -283,9 +290,10 @@ final class HookSession {
     func printCounts(final: Bool) {
         let rows = Self.merged(carriedCounts, hooks.flatMap { $0.counts }.map(countStats))
         if rows.isEmpty { return }
-        output.counts(rows, histogram: options.histogram, elapsed: clock.elapsedSeconds, final: final)
+        output.counts(rows, histogram: options.histogram, elapsed: clock.elapsedSeconds, final: final, pid: tracee.pid)
         if final { writeStackFiles() }
-        exports.counts(rows, overrides: overrideCounts().map { .init(function: $0.label, injected: $0.injected) }, dropped: traceTotals?.dropped)
+        exports.counts(rows, overrides: overrideCounts().map { .init(function: $0.label, injected: $0.injected) }, dropped: traceTotals?.dropped,
+                       pid: tracee.pid)
     }
 
     // MARK: - detach
@@ -299,10 +307,10 @@ final class HookSession {
         if tracee.exited {
             // The counters and the ring are shared memory: still readable.
             report(programs: [], exited: true)
-            if !exitExpected { output.problem("the process exited") }
+            if !exitExpected { output.problem(output.several ? "process \(tracee.pid) exited" : "the process exited") }
             for p in detachChildren() { output.problem(p) }
-            output.exited(status: tracee.exitStatus, traced: traceTotals, neverMatched: pending)
-            exports.close()
+            output.exited(pid: tracee.pid, status: tracee.exitStatus, traced: traceTotals, neverMatched: pending)
+            if ownsExports { exports.close() }
             output.finish()
             return exitExpected
         }
@@ -317,9 +325,9 @@ final class HookSession {
         let injector = tracee.detach()
         self.report(programs: programStats, exited: false)
         for p in report.problems + family + injector.problems { output.problem(p) }
-        output.detached(restored: report.restored, kept: report.kept, leftMapped: report.leftMapped, stop: injector.stopStats,
-                        traced: traceTotals, neverMatched: pending)
-        exports.close()
+        output.detached(pid: tracee.pid, restored: report.restored, kept: report.kept, leftMapped: report.leftMapped,
+                        stop: injector.stopStats, traced: traceTotals, neverMatched: pending)
+        if ownsExports { exports.close() }
         output.finish()
         return report.problems.isEmpty && injector.problems.isEmpty
     }
@@ -370,7 +378,7 @@ final class HookSession {
             endOpenCalls(.exit)
         }
         printCounts(final: true)
-        for o in overrideCounts() { output.override(o.entry, calls: o.calls, injected: o.injected) }
-        if !programs.isEmpty { output.stats(programs, timed: options.table.timePrograms) }
+        for o in overrideCounts() { output.override(o.entry, calls: o.calls, injected: o.injected, pid: tracee.pid) }
+        if !programs.isEmpty { output.stats(programs, timed: options.table.timePrograms, pid: tracee.pid) }
     }
 }

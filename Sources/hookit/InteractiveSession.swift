@@ -3,33 +3,35 @@ import Injector
 import RemoteTramp
 
 /// `hookit attach PID --interactive`: commands on stdin, each applied live while the tracee
-/// runs; events keep being serviced between commands. End of input detaches.
+/// runs; events keep being serviced between commands. End of input detaches. With several
+/// processes, every command applies to all of them and each answers for itself (its pid in
+/// the reply).
 ///
 ///     add HOOK-OPTIONS (--trace, --count, --override, --replace, --prog, as on the command line)
 ///     remove ID
 ///     list
 ///     detach
 struct InteractiveSession {
-    let session: HookSession
+    let processes: ProcessSet
     let output: Output
 
     /// Runs until `detach`, end of input or a termination signal.
     func run() {
         let prompt = isatty(0) != 0 && !output.json
         var input = LineReader(fd: 0)
-        while !Interruption.requested && !session.tracee.exited {
+        while !Interruption.requested && !processes.sessions.isEmpty {
             if prompt { output.prompt() }
             var line: String?
             var eof = false
             // Wait for a line while servicing the tracee (signals, new threads).
-            while !Interruption.requested && !session.tracee.exited {
+            while !Interruption.requested && !processes.sessions.isEmpty {
                 switch input.next(timeoutMs: 50) {
                 case .line(let l): line = l
                 case .eof: eof = true
                 case .none: break
                 }
                 if line != nil || eof { break }
-                do { try session.service(seconds: 0) } catch { output.problem("\(error)"); return }
+                processes.service(seconds: 0)
             }
             if eof { return }
             guard let text = line?.trimmingCharacters(in: " \t\r"), !text.isEmpty else { continue }
@@ -50,14 +52,12 @@ struct InteractiveSession {
                 }
                 let requests = try specs.requests()
                 if requests.isEmpty { throw CommandError("add needs --trace, --count, --override, --replace or --prog") }
-                let (hook, report) = try session.add(requests, text: requests.map(\.text).joined(separator: " "))
-                output.added(hook, report: report, stop: session.tracee.stopStats)
+                try processes.add(requests, text: requests.map(\.text).joined(separator: " "))
             case "remove":
                 guard words.count == 2, let id = Int(words[1]) else { throw CommandError("usage: remove ID") }
-                let (hook, stats) = try session.remove(id)
-                output.removed(hook, stats: stats)
+                try processes.remove(id)
             case "list":
-                output.list(session.hooks.map { ($0, session.total($0)) })
+                processes.list()
             case "detach", "quit", "exit":
                 return false
             case "help":

@@ -14,45 +14,63 @@ import Glibc
 /// caller still running, so a tree waits until it ended `hold` seconds ago (or until more than
 /// `maxWaiting` wait: then all go): a traced call that outlasts that is written without the
 /// calls inside it as children.
+///
+/// Each process (those hooked, and the children they fork) is a resource of its own, with its
+/// own forest: a request line holds the spans of one process.
 final class OTLPExport {
     private let file: UnsafeMutablePointer<FILE>
-    private let resource: Resource
     private let encoder = JSONEncoder()
-    /// The request line up to its spans, and after them: the same for every line.
-    private let head: String, tail = "]}]}]}"
+    private let service: String?
+    private let hold: Double, maxWaiting: Int
+    /// Per process, in the order they appeared: the request line up to its spans (the same for
+    /// every line of that process), and its calls' trees.
+    private var processes: [(pid: pid_t, head: String, forest: SpanForest)] = []
+    /// The end of every request line, after its spans.
+    private let tail = "]}]}]}"
     #if DEBUG
     private var checked = 0
     #endif
-    private var forest: SpanForest
     /// CLOCK_REALTIME - CLOCK_MONOTONIC, read once: call times are monotonic ns.
     private let unixOffset: Int64
 
-    init(path: String, pid: pid_t, service: String?, hold: Double = 1, maxWaiting: Int = 32_768) throws {
+    init(path: String, service: String?, hold: Double = 1, maxWaiting: Int = 32_768) throws {
         guard let f = fopen(path, "w") else { throw OutputFileError(path: path, errno: errno) }
         file = f
-        let comm = processName(pid)
-        resource = Resource(attributes: [
-            .init("service.name", .string(service ?? comm)),
-            .init("process.pid", .int(Int64(pid))),
-            .init("process.executable.name", .string(comm)),
-        ])
-        forest = SpanForest(hold: hold, maxWaiting: maxWaiting)
+        self.service = service
+        self.hold = hold
+        self.maxWaiting = maxWaiting
         var mono = timespec(), real = timespec()
         clock_gettime(CLOCK_MONOTONIC, &mono)
         clock_gettime(CLOCK_REALTIME, &real)
         unixOffset = (Int64(real.tv_sec) - Int64(mono.tv_sec)) * 1_000_000_000 + Int64(real.tv_nsec) - Int64(mono.tv_nsec)
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    }
+
+    /// The resource of process `pid`, made once, while hookit knows the process is alive (its
+    /// comm is the service's default name); its index in `processes`.
+    @discardableResult
+    func add(process pid: pid_t) -> Int {
+        if let i = processes.firstIndex(where: { $0.pid == pid }) { return i }
+        let comm = processName(pid)
+        let resource = Resource(attributes: [
+            .init("service.name", .string(service ?? comm)),
+            .init("process.pid", .int(Int64(pid))),
+            .init("process.executable.name", .string(comm)),
+        ])
         let resourceJSON = (try? encoder.encode(resource)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-        head = "{\"resourceSpans\":[{\"resource\":\(resourceJSON),\"scopeSpans\":[{\"scope\":{\"name\":\"hookit\"},\"spans\":["
+        let head = "{\"resourceSpans\":[{\"resource\":\(resourceJSON),\"scopeSpans\":[{\"scope\":{\"name\":\"hookit\"},\"spans\":["
         #if DEBUG
         let empty = Request(resourceSpans: [.init(resource: resource, scopeSpans: [.init(scope: .init(name: "hookit"), spans: [])])])
         assert((try? encoder.encode(empty)).map { String(decoding: $0, as: UTF8.self) } == head + tail, "the request's frame")
         #endif
+        processes.append((pid, head, SpanForest(hold: hold, maxWaiting: maxWaiting)))
+        return processes.count - 1
     }
 
-    func add(_ c: TracedCall) {
+    /// A call of a thread of process `pid`.
+    func add(_ c: TracedCall, pid: pid_t) {
         let start = Int64(c.timestamp) + unixOffset
-        forest.add(SpanForest.Node(call: c, start: start, end: start + Int64(c.nanos ?? 0), spanID: Self.randomHex(8)))
+        processes[add(process: pid)].forest.add(SpanForest.Node(call: c, start: start, end: start + Int64(c.nanos ?? 0), spanID: Self.randomHex(8)))
     }
 
     /// Spans per request line, at most: lines stay a few MiB for the readers of the file.
@@ -62,21 +80,26 @@ final class OTLPExport {
     /// Writes the trees that are due (all of them with `everything`), each span as it is made:
     /// nothing but the trees themselves is held.
     func flush(everything: Bool = false) {
-        let roots = forest.takeDue(now: Injector.Clock.seconds(), everything: everything)
-        if roots.isEmpty { return }
-        for root in roots { write(root, parent: nil, trace: Self.randomHex(16)) }
-        endLine()
-        fflush(file)
+        let now = Injector.Clock.seconds()
+        var wrote = false
+        for i in processes.indices {
+            let roots = processes[i].forest.takeDue(now: now, everything: everything)
+            if roots.isEmpty { continue }
+            for root in roots { write(root, parent: nil, trace: Self.randomHex(16), head: processes[i].head) }
+            endLine()
+            wrote = true
+        }
+        if wrote { fflush(file) }
     }
 
     /// The request is written around the spans (what JSONEncoder writes for a Request of this
     /// resource, keys sorted); each span by its fast path, or by JSONEncoder.
-    private func write(_ n: SpanForest.Node, parent: String?, trace: String) {
+    private func write(_ n: SpanForest.Node, parent: String?, trace: String, head: String) {
         if inLine == Self.spansPerLine { endLine() }
         fputs(inLine == 0 ? head : ",", file)
         fputs(json(span(n, parent: parent, trace: trace)), file)
         inLine += 1
-        for child in n.children { write(child, parent: n.spanID, trace: trace) }
+        for child in n.children { write(child, parent: n.spanID, trace: trace, head: head) }
     }
 
     private func endLine() {

@@ -8,6 +8,9 @@ import RemoteTramp
 /// stderr as text, so a script reading the JSON and a person watching stderr both see them.
 struct Output {
     let json: Bool
+    /// Several processes are hooked (`attach PID PID ...`, `--name`): text lines say which
+    /// (JSON events always carry their `pid`).
+    var several = false
     /// Trace lines show seconds since this moment (CLOCK_MONOTONIC ns).
     let start = Clock.now()
     private let encoder = EventEncoder()   // a class: one per session, shared by copies
@@ -19,7 +22,7 @@ struct Output {
         if json {
             for e in batch { line(encoder.line(e)) }
         } else {
-            for l in EventRenderer(start: start).lines(batch) { line(l) }
+            for l in EventRenderer(start: start, several: several).lines(batch) { line(l) }
         }
     }
 
@@ -42,11 +45,11 @@ struct Output {
     }
 
     /// The user's programs' runs, at detach. `timed`: time was kept (not --no-time).
-    func stats(_ rows: [(Link, LinkStats?)], timed: Bool = true) {
+    func stats(_ rows: [(Link, LinkStats?)], timed: Bool = true, pid: pid_t? = nil) {
         let elapsed = (Double(Clock.now() - start) / 1e6).rounded() / 1000
         emit(rows.map { link, s in
             let calls = s?.calls ?? 0, ns = s?.nsecs ?? 0
-            return .stats(.init(function: link.function.label, address: hex(link.function.address),
+            return .stats(.init(function: link.function.label, pid: pid, address: hex(link.function.address),
                                 id: link.id, kind: link.kind.rawValue, program: link.code.name, cookie: link.cookie,
                                 calls: calls, ns: ns, meanNs: calls == 0 ? 0 : ns / calls, misses: s?.misses ?? 0,
                                 // The built-in counter (--prog KIND:P=count) counts runs only.
@@ -55,15 +58,15 @@ struct Output {
     }
 
     /// `neverMatched`: requests still waiting for their module.
-    func detached(restored: Int, kept: Int = 0, leftMapped: [String], stop: StopStats, traced: (calls: UInt64, dropped: UInt64)? = nil,
-                  neverMatched: [String] = []) {
-        emit(.detached(.init(restored: restored, kept: kept, leftMapped: leftMapped, stops: stop.count,
+    func detached(pid: pid_t? = nil, restored: Int, kept: Int = 0, leftMapped: [String], stop: StopStats,
+                  traced: (calls: UInt64, dropped: UInt64)? = nil, neverMatched: [String] = []) {
+        emit(.detached(.init(pid: pid, restored: restored, kept: kept, leftMapped: leftMapped, stops: stop.count,
                              longestStopNs: stop.longestNanos, traced: traced?.calls, dropped: traced?.dropped, pending: neverMatched)))
     }
 
     /// The process ended while hooked (`hookit run`: it ran to its end).
-    func exited(status: Int32?, traced: (calls: UInt64, dropped: UInt64)?, neverMatched: [String] = []) {
-        emit(.exited(.init(status: status.map { shellExitCode(waitStatus: $0) }, traced: traced?.calls, dropped: traced?.dropped,
+    func exited(pid: pid_t? = nil, status: Int32?, traced: (calls: UInt64, dropped: UInt64)?, neverMatched: [String] = []) {
+        emit(.exited(.init(pid: pid, status: status.map { shellExitCode(waitStatus: $0) }, traced: traced?.calls, dropped: traced?.dropped,
                            pending: neverMatched)))
     }
 
@@ -79,14 +82,14 @@ struct Output {
     }
 
     /// A request whose module is not loaded yet: accepted, applied when the module is mapped.
-    func pending(request: String, module: String) {
-        emit(.pending(.init(request: request, module: module)))
+    func pending(request: String, module: String, pid: pid_t? = nil) {
+        emit(.pending(.init(request: request, module: module, pid: pid)))
     }
 
     /// A library the process loaded later, and what the requests hooked in it before any of its
     /// code ran.
-    func loaded(module: String, path: String, report: AddReport) {
-        emit(refusals(report) + [.loaded(.init(module: module, path: path, functions: report.patterns.reduce(0) { $0 + $1.hooked },
+    func loaded(module: String, path: String, report: AddReport, pid: pid_t? = nil) {
+        emit(refusals(report) + [.loaded(.init(pid: pid, module: module, path: path, functions: report.patterns.reduce(0) { $0 + $1.hooked },
                                                refused: report.refused.count, patterns: patterns(report)))])
     }
 
@@ -98,19 +101,19 @@ struct Output {
     }
 
     /// The --count table (at each --interval and at detach).
-    func counts(_ rows: [CountTable.Row], histogram: Bool, elapsed: Double, final: Bool) {
+    func counts(_ rows: [CountTable.Row], histogram: Bool, elapsed: Double, final: Bool, pid: pid_t? = nil) {
         emit(rows.map { r in
             let hist = histogram && r.timed
                 ? r.histogram.enumerated().filter { $0.element > 0 }.map { k, n in let (lo, hi) = CountTable.bounds(k); return [lo, hi, n] }
                 : nil
-            return .stats(.init(function: r.label, address: hex(r.function.address), id: nil, kind: "count", program: "count",
+            return .stats(.init(function: r.label, pid: pid, address: hex(r.function.address), id: nil, kind: "count", program: "count",
                                 cookie: 0, calls: r.calls, ns: r.nsecs, meanNs: r.meanNanos, misses: r.misses, timed: r.timed,
                                 final: final, elapsedS: (elapsed * 1000).rounded() / 1000, hist: hist))
         })
     }
 
-    func override(_ o: OverrideEntry, calls: UInt64, injected: UInt64) {
-        emit(.override(.init(function: o.function.label, value: Int64(bitPattern: o.settings.value),
+    func override(_ o: OverrideEntry, calls: UInt64, injected: UInt64, pid: pid_t? = nil) {
+        emit(.override(.init(function: o.function.label, pid: pid, value: Int64(bitPattern: o.settings.value),
                              errno: o.settings.errno, calls: calls, injected: injected)))
     }
 
@@ -120,26 +123,26 @@ struct Output {
         StdoutSink.shared.append("hookit> ", newline: false)
     }
 
-    func added(_ hook: Hook, report: AddReport, stop: StopStats) {
+    func added(_ hook: Hook, report: AddReport, stop: StopStats, pid: pid_t? = nil) {
         emit(refusals(report) + [.added(.init(
-            id: hook.id, hook: hook.text, functions: Set(hook.links.map(\.function.address)).count, links: hook.links.count,
+            id: hook.id, pid: pid, hook: hook.text, functions: Set(hook.links.map(\.function.address)).count, links: hook.links.count,
             refused: report.refused.count, patterns: patterns(report), stoppedNs: stop.lastNanos))])
     }
 
-    func removed(_ hook: Hook, stats: LinkStats) {
-        emit(.removed(.init(id: hook.id, calls: stats.calls, ns: stats.nsecs, misses: stats.misses)))
+    func removed(_ hook: Hook, stats: LinkStats, pid: pid_t? = nil) {
+        emit(.removed(.init(id: hook.id, pid: pid, calls: stats.calls, ns: stats.nsecs, misses: stats.misses)))
     }
 
-    func list(_ hooks: [(Hook, LinkStats)]) {
-        emit(.list(.init(hooks: hooks.map { h, s in
+    func list(_ hooks: [(Hook, LinkStats)], pid: pid_t? = nil) {
+        emit(.list(.init(pid: pid, hooks: hooks.map { h, s in
             .init(id: h.id, hook: h.text, functions: Set(h.links.map(\.function.address)).count, calls: s.calls, ns: s.nsecs, misses: s.misses)
         })))
     }
 
-    /// An error the session survives (a bad interactive command): a JSON event with --json,
-    /// and always text on stderr.
-    func error(_ text: String) {
-        reportError(text, fatal: false)
+    /// An error the session survives (a bad interactive command, a process of several that
+    /// cannot be hooked): a JSON event with --json, and always text on stderr.
+    func error(_ text: String, pid: pid_t? = nil) {
+        reportError(text, fatal: false, pid: pid)
     }
 
     /// An error hookit exits on: reported as `error` (with --json) and on stderr; the command
@@ -151,8 +154,8 @@ struct Output {
         return .failure
     }
 
-    private func reportError(_ text: String, fatal: Bool) {
-        if json { line(encoder.line(.error(.init(message: text, fatal: fatal)))) }
+    private func reportError(_ text: String, fatal: Bool, pid: pid_t? = nil) {
+        if json { line(encoder.line(.error(.init(message: text, fatal: fatal, pid: pid)))) }
         var e = StandardError()
         print("hookit: error: \(text)", to: &e)
     }

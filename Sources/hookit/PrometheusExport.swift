@@ -4,7 +4,8 @@ import Prometheus
 /// --prometheus FILE.prom: the --count table in Prometheus' text exposition format, the file
 /// node_exporter's textfile collector serves. Rewritten whole (AtomicFile) at every --interval
 /// and at detach; the last version stays after hookit exits, so the final counts can still be
-/// scraped.
+/// scraped. Several processes (`attach PID PID ...`) share the file: each has its own series
+/// (labels `pid` and `process`), and each one's counts replace its own section.
 ///
 /// Counters go through swift-prometheus: a fresh registry per write, each counter incremented
 /// once by the absolute value hookit read (the tracee holds the running totals; hookit never
@@ -13,10 +14,18 @@ import Prometheus
 /// sum from them, while hookit has log2 bucket counts and an exact sum from the tracee's timing
 /// cells. Replaying millions of observations per interval would be slow and make `_sum` a sum
 /// of bucket bounds, so the histogram family is written here, in the same format.
-struct PrometheusExport {
+final class PrometheusExport {
     let path: String
-    let pid: pid_t
-    let process: String
+    /// Per process, in the order they were hooked: its comm (read once, so a series keeps its
+    /// labels after the process exits) and its latest counts.
+    private var sections: [Section] = []
+    private struct Section {
+        let pid: pid_t
+        let process: String
+        var rows: [CountTable.Row] = []
+        var overrides: [Override] = []
+        var dropped: UInt64?
+    }
 
     /// Buckets written: le = 2^k ns for k in 0...36 (1 ns to 68.7 s), then +Inf. Fixed, so a
     /// series keeps the same buckets for the life of the file.
@@ -24,15 +33,24 @@ struct PrometheusExport {
 
     struct Override { let function: String, injected: UInt64 }
 
-    init(path: String, pid: pid_t) throws(AtomicFileError) {
+    init(path: String) throws(AtomicFileError) {
         self.path = path
-        self.pid = pid
-        process = processName(pid)
-        try AtomicFile.write(render(rows: [], overrides: [], dropped: nil), to: path)   // fails before attaching
+        try AtomicFile.write(render(), to: path)   // fails before attaching
     }
 
-    func write(rows: [CountTable.Row], overrides: [Override], dropped: UInt64?) throws(AtomicFileError) {
-        try AtomicFile.write(render(rows: rows, overrides: overrides, dropped: dropped), to: path)
+    /// A process whose counts will come; its name is read now, while it runs.
+    func add(process pid: pid_t) {
+        if !sections.contains(where: { $0.pid == pid }) { sections.append(Section(pid: pid, process: processName(pid))) }
+    }
+
+    /// The counts of process `pid` as they are now; the file is rewritten with every process's.
+    func write(pid: pid_t, rows: [CountTable.Row], overrides: [Override], dropped: UInt64?) throws(AtomicFileError) {
+        add(process: pid)
+        let i = sections.firstIndex { $0.pid == pid }!
+        sections[i].rows = rows
+        sections[i].overrides = overrides
+        sections[i].dropped = dropped
+        try AtomicFile.write(render(), to: path)
     }
 
     /// The counters: namespace hookit, unit total (the descriptor joins them: hookit_calls_total).
@@ -45,42 +63,46 @@ struct PrometheusExport {
     static let dropped = MetricNameDescriptor(namespace: "hookit", subsystem: "trace", metricName: "dropped", unitName: "total",
                                               helpText: "Traced calls lost because the trace ring was full")
 
-    func render(rows: [CountTable.Row], overrides: [Override], dropped: UInt64?) -> [UInt8] {
+    private func render() -> [UInt8] {
         let registry = PrometheusCollectorRegistry()
-        let target = [("pid", "\(pid)"), ("process", process)]
-        for r in rows {
-            let labels = target + [("function", r.label)]
-            registry.makeCounter(descriptor: Self.calls, labels: labels).increment(by: Int64(clamping: r.calls))
-            registry.makeCounter(descriptor: Self.misses, labels: labels).increment(by: Int64(clamping: r.misses))
-        }
-        for o in overrides {
-            registry.makeCounter(descriptor: Self.overrides, labels: target + [("function", o.function)])
-                .increment(by: Int64(clamping: o.injected))
-        }
-        if let dropped {
-            registry.makeCounter(descriptor: Self.dropped, labels: target).increment(by: Int64(clamping: dropped))
+        for p in sections {
+            let target = [("pid", "\(p.pid)"), ("process", p.process)]
+            for r in p.rows {
+                let labels = target + [("function", r.label)]
+                registry.makeCounter(descriptor: Self.calls, labels: labels).increment(by: Int64(clamping: r.calls))
+                registry.makeCounter(descriptor: Self.misses, labels: labels).increment(by: Int64(clamping: r.misses))
+            }
+            for o in p.overrides {
+                registry.makeCounter(descriptor: Self.overrides, labels: target + [("function", o.function)])
+                    .increment(by: Int64(clamping: o.injected))
+            }
+            if let dropped = p.dropped {
+                registry.makeCounter(descriptor: Self.dropped, labels: target).increment(by: Int64(clamping: dropped))
+            }
         }
         var out = registry.emitToBuffer()
-        out += histogram(rows.filter(\.timed))
+        out += histogram(sections.map { ($0.pid, $0.process, $0.rows.filter(\.timed)) })
         return out
     }
 
     /// hookit_call_duration_seconds: bucket k of the tracee's histogram holds [2^(k-1), 2^k) ns,
     /// all below 2^k ns, so the cumulative count for le = 2^k ns is the sum of buckets 0...k.
-    private func histogram(_ rows: [CountTable.Row]) -> [UInt8] {
-        if rows.isEmpty { return [] }
+    private func histogram(_ processes: [(pid: pid_t, process: String, rows: [CountTable.Row])]) -> [UInt8] {
+        if processes.allSatisfy(\.rows.isEmpty) { return [] }
         let name = "hookit_call_duration_seconds"
         var s = "# HELP \(name) Time spent in a function, from entry to return (hookit --count)\n# TYPE \(name) histogram\n"
-        for r in rows {
-            let labels = "pid=\"\(pid)\",process=\"\(Self.escape(process))\",function=\"\(Self.escape(r.label))\""
-            var cumulative: UInt64 = 0
-            for k in Self.bucketExponents {
-                cumulative += k < r.histogram.count ? r.histogram[k] : 0
-                s += "\(name)_bucket{\(labels),le=\"\(Double(UInt64(1) << UInt64(k)) / 1e9)\"} \(cumulative)\n"
+        for (pid, process, rows) in processes {
+            for r in rows {
+                let labels = "pid=\"\(pid)\",process=\"\(Self.escape(process))\",function=\"\(Self.escape(r.label))\""
+                var cumulative: UInt64 = 0
+                for k in Self.bucketExponents {
+                    cumulative += k < r.histogram.count ? r.histogram[k] : 0
+                    s += "\(name)_bucket{\(labels),le=\"\(Double(UInt64(1) << UInt64(k)) / 1e9)\"} \(cumulative)\n"
+                }
+                s += "\(name)_bucket{\(labels),le=\"+Inf\"} \(r.timedCalls)\n"
+                s += "\(name)_sum{\(labels)} \(Double(r.nsecs) / 1e9)\n"
+                s += "\(name)_count{\(labels)} \(r.timedCalls)\n"
             }
-            s += "\(name)_bucket{\(labels),le=\"+Inf\"} \(r.timedCalls)\n"
-            s += "\(name)_sum{\(labels)} \(Double(r.nsecs) / 1e9)\n"
-            s += "\(name)_count{\(labels)} \(r.timedCalls)\n"
         }
         return Array(s.utf8)
     }
