@@ -116,47 +116,10 @@ uint64_t hookit_rt_trace_enter(struct hookit_ctx *ctx) {
     return 0;
 }
 
-// The end of the stable range holding `p`, or 0.
-static uint64_t stable_end(const struct ring_header *ring0, uint64_t p) {
-    uint64_t lo = 0, hi = ring0->stable_count;
-    while (lo < hi) {
-        uint64_t mid = (lo + hi) / 2;
-        if (ring0->stable[mid][0] <= p) lo = mid + 1; else hi = mid;
-    }
-    return lo > 0 && p < ring0->stable[lo - 1][1] ? ring0->stable[lo - 1][1] : 0;
-}
-
-// Copies a C string of this process without ever faulting: a traced argument may be any bad
-// pointer. Inside memory that is never unmapped (a string literal, most often) plain loads
-// copy it, up to that memory's end; elsewhere the bytes come through process_vm_readv, which
-// cannot fault. Returns 0, 2 (null) or 8 (unreadable), shifted by the caller into the event's
-// flags.
+// A string argument (or return value), copied without ever faulting (safe_string.c). Returns
+// 0, 2 (null) or 8 (unreadable), shifted by the caller into the event's flags.
 static unsigned copy_string(const struct ring_header *ring0, char *dst, uint64_t src) {
-    dst[0] = 0;
-    if (src == 0) return 2;
-    if (src < 4096) return 8;
-    uint64_t end = stable_end(ring0, src);
-    if (end) {
-        const volatile char *s = (const volatile char *)src;
-        uint64_t n = end - src < STR_BYTES - 1 ? end - src : STR_BYTES - 1;
-        for (uint64_t i = 0; i < n; i++) {
-            if (!(dst[i] = s[i])) return 0;
-        }
-        if (n == STR_BYTES - 1) { dst[n] = 0; return 0; }
-        // The range ended before the string did: the rest may be anywhere.
-    }
-    long pid = rt_syscall3(39 /* getpid */, 0, 0, 0);
-    // Split at the page boundary: a read stops at the first iovec it cannot complete, so the
-    // bytes of a string ending just before an unmapped page still arrive.
-    uint64_t first = 4096 - (src & 4095);
-    if (first > STR_BYTES - 1) first = STR_BYTES - 1;
-    struct { void *base; uint64_t len; } local = { dst, STR_BYTES - 1 },
-        remote[2] = { { (void *)src, first }, { (void *)(src + first), STR_BYTES - 1 - first } };
-    long n = rt_syscall6(310 /* process_vm_readv */, pid, (long)&local, 1, (long)remote,
-                         first == STR_BYTES - 1 ? 1 : 2, 0);
-    if (n <= 0) return 8;
-    dst[n] = 0;
-    return 0;
+    return rt_copy_string(ring0->stable, ring0->stable_count, dst, src, STR_BYTES);
 }
 
 uint64_t hookit_rt_trace_exit(struct hookit_ctx *ctx) {

@@ -14,10 +14,14 @@ public struct TimedCount {
     public let entry: Link
 
     /// Links the pair of programs at `function`; the block is in place before they go live.
-    public static func link(_ function: FunctionSymbol, _ change: HookTransaction) throws -> (TimedCount, [Link]) {
+    /// With a filter decided at exit, calls are counted at exit (hookit_rt_time_exit_count).
+    public static func link(_ function: FunctionSymbol, _ change: HookTransaction, filter: CallFilter? = nil) throws -> (TimedCount, [Link]) {
         let block = try change.table.allocateProgramData(cells: cells)
-        let enter = try change.link(.fentry, .runtime(symbol: "hookit_rt_time_enter"), to: function, cookie: block)
-        let exit = try change.link(.fexit, .runtime(symbol: "hookit_rt_time_exit"), to: function, cookie: block)
+        let atExit = filter?.decidedAtExit == true
+        let enter = try change.link(.fentry, .runtime(symbol: atExit ? "hookit_rt_time_stamp" : "hookit_rt_time_enter"), to: function,
+                                    cookie: block, filter: filter)
+        let exit = try change.link(.fexit, .runtime(symbol: atExit ? "hookit_rt_time_exit_count" : "hookit_rt_time_exit"), to: function,
+                                   cookie: block, filter: filter)
         return (TimedCount(block: block, entry: enter), [enter, exit])
     }
 
@@ -55,11 +59,12 @@ public struct Override: Sendable {
     let config: UInt64
 
     /// Writes the settings and links the program at `function`.
-    public static func link(_ function: FunctionSymbol, _ settings: Settings, _ change: HookTransaction) throws -> (Override, Link) {
+    public static func link(_ function: FunctionSymbol, _ settings: Settings, _ change: HookTransaction,
+                            filter: CallFilter? = nil) throws -> (Override, Link) {
         try change.table.configureRuntime()
         let config = try change.table.allocateProgramData(cells: settings.cells.count)
         change.table.writeProgramData(config, settings.cells)
-        let l = try change.link(.fmodRet, .runtime(symbol: "hookit_rt_override"), to: function, cookie: config)
+        let l = try change.link(.fmodRet, .runtime(symbol: "hookit_rt_override"), to: function, cookie: config, filter: filter)
         return (Override(settings: settings, config: config), l)
     }
 
@@ -92,12 +97,16 @@ public enum TraceProgram {
         }
     }
 
-    /// Links the pair at `function`; its events carry `index` as TraceEvent.function.
+    /// Links the pair at `function`; its events carry `index` as TraceEvent.function. With a
+    /// filter, only the calls it passes are recorded: one decided at entry runs neither program
+    /// for the others; one decided at exit lets the entry program take its time and skips the
+    /// exit program, which records the event (see ImageBuilder.FilterGuards).
     @discardableResult
-    public static func link(_ function: FunctionSymbol, index: Int, strings: Strings, _ change: HookTransaction) throws -> [Link] {
-        let enter = try change.link(.fentry, .runtime(symbol: "hookit_rt_trace_enter"), to: function)
+    public static func link(_ function: FunctionSymbol, index: Int, strings: Strings, _ change: HookTransaction,
+                            filter: CallFilter? = nil) throws -> [Link] {
+        let enter = try change.link(.fentry, .runtime(symbol: "hookit_rt_trace_enter"), to: function, filter: filter)
         let exit = try change.link(.fexit, .runtime(symbol: "hookit_rt_trace_exit"), to: function,
-                                   cookie: UInt64(UInt32(index)) | strings.mask << 32)
+                                   cookie: UInt64(UInt32(index)) | strings.mask << 32, filter: filter)
         return [enter, exit]
     }
 
