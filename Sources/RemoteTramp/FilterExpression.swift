@@ -1,9 +1,9 @@
 /// What `--if` tests about a call, as a tree: comparisons of a call's values with constants,
 /// string tests of its string arguments, and their combinations. FilterProgram turns it into
 /// what the runtime evaluates in the calling thread (filter.c).
-public indirect enum FilterExpression: Equatable, Sendable {
+public indirect enum FilterExpression: Hashable, Sendable {
     /// A value of the call, compared as a signed 64-bit integer.
-    public enum Value: Equatable, Sendable {
+    public enum Value: Hashable, Sendable {
         case argument(Int)
         /// Known only at the call's exit.
         case returnValue
