@@ -38,14 +38,15 @@ public struct KeyedCount {
     let slots: Int
     public let link: Link
 
-    /// Links the counting program at `function`: at its entry, or at its exit for `ret`.
+    /// Links the counting program at `function`: at its entry, or at its exit for `ret` or a
+    /// filter decided there (the arguments and the return address are still in the ctx then).
     public static func link(_ function: FunctionSymbol, key: Key, _ change: HookTransaction, filter: CallFilter? = nil,
                             slots: Int = defaultSlots) throws -> KeyedCount {
         precondition(slots > 0 && slots & (slots - 1) == 0, "a power of two")
         try change.table.configureRuntime()
         let table = try change.table.allocateProgramData(cells: header + 2 * slots)
         change.table.writeProgramData(table, [key.code, UInt64(slots - 1)])
-        let l = try change.link(key.atExit ? .fexit : .fentry, .runtime(symbol: "hookit_rt_keyed_count"), to: function,
+        let l = try change.link(key.atExit || filter?.decidedAtExit == true ? .fexit : .fentry, .runtime(symbol: "hookit_rt_keyed_count"), to: function,
                                 cookie: table, filter: filter)
         return KeyedCount(key: key, table: table, slots: slots, link: l)
     }
@@ -81,7 +82,9 @@ public struct ValueHistogram {
         try change.table.configureRuntime()
         let block = try change.table.allocateProgramData(cells: first + buckets)
         change.table.writeProgramData(block, [UInt64(argument)])
-        let l = try change.link(.fentry, .runtime(symbol: "hookit_rt_value_hist"), to: function, cookie: block, filter: filter)
+        // At the exit when the filter is decided there: only the calls it passes are counted.
+        let l = try change.link(filter?.decidedAtExit == true ? .fexit : .fentry, .runtime(symbol: "hookit_rt_value_hist"), to: function,
+                                cookie: block, filter: filter)
         return ValueHistogram(argument: argument, block: block, link: l)
     }
 

@@ -127,7 +127,7 @@ struct HookRequest {
 
 /// The options that make hooks, shared by `attach`, `run` and the interactive `add`.
 struct HookSpecs: ParsableArguments {
-    @Option(name: .customLong("count"), help: ArgumentHelp("Count calls of the functions matching PATTERN, with their time (--hist: a latency histogram).", valueName: "pattern"))
+    @Option(name: .customLong("count"), help: ArgumentHelp("Count calls of the functions matching PATTERN, with their time (--hist: a latency histogram; after it, --by KEY: calls per key, --hist argN: a histogram of argument N's values).", valueName: "pattern"))
     var counts: [String] = []
 
     @Option(name: .customLong("trace"), help: ArgumentHelp("Print every call of the functions matching PATTERN: time, thread, arguments, return value, duration.", valueName: "pattern"))
