@@ -30,6 +30,9 @@ HOOKABLE long thrower(long x) {
 // One more frame between the catch and the throw: thrower(x) + 1.
 HOOKABLE long relay(long x) { return thrower(x) + 1; }
 
+// Three frames between the catch and the throw: relay2 -> relay -> thrower.
+HOOKABLE long relay2(long x) { return relay(x) + 1; }
+
 }  // extern "C"
 
 // C++ names, hooked by their demangled names (`shop::Server::handle`, `shop::area(long)`). Each
@@ -101,9 +104,9 @@ int main() {
         } else if (!std::strcmp(cmd, "cxxcalls")) {
             std::printf("handle=%ld parse=%ld area1=%ld area2=%ld\n", shop::handle_calls.load(), shop::parse_calls.load(),
                         shop::area1_calls.load(), shop::area2_calls.load());
-        } else if (!std::strcmp(cmd, "throw") || !std::strcmp(cmd, "relay")) {
+        } else if (!std::strcmp(cmd, "throw") || !std::strcmp(cmd, "relay") || !std::strcmp(cmd, "relay2")) {
             try {
-                long r = cmd[0] == 't' ? thrower(a) : relay(a);
+                long r = cmd[0] == 't' ? thrower(a) : cmd[5] == '2' ? relay2(a) : relay(a);
                 std::printf("%ld\n", r);
             } catch (const std::exception &e) {
                 std::printf("caught %s\n", e.what());

@@ -9,8 +9,8 @@
 struct ring_header {
     uint64_t magic, capacity, slot_size, rings, ring_stride, pad0[3];
     uint64_t head, pad1[7];       // next position to reserve (writers)
-    uint64_t dropped, pad2[7];    // events given up because the ring was full
-    uint64_t pad3[8];
+    uint64_t dropped, pad2[7];    // calls given up because the ring was full at their entry
+    uint64_t dropped_ends, pad3[7]; // end events and marks given up (their calls were counted)
     uint64_t stable_count;        // ring 0: memory that is never unmapped (modules the process
     uint64_t stable[][2];         // cannot unload), sorted [start, end) pairs
 };
@@ -23,15 +23,26 @@ struct ring_header {
 // it when turn == L, publishes L + 1 once the event is complete (the reader's signal), and the
 // reader hands it back for the next lap with L + capacity. A slow reader makes writers drop,
 // never wait.
+//
+// A call is recorded at its entry (arguments, and the strings among them, copied then), so a
+// call that never returns is still seen; its end event follows if it returns. The reader pairs
+// the two by thread and entry stack pointer, and learns that calls which did not return have
+// ended from marks (longjmp, a catch, pthread_exit, exit) and from later events of the thread
+// whose frames lie above theirs.
+enum event_kind { EV_ENTRY = 0, EV_END = 1, EV_UNWIND = 2, EV_THREAD_EXIT = 3, EV_EXIT = 4 };
+
 struct event {
     uint64_t turn;
-    uint32_t tid, flags;        // 1: no entry time (the enter program did not run); 2 << n: string n
-                                // was a null pointer; 8 << n: string n could not be read
-    uint64_t cookie;            // function index (low 32 bits) and string mask
-    uint64_t ts, dur;           // TSC ticks: entry, and duration
-    uint64_t args[6], ret;
+    uint32_t tid, flags;        // bits 16-18: enum event_kind; 2 << n: string n was a null
+                                // pointer; 8 << n: string n could not be read
+    uint64_t cookie;            // function index (low 32 bits), string mask (bits 32-38), and
+                                // this thread's dropped end events so far (bits 40-63)
+    uint64_t ts;                // TSC ticks: when it was called, returned, or the mark ran
+    uint64_t sp;                // entry and end: rsp at the function's entry; unwind: the calls
+                                // whose entry rsp is below it are gone
+    uint64_t args[6], ret;      // entry: the arguments; end: the return value
     uint64_t seq;               // the thread's own event number (see trace_seq)
-    char str[2][STR_BYTES];     // the first two string arguments (or return value), copied
+    char str[2][STR_BYTES];     // entry: the first two string arguments; end: a string return value
 };
 _Static_assert(sizeof(struct event) == HOOKIT_RT_SLOT, "slot size");
 
@@ -41,6 +52,9 @@ struct ring_header *volatile hookit_rt_ring = 0;
 // CPU's ring, which the reader may see first; the numbers let it put each thread's events back
 // in order. Numbered only once a slot is taken, so a dropped event leaves no gap.
 static __thread uint64_t trace_seq __attribute__((tls_model("initial-exec")));
+// End events this thread could not write (its ring was full): the reader cannot tell how the
+// calls it then finds ended, and says so instead of guessing.
+static __thread uint64_t lost_ends __attribute__((tls_model("initial-exec")));
 
 // Takes the next position of this CPU's ring inside an rseq critical section whose commit is
 // the head's store: only threads running on this CPU ever move this head, so no locked
@@ -111,44 +125,138 @@ static struct event *reserve_shared(struct ring_header *ring, uint64_t *pos_out)
     }
 }
 
-uint64_t hookit_rt_trace_enter(struct hookit_ctx *ctx) {
-    ctx->scratch[0] = rt_ticks();
-    return 0;
-}
-
 // A string argument (or return value), copied without ever faulting (safe_string.c). Returns
 // 0, 2 (null) or 8 (unreadable), shifted by the caller into the event's flags.
 static unsigned copy_string(const struct ring_header *ring0, char *dst, uint64_t src) {
     return rt_copy_string(ring0->stable, ring0->stable_count, dst, src, STR_BYTES);
 }
 
-uint64_t hookit_rt_trace_exit(struct hookit_ctx *ctx) {
-    struct ring_header *ring0 = hookit_rt_ring, *ring = ring0;
-    if (!ring0) return 0;
-    uint64_t end = rt_ticks();
-    uint64_t pos;
+// A slot for one event of this thread, numbered, or NULL (the drop counted in the ring, as a
+// call for an entry, else as an end).
+static struct event *take_slot(struct ring_header *ring0, uint64_t *pos, int entry) {
+    struct ring_header *ring = ring0;
     int percpu = &__rseq_size && __rseq_size >= 8;
-    struct event *e = percpu ? reserve_on_this_cpu(ring0, &pos, &ring) : reserve_shared(ring0, &pos);
+    struct event *e = percpu ? reserve_on_this_cpu(ring0, pos, &ring) : reserve_shared(ring0, pos);
     if (!e) {
-        __atomic_fetch_add(&ring->dropped, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(entry ? &ring->dropped : &ring->dropped_ends, 1, __ATOMIC_RELAXED);
+        if (!entry) lost_ends++;
         return 0;
     }
     e->seq = ++trace_seq;
     e->tid = hookit_rt_tid();
-    e->cookie = ctx->cookie;
-    e->ts = ctx->scratch[0];
-    e->flags = ctx->scratch[0] ? 0 : 1;
-    e->dur = ctx->scratch[0] ? end - ctx->scratch[0] : 0;
-    for (int i = 0; i < 6; i++) e->args[i] = ctx->args[i];
-    e->ret = ctx->ret;
-    // Bits 32-37: arguments that are strings; bit 38: the return value is one.
-    unsigned strings = (unsigned)(ctx->cookie >> 32) & 0x7f, n = 0;
-    for (int i = 0; i < 7 && n < 2; i++) {
+    return e;
+}
+
+static void publish(struct ring_header *ring0, struct event *e, uint64_t pos) {
+    __atomic_store_n(&e->turn, (pos & ~(ring0->capacity - 1)) + 1, __ATOMIC_RELEASE);
+}
+
+static uint64_t tagged(uint64_t cookie) { return (cookie & 0xFFFFFFFFFFull) | lost_ends << 40; }
+
+// Copies the values the cookie marks as strings among `values` (bit i of the mask for values[i],
+// bits from `first` to `last`), into the event's two string slots.
+static void copy_strings(const struct ring_header *ring0, struct event *e, const uint64_t *values,
+                         int first, int last) {
+    unsigned strings = (unsigned)(e->cookie >> 32) & 0x7f, n = 0;
+    for (int i = first; i <= last && n < 2; i++) {
         if (strings & (1u << i)) {
-            e->flags |= copy_string(ring0, e->str[n], i < 6 ? ctx->args[i] : ctx->ret) << n;
+            e->flags |= copy_string(ring0, e->str[n], values[i - first]) << n;
             n++;
         }
     }
-    __atomic_store_n(&e->turn, (pos & ~(ring0->capacity - 1)) + 1, __ATOMIC_RELEASE);
+}
+
+// Writes a call's entry event, timed `ts`; 0 when the ring was full.
+static int record_entry(struct ring_header *ring0, struct hookit_ctx *ctx, uint64_t ts) {
+    uint64_t pos;
+    struct event *e = take_slot(ring0, &pos, 1);
+    if (!e) return 0;
+    e->flags = EV_ENTRY << 16;
+    e->cookie = tagged(ctx->cookie);
+    e->ts = ts;
+    e->sp = ctx->entry_sp;
+    for (int i = 0; i < 6; i++) e->args[i] = ctx->args[i];
+    copy_strings(ring0, e, ctx->args, 0, 5);
+    publish(ring0, e, pos);
+    return 1;
+}
+
+// The entry event. scratch[0] keeps its time for the end event; zero when no entry event was
+// written (the ring was full), so that no end follows an entry the reader never had: the call
+// is counted once, as dropped.
+uint64_t hookit_rt_trace_enter(struct hookit_ctx *ctx) {
+    struct ring_header *ring0 = hookit_rt_ring;
+    ctx->scratch[0] = 0;
+    if (!ring0) return 0;
+    uint64_t now = rt_ticks();
+    if (record_entry(ring0, ctx, now)) ctx->scratch[0] = now | 1;      // never 0, even for a TSC that reads 0
+    return 0;
+}
+
+uint64_t hookit_rt_trace_exit(struct hookit_ctx *ctx) {
+    struct ring_header *ring0 = hookit_rt_ring;
+    if (!ring0 || !ctx->scratch[0]) return 0;
+    uint64_t pos, now = rt_ticks();
+    struct event *e = take_slot(ring0, &pos, 0);
+    if (!e) return 0;
+    e->flags = EV_END << 16;
+    e->cookie = tagged(ctx->cookie);
+    e->ts = now;
+    e->sp = ctx->entry_sp;
+    e->ret = ctx->ret;
+    copy_strings(ring0, e, &ctx->ret, 6, 6);
+    publish(ring0, e, pos);
+    return 0;
+}
+
+// --trace --if on `ret` or `ns`: whether a call is traced is known only when it returns, so its
+// entry only takes the time (hookit_rt_trace_stamp), and a call that passed its filter gets its
+// entry event (its strings copied now) and its end event together here. A call that never
+// returns is not traced under such a filter.
+uint64_t hookit_rt_trace_stamp(struct hookit_ctx *ctx) {
+    ctx->scratch[0] = rt_ticks() | 1;
+    return 0;
+}
+
+uint64_t hookit_rt_trace_exit_both(struct hookit_ctx *ctx) {
+    struct ring_header *ring0 = hookit_rt_ring;
+    if (!ring0 || !ctx->scratch[0]) return 0;
+    if (!record_entry(ring0, ctx, ctx->scratch[0] & ~1ull)) return 0;
+    return hookit_rt_trace_exit(ctx);
+}
+
+// glibc keeps the stack pointer in a jmp_buf mangled (PTR_MANGLE: xor with the thread's
+// pointer guard at %fs:0x30, then rotate left by 17); word 6 of the buffer is rsp.
+static uint64_t jmp_buf_sp(uint64_t env) {
+    uint64_t guard, v = ((const volatile uint64_t *)env)[6];
+    __asm__("movq %%fs:0x30, %0" : "=r"(guard));
+    return ((v >> 17) | (v << 47)) ^ guard;
+}
+
+// Marks: a program run at the entry of a function that ends calls without their returning.
+// The cookie says which: 1 longjmp and its kin (the calls below the saved stack pointer are
+// left), 2 __cxa_begin_catch (the calls below the catching frame were unwound), 3 pthread_exit,
+// 4 exit and _exit.
+uint64_t hookit_rt_trace_mark(struct hookit_ctx *ctx) {
+    struct ring_header *ring0 = hookit_rt_ring;
+    if (!ring0) return 0;
+    uint64_t pos, now = rt_ticks(), sp = 0;
+    unsigned kind = EV_UNWIND;
+    switch (ctx->cookie) {
+    case 1:
+        if (ctx->args[0] < 4096) return 0;
+        sp = jmp_buf_sp(ctx->args[0]);
+        break;
+    case 2: sp = ctx->entry_sp + 1; break;
+    case 3: kind = EV_THREAD_EXIT; break;
+    default: kind = EV_EXIT; break;
+    }
+    struct event *e = take_slot(ring0, &pos, 0);
+    if (!e) return 0;
+    e->flags = kind << 16;
+    e->cookie = tagged(0);
+    e->ts = now;
+    e->sp = sp;
+    publish(ring0, e, pos);
     return 0;
 }

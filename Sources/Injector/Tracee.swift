@@ -27,6 +27,15 @@ public final class Tracee {
     public internal(set) var execPending = false
     /// Hold exec stops (`execPending`) instead of letting the new image run at once.
     public var followsExec = false
+    /// Threads whose exit hookit has seen since the last takeExitedThreads.
+    private var exitedThreads: [pid_t] = []
+
+    /// The threads seen exiting since the last call (a trace ends their calls still open).
+    public func takeExitedThreads() -> [pid_t] {
+        defer { exitedThreads = [] }
+        return exitedThreads
+    }
+
     /// The leader's waitpid status once it exited while traced (the process's exit status).
     public internal(set) var exitStatus: Int32?
     public internal(set) var stopStats = StopStats()
@@ -209,6 +218,7 @@ public final class Tracee {
         if hk_wifexited(status) != 0 || hk_wifsignaled(status) != 0 {
             if tid == pid { exitStatus = status }
             threads[tid] = nil
+            exitedThreads.append(tid)
             if threads.isEmpty { exited = true }
             return
         }

@@ -1,4 +1,4 @@
-/// Puts each thread's trace events back in the order its calls returned. A thread that migrates
+/// Puts each thread's trace events back in the order it wrote them. A thread that migrates
 /// writes its next event into another CPU's ring, and the reader may see that ring first, or
 /// find the earlier event's ring stopped at a slot another writer has not published yet. So
 /// every event carries its thread's own number (1, 2, 3... trace.c numbers them once a slot is
@@ -27,7 +27,7 @@ struct ThreadOrder {
         waitingCount += events.count
     }
 
-    /// The events that can go out now, in the order the calls returned; `all`: every event
+    /// The events that can go out now, in the order they happened; `all`: every event
     /// that waits (the last drain).
     mutating func release(all: Bool = false) -> [TraceEvent] {
         var out: [TraceEvent] = []
@@ -41,7 +41,7 @@ struct ThreadOrder {
         // Threads come and go: past this many, those that wait for nothing are forgotten (one
         // that comes back waits out the patience once, as a forked child does).
         if threads.count > Self.remembered { threads = threads.filter { !$0.value.waiting.isEmpty } }
-        out.sort { $0.returnTicks < $1.returnTicks }
+        out.sort { $0.ticks < $1.ticks }
         return out
     }
 

@@ -2,28 +2,41 @@ import CPtrace
 import Glibc
 import Injector
 
-/// One traced call, as hookit_rt_trace_exit wrote it.
+/// One event of the trace ring, as trace.c wrote it: a call's entry, its end, or a mark that
+/// ends calls without their returning (CallStacks pairs them into calls).
 public struct TraceEvent: Sendable {
+    public enum Kind: UInt32, Sendable {
+        /// The call began: its arguments and argument strings.
+        case entry = 0
+        /// It returned: its return value (and that string).
+        case end = 1
+        /// longjmp or a catch: the calls whose entry stack pointer is below `stackPointer` are gone.
+        case unwind = 2
+        /// pthread_exit was called.
+        case threadExit = 3
+        /// exit or _exit was called.
+        case exit = 4
+    }
+    public var kind: Kind
     public var tid: UInt32
     /// The function's index (the low half of the trace link's cookie).
     public var function: Int
-    /// Entry time and duration in TSC ticks; `timed` is false when the entry was not seen.
+    /// When it happened, in TSC ticks.
     public var ticks: UInt64
-    public var durationTicks: UInt64
-    public var timed: Bool
+    /// rsp at the function's entry (both events of one call carry the same).
+    public var stackPointer: UInt64
     public var args: [UInt64]
     public var ret: UInt64
-    /// Copies of the arguments (or return value) marked as strings, in order, at most two; nil
-    /// for a null or unreadable pointer.
+    /// Copies of the values marked as strings, in order, at most two (entry: arguments; end:
+    /// the return value); nil for a null or unreadable pointer.
     public var strings: [String?]
-    /// The thread's own number for the event: 1, 2, 3... in the order its calls returned.
+    /// End events of this thread the ring had no room for, before this one (24 bits, wrapping).
+    var lostEnds: UInt64 = 0
+    /// The thread's own number for the event: 1, 2, 3... in the order it wrote them.
     var sequence: UInt64 = 0
-
-    /// When the call returned, in TSC ticks.
-    var returnTicks: UInt64 { ticks &+ durationTicks }
 }
 
-/// The trace rings: a memfd shared by the tracee's threads (writers, hookit_rt_trace_exit, any
+/// The trace rings: a memfd shared by the tracee's threads (writers, the trace programs, any
 /// number at once, lock-free) and hookit (the one reader). The layout is trace.c's: one ring per
 /// CPU when the process has rseq (a writer reserves in its CPU's ring inside an rseq critical
 /// section: no locked instruction, no line shared between CPUs), else one ring taken by CAS.
@@ -32,8 +45,8 @@ public struct TraceEvent: Sendable {
 ///     0      header: magic, capacity, slot size, rings, stride (ring 0's hold for all); head at
 ///            64; dropped at 128; ring 0: at 256 the count of stable ranges, then [start, end)
 ///            pairs (memory strings may be read from directly)
-///     4096   capacity slots of 256 bytes: turn, tid, flags, cookie, ts, dur, args[6], ret, seq,
-///            str[2][76]
+///     4096   capacity slots of 256 bytes: turn, tid, flags (kind in bits 16-18), cookie (with
+///            the thread's lost end events in bits 40-63), ts, sp, args[6], ret, seq, str[2][76]
 ///
 /// Slot turns, counted from the lap L = p & ~mask of position p (so zeroed memory is a ready
 /// ring): a writer takes p when the slot holds L and publishes L + 1; the reader consumes p when
@@ -95,14 +108,17 @@ public final class TraceRing {
 
     private var lapMask: UInt64 { ~UInt64(capacity - 1) }
 
-    /// Events writers gave up because a ring was full.
+    /// Calls given up because a ring was full at their entry.
     public var dropped: UInt64 { (0..<rings).reduce(0) { $0 &+ atomicLoad(header($1) + 16) } }
+
+    /// End events and marks given up (their calls were recorded; how they ended is unknown).
+    public var droppedEnds: UInt64 { (0..<rings).reduce(0) { $0 &+ atomicLoad(header($1) + 24) } }
 
     /// Positions reserved by writers so far.
     public var reserved: UInt64 { (0..<rings).reduce(0) { $0 &+ atomicLoad(header($1) + 8) } }
 
-    /// The complete events available now, at most about `max`: per thread in the order its calls
-    /// returned (ThreadOrder). A reserved slot still being written ends its ring's batch: the
+    /// The complete events available now, at most about `max`: per thread in the order it wrote
+    /// them (ThreadOrder). A reserved slot still being written ends its ring's batch: the
     /// next call continues there. `final`: events still waiting for an earlier one of their
     /// thread go out too (the last drain: what never came is counted as lost).
     public func drain(max: Int = .max, final: Bool = false) -> [TraceEvent] {
@@ -123,6 +139,27 @@ public final class TraceRing {
         return out
     }
 
+    /// Gives up what is left: the published events still in the rings or waiting for their
+    /// thread's order are read and discarded, with the slots reserved but never published.
+    /// `events`: how many; `entries`: how many of them began a call (lost calls: the kind of an
+    /// unpublished slot is read from what its writer had written, an entry when unknown).
+    public func discardRest() -> (events: UInt64, entries: UInt64) {
+        let read = drain(final: true)
+        var events = UInt64(read.count), entries = UInt64(read.filter { $0.kind == .entry }.count)
+        for r in 0..<rings {
+            let head = atomicLoad(header(r) + 8)
+            while tails[r] < head {
+                let s = slot(r, tails[r])
+                let flags = UnsafeMutableRawPointer(s).load(fromByteOffset: 12, as: UInt32.self)
+                events += 1
+                if (flags >> 16) & 7 == TraceEvent.Kind.entry.rawValue { entries += 1 }
+                tails[r] += 1
+            }
+        }
+        given = reserved
+        return (events, entries)
+    }
+
     /// Slots reserved but not yet given out (a writer between its reservation and its publish,
     /// or an event the reader holds for one more pass).
     public var pending: UInt64 { reserved &- given }
@@ -131,17 +168,20 @@ public final class TraceRing {
         let raw = UnsafeMutableRawPointer(s)
         let tid = raw.load(fromByteOffset: 8, as: UInt32.self)
         let flags = raw.load(fromByteOffset: 12, as: UInt32.self)
+        let kind = TraceEvent.Kind(rawValue: (flags >> 16) & 7) ?? .unwind
         let (function, mask) = TraceProgram.unpack(cookie: s[2])
+        // Entry: the string arguments; end: the string return value.
+        let copied = kind == .entry ? (mask & 0x3f).nonzeroBitCount : kind == .end ? Int(mask >> 6) : 0
         var strings: [String?] = []
-        for i in 0..<min(2, mask.nonzeroBitCount) {
+        for i in 0..<min(2, copied) {
             if flags & (UInt32(10) << UInt32(i)) != 0 { strings.append(nil); continue }
             let p = (raw + 104 + i * stringBytes).assumingMemoryBound(to: UInt8.self)
             let n = strnlen(UnsafeRawPointer(p).assumingMemoryBound(to: CChar.self), stringBytes - 1)
             strings.append(String(decoding: UnsafeBufferPointer(start: p, count: n), as: UTF8.self))
         }
-        return TraceEvent(tid: tid, function: function, ticks: s[3], durationTicks: s[4], timed: flags & 1 == 0,
-                          args: Array(UnsafeBufferPointer(start: s + 5, count: 6)), ret: s[11], strings: strings,
-                          sequence: s[12])
+        return TraceEvent(kind: kind, tid: tid, function: function, ticks: s[3], stackPointer: s[4],
+                          args: kind == .entry ? Array(UnsafeBufferPointer(start: s + 5, count: 6)) : [],
+                          ret: s[11], strings: strings, lostEnds: s[2] >> 40, sequence: s[12])
     }
 
     /// The runtime stops writing; with `unmap`, the tracee's mapping goes too (hookit's stays

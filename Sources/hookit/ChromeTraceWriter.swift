@@ -26,6 +26,7 @@ final class ChromeTraceWriter {
         if namedThreads.insert(c.tid).inserted { metadata("thread_name", tid: c.tid, name: threadName(c.tid)) }
         let ts = Double(c.timestamp) / 1000, dur = Double(c.nanos ?? 0) / 1000
         let args = c.args.enumerated().map { "\"arg\($0.offset)\":\($0.element.json)" } + (c.ret.isNone ? [] : ["\"ret\":\(c.ret.json)"])
+            + (c.ended == .returned ? [] : ["\"ended\":\"\(c.ended.rawValue)\""])
         write("{\"name\":\(JSON.string(c.function)),\"cat\":\"call\",\"ph\":\"X\",\"ts\":\(fixed(ts, 3)),\"dur\":\(fixed(dur, 3)),\"pid\":\(pid),\"tid\":\(c.tid),\"args\":{\(args.joined(separator: ","))}}")
     }
 

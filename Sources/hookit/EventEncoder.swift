@@ -50,7 +50,7 @@ final class EventEncoder {
 }
 
 extension Event.Call {
-    /// The line JSONEncoder would write (keys sorted: args, function, ns, pid, ret, tid, ts), or nil
+    /// The line JSONEncoder would write (keys sorted: args, ended, function, ns, pid, ret, tid, ts), or nil
     /// when a string would need escaping (then JSONEncoder writes it).
     var fastLine: String? {
         func value(_ v: TracedValue) -> String? {
@@ -69,7 +69,7 @@ extension Event.Call {
             guard let v = value(a) else { return nil }
             args += i == 0 ? v : "," + v
         }
-        return "{\"event\":\"call\",\"args\":[\(args)],\"function\":\"\(function)\",\"ns\":\(ns.map { "\($0)" } ?? "null")\(pid.map { ",\"pid\":\($0)" } ?? ""),\"ret\":\(ret),\"tid\":\(tid),\"ts\":\(ts)}"
+        return "{\"event\":\"call\",\"args\":[\(args)],\"ended\":\"\(ended)\",\"function\":\"\(function)\",\"ns\":\(ns.map { "\($0)" } ?? "null")\(pid.map { ",\"pid\":\($0)" } ?? ""),\"ret\":\(ret),\"tid\":\(tid),\"ts\":\(ts)}"
     }
 }
 

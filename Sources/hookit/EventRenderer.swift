@@ -54,13 +54,18 @@ struct EventRenderer {
         return out
     }
 
-    /// `  12.345678  4242  target:add(2, 3) = 5  (1.2 µs)`; time since attach.
+    /// `  12.345678  4242  target:add(2, 3) = 5  (1.2 µs)`, or `... target:parse(7) [unwound]
+    /// (3.4 µs)` for a call that did not return; time since attach.
     private func call(_ c: Event.Call) -> String {
         let rel = Double(Int64(bitPattern: c.ts &- start)) / 1e9
-        let r = c.ret.isNone ? "" : " = \(c.ret.text)"
+        let r = c.ended != "returned" ? " [\(Self.endings[c.ended] ?? c.ended)]" : c.ret.isNone ? "" : " = \(c.ret.text)"
         let d = c.ns.map { "  (\(CountTable.duration($0)))" } ?? ""
         return "\(lpad(fixed(rel, 6), 12)) \(lpad("\(c.tid)", 7))  \(c.function)(\(c.args.map(\.text).joined(separator: ", ")))\(r)\(d)"
     }
+
+    /// How a call that did not return ended, in the text output.
+    static let endings = ["unwound": "unwound", "thread_exit": "thread exit", "exit": "process exit", "exec": "exec",
+                          "detached": "running at detach", "unknown": "end not recorded"]
 
     /// Per pattern: how many functions it hooked, and the refused ones grouped by reason.
     private func patterns(_ patterns: [Event.PatternReport], _ refused: [Event.Refused]) -> [String] {

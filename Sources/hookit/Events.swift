@@ -49,9 +49,13 @@ enum Event {
         var pid: Int32?
         var ts: UInt64
         var args: [TracedValue]
+        /// null when the call did not return (see `ended`) or returns void.
         var ret: TracedValue
-        /// nil (JSON null) when the call's entry was not seen (it began before its hook went in).
+        /// From the entry to where the call ended; nil (JSON null) when that is not known.
         var ns: UInt64?
+        /// How it ended: EndedCall.Ending's names (returned, unwound, thread_exit, exit, exec,
+        /// detached, unknown).
+        var ended: String
 
         func encode(to encoder: Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
@@ -62,6 +66,7 @@ enum Event {
             try c.encode(args, forKey: .args)
             try c.encode(ret, forKey: .ret)
             try c.encode(ns, forKey: .ns)   // null, not absent: every call line has the same keys
+            try c.encode(ended, forKey: .ended)
         }
     }
 

@@ -36,7 +36,7 @@ extension HookSession {
             }
         }
         followLoaderIfUseful()
-        output.exec(pid: tracee.pid, path: tracee.programPath, functions: table.hookedFunctions.count, report: report)
+        output.exec(pid: tracee.pid, path: tracee.programPath, functions: userFunctions, report: report)
         do { try tracee.resumeWorld() } catch { output.problem("\(error)") }
     }
 
@@ -46,6 +46,7 @@ extension HookSession {
     private func carryOverOldImage() {
         if let r = ring {
             drainAll(r)
+            endOpenCalls(.exec)
             carriedDropped += r.dropped + unpublished
             unpublished = 0
             tracedBefore = true
@@ -56,6 +57,7 @@ extension HookSession {
         tracee.wakeDescriptor = -1
         traced = []
         traceIndex = [:]
+        markLinks = nil
         loaderUnfollowable = false
         timedCounts = nil
         runtimeConfigured = false

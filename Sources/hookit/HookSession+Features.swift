@@ -40,6 +40,7 @@ extension HookSession {
             }
         case .trace(let signatures):
             try makeRing()
+            try linkMarks(change)
             let index = traceIndex[f.address] ?? traced.count
             if index == traced.count {
                 traced.append((f.label, Signature.lookup(f, given: signatures + options.signatures)))

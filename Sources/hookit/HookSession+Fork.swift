@@ -25,7 +25,7 @@ extension HookSession {
                     : parent === tracee ? table.inheritedPatches : children.first { $0.tracee === parent }?.inherited
                 children.append(FollowedChild(tracee: parent.adopt(forked: c), inherited: inherited))
                 processOfThread[UInt32(bitPattern: c.pid)] = c.pid
-                output.fork(pid: parent.pid, child: c.pid, functions: table.hookedFunctions.count)
+                output.fork(pid: parent.pid, child: c.pid, functions: userFunctions)
             }
         }
         for c in children {
@@ -37,6 +37,7 @@ extension HookSession {
             }
         }
         noteThreads()
+        for c in children { noteExitedThreads(of: c.tracee) }
         children.removeAll { $0.tracee.exited || $0.tracee.threads.isEmpty }
     }
 

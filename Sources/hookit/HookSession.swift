@@ -25,10 +25,19 @@ final class HookSession {
     var ring: TraceRing?
     var traced: [(label: String, signature: Signature?)] = []
     var traceIndex: [UInt64: Int] = [:]
-    private let exports: Exports
+    let exports: Exports
     var tracedCalls: UInt64 = 0
-    /// Events reserved in the ring but never completed (their thread died or was stopped there).
+    /// Traced calls from entry to end (see HookSession+Calls).
+    var callStacks = CallStacks()
+    /// Threads seen exiting whose calls still open end once their last events are read.
+    var exitedThreads: [ExitedThread] = []
+    /// The marks' links (trace.c's hookit_rt_trace_mark), made with the first --trace.
+    var markLinks: [Link]?
+    /// Calls whose entry events were reserved in the ring but never read (never completed:
+    /// their thread died or was stopped there; or left unread behind a stalled stdout).
     var unpublished: UInt64 = 0
+    /// End events were left unread at the last drain: calls still open then ended unknown.
+    var endingsLost = false
     /// Counts and lost trace events of images the process left by exec (see HookSession+Exec).
     var carriedCounts: [CountTable.Row] = []
     var carriedDropped: UInt64 = 0
@@ -44,7 +53,7 @@ final class HookSession {
     var runtimeConfigured = false
     /// --if filters loaded into the process, per expression, for the current table.
     var filterCache: (table: TrampolineTable?, filters: [FilterExpression: CallFilter]) = (nil, [:])
-    private let clock: TickClock
+    let clock: TickClock
     private var nextInterval: Double?
 
     /// Attaches (or takes a spawned tracee, held at its main), creates the trampoline table and
@@ -76,7 +85,7 @@ final class HookSession {
             if !requests.isEmpty {
                 report = try add(requests, text: requests.map(\.text).joined(separator: " "), resume: !wasSpawned).report
             }
-            output.attached(pid: tracee.pid, functions: table.hookedFunctions.count, links: table.links.count, report: report,
+            output.attached(pid: tracee.pid, functions: userFunctions, links: userLinks, report: report,
                             stop: tracee.stopStats, codeUsed: table.codeBytesUsed, codeMapped: table.codeBytesMapped)
             if tracee.held { try tracee.resumeWorld() }
         } catch {
@@ -269,25 +278,6 @@ final class HookSession {
         }
     }
 
-    /// Prints the trace events that are complete.
-    /// Bounded in time: threads that call faster than hookit prints would keep it here for
-    /// ever, and hookit must get back to the tracee's ptrace events and to its signals.
-    func drainTrace(forSeconds limit: Double = 0.02, final: Bool = false) {
-        guard let ring else { return }
-        let deadline = Clock.seconds() + limit
-        while !output.backlogged && Clock.seconds() < deadline && !Interruption.requested {
-            let events = ring.drain(max: 4096, final: final)
-            if events.isEmpty { return }
-            tracedCalls += UInt64(events.count)
-            for e in events {
-                let t = traced[e.function]
-                let call = TracedCall(event: e, function: t.label, signature: t.signature, clock: clock)
-                output.call(call, pid: processOfThread[call.tid])
-                exports.call(call)
-            }
-        }
-    }
-
     func printCounts(final: Bool) {
         let rows = Self.merged(carriedCounts, hooks.flatMap { $0.counts }.map(countStats))
         if rows.isEmpty { return }
@@ -316,7 +306,9 @@ final class HookSession {
         }
         let programStats = hooks.flatMap { h in h.links.filter { h.programLinks.contains($0.id) } }.map { ($0, try? table.stats($0)) }
         let kept = options.keepReplacements ? Set(programStats.filter { $0.0.kind == .replace }.map(\.0.function.address)) : []
-        let report = table.detach(keeping: kept)
+        let markOnly = markOnlyFunctions.count
+        var report = table.detach(keeping: kept)
+        report.restored -= min(markOnly, report.restored)    // the user's functions, as `attached` counted them
         finishTrace(tableUnmapped: report.unmapped || !kept.isEmpty)
         let family = detachChildren()
         let injector = tracee.detach()
@@ -341,6 +333,7 @@ final class HookSession {
     private func finishTrace(tableUnmapped: Bool) {
         guard let ring else { return }
         drainAll(ring)
+        endOpenCalls(.detached)
         ring.close(tracee: tracee, unmap: tableUnmapped)
     }
 
@@ -350,13 +343,17 @@ final class HookSession {
         var deadline = Clock.seconds() + 0.2
         while true {
             output.finish()
-            let before = tracedCalls
+            let before = ring.pending
             drainTrace()
             if ring.pending == 0 { break }
-            if tracedCalls != before { deadline = Clock.seconds() + 0.2; continue }
+            if ring.pending != before { deadline = Clock.seconds() + 0.2; continue }
             if Clock.seconds() >= deadline {
                 drainTrace(final: true)            // what waits for a lost earlier event goes out
-                unpublished = ring.pending
+                // Left unread (stdout stalled) or never published: the calls whose entries
+                // these are count as dropped; an end left here leaves its call's end unknown.
+                let rest = ring.discardRest()
+                unpublished = rest.entries
+                endingsLost = rest.events > rest.entries
                 break
             }
             usleep(1000)
@@ -365,7 +362,10 @@ final class HookSession {
     }
 
     private func report(programs: [(Link, LinkStats?)], exited: Bool) {
-        if exited, let ring { drainAll(ring) }
+        if exited, let ring {
+            drainAll(ring)
+            endOpenCalls(.exit)
+        }
         printCounts(final: true)
         for o in overrideCounts() { output.override(o.entry, calls: o.calls, injected: o.injected) }
         if !programs.isEmpty { output.stats(programs, timed: options.table.timePrograms) }

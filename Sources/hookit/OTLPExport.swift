@@ -109,9 +109,7 @@ final class OTLPExport {
         var attributes: [KeyValue] = [.init("thread.id", .int(Int64(c.tid)))]
         for (i, a) in c.args.enumerated() { attributes.append(.init("hookit.arg\(i)", AnyValue(a))) }
         if !c.ret.isNone { attributes.append(.init("hookit.ret", AnyValue(c.ret))) }
-        // How the call ended: the trace programs see returns only (issue "follow the program"
-        // adds unwinds and longjmps).
-        attributes.append(.init("hookit.ended", .string("returned")))
+        attributes.append(.init("hookit.ended", .string(c.ended.rawValue)))
         if c.nanos == nil { attributes.append(.init("hookit.untimed", .bool(true))) }
         return Span(traceId: trace, spanId: n.spanID, parentSpanId: parent, name: c.function,
                     startTimeUnixNano: "\(n.start)", endTimeUnixNano: "\(n.end)", attributes: attributes)

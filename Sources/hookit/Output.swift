@@ -93,7 +93,8 @@ struct Output {
     // MARK: - trace, counts, overrides
 
     func call(_ c: TracedCall, pid: pid_t? = nil) {
-        emit(.call(.init(function: c.function, tid: c.tid, pid: pid, ts: c.timestamp, args: c.args, ret: c.ret, ns: c.nanos)))
+        emit(.call(.init(function: c.function, tid: c.tid, pid: pid, ts: c.timestamp, args: c.args, ret: c.ret, ns: c.nanos,
+                         ended: c.ended.rawValue)))
     }
 
     /// The --count table (at each --interval and at detach).

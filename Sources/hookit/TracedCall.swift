@@ -2,32 +2,38 @@ import Glibc
 import Injector
 import RemoteTramp
 
-/// A trace event made readable: the function's name, its arguments and return value typed by
-/// its signature (hex without one), times in CLOCK_MONOTONIC nanoseconds.
+/// A traced call made readable: the function's name, its arguments and return value typed by
+/// its signature (hex without one), times in CLOCK_MONOTONIC nanoseconds, and how it ended.
 struct TracedCall {
     let function: String
     let tid: UInt32
     let timestamp: UInt64
+    /// From its entry to where it ended.
     let nanos: UInt64?
     let args: [TracedValue]
+    /// `.none` for a call that did not return (or returns void).
     let ret: TracedValue
+    let ended: EndedCall.Ending
 
-    init(event e: TraceEvent, function: String, signature: Signature?, clock: TickClock) {
+    init(_ c: EndedCall, function: String, signature: Signature?, clock: TickClock) {
         self.function = function
-        tid = e.tid
-        timestamp = clock.nanoseconds(ticks: e.ticks)
-        nanos = e.timed ? TrampolineTable.nanoseconds(ticks: e.durationTicks) : nil
-        // The ring holds copies of the first two string values, in argument order, then ret.
-        var strings = e.strings[...]
+        tid = c.entry.tid
+        ended = c.ending
+        timestamp = clock.nanoseconds(ticks: c.entry.ticks)
+        nanos = c.ending == .unknown ? nil : TrampolineTable.nanoseconds(ticks: c.endTicks &- c.entry.ticks)
+        // The entry copied the string arguments, in order; the end, a string return value.
+        var strings = c.entry.strings[...]
         func value(_ raw: UInt64, _ type: Signature.ValueType) -> TracedValue {
             TracedValue.of(raw, type, string: type == .str ? (strings.popFirst() ?? nil) : nil)
         }
+        let args = c.entry.args.count == 6 ? c.entry.args : Array(repeating: 0, count: 6)
         if let sig = signature {
-            args = sig.args.enumerated().map { value(e.args[$0.offset], $0.element) }
-            ret = value(e.ret, sig.ret)
+            self.args = sig.args.enumerated().map { value(args[$0.offset], $0.element) }
+            strings = c.end?.strings[...] ?? []
+            ret = c.end.map { value($0.ret, sig.ret) } ?? .none
         } else {
-            args = e.args.map { .hex($0) }
-            ret = .hex(e.ret)
+            self.args = args.map { .hex($0) }
+            ret = c.end.map { .hex($0.ret) } ?? .none
         }
     }
 }

@@ -105,7 +105,7 @@ final class EventSchemaTests: XCTestCase {
         XCTAssertNotEqual(schema.check(line: #"{"event":"removed","id":1,"calls":-2,"ns":3,"misses":0}"#), [], "uint")
         XCTAssertNotEqual(schema.check(line: #"{"event":"removed","id":1,"calls":2,"ns":3,"misses":0,"x":1}"#), [], "an undocumented field")
         XCTAssertNotEqual(schema.check(line: #"{"event":"error","message":"m","fatal":1}"#), [], "bool")
-        XCTAssertEqual(schema.check(line: #"{"event":"call","function":"f","tid":1,"ts":2,"args":["s",1,null,true],"ret":null,"ns":null}"#), [])
+        XCTAssertEqual(schema.check(line: #"{"event":"call","function":"f","tid":1,"ts":2,"args":["s",1,null,true],"ret":null,"ns":null,"ended":"unwound"}"#), [])
         XCTAssertNotEqual(schema.check(line: #"{"event":"list","hooks":[{"id":1}]}"#), [], "objects inside are checked too")
     }
 }

@@ -54,7 +54,7 @@ final class LaterLibraryTests: XCTestCase {
 
     func testLibraryDlopenedTwiceWithDlcloseBetweenStaysHookedAndPinned() throws {
         let target = try TargetProcess("hooktarget")
-        let h = try attach(target, ["--count", "libplugin.so:*"])
+        let h = try attach(target, ["--count", "libplugin.so:*", "--trace", "libplugin.so:plugin_answer"])
         XCTAssertEqual(try target.send("load \(plugin)"), "loaded")
         XCTAssertEqual(try target.send("plugcall 5"), "called 5 21010")
         XCTAssertEqual(try target.send("unload"), "unloaded")
@@ -70,6 +70,9 @@ final class LaterLibraryTests: XCTestCase {
         XCTAssertEqual(counts["libplugin.so:plugin_answer"], 8, r.output)
         XCTAssertEqual(counts["libplugin.so:plugin_init"], 1, "one load, one constructor run: \(r.output)")
         XCTAssertEqual(events.filter { $0["event"] as? String == "loaded" }.count, 1, r.output)
+        let traced = events.filter { $0["event"] as? String == "call" }
+        XCTAssertEqual(traced.filter { $0["ended"] as? String == "returned" }.count, traced.count, r.output)
+        XCTAssertEqual(traced.count + (events.last?["dropped"] as? Int ?? -1), 8, "traced + dropped = calls counted: \(r.output)")
         // Detach gave the pin back: the program's own dlclose now unloads it.
         XCTAssertEqual(try target.send("unload"), "unloaded")
         XCTAssertEqual(try target.send("mapped libplugin.so"), "unmapped")

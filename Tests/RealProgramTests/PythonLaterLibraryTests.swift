@@ -31,7 +31,7 @@ final class PythonLaterLibraryTests: XCTestCase {
         let py = try TargetProcess(path: python, arguments: [dir.file("bz.py")], waitForReady: true)
         let maps = try readProc("/proc/\(py.pid)/maps")
         XCTAssertFalse(maps.contains("libbz2"), "libbz2 must come in later")
-        let session = try HookitSession(py.pid, ["--count", "libbz2.so*:*"])
+        let session = try HookitSession(py.pid, ["--count", "libbz2.so*:*", "--trace", "libbz2.so*:BZ2_bzCompress*"])
         XCTAssertEqual(session.event("pending")?["request"] as? String, "--count libbz2.so*:*", session.printed)
         XCTAssertEqual(try py.send("import", timeout: 20), "imported")
         XCTAssertEqual(try py.send("compress 6", timeout: 60), "compressed 6")
@@ -50,5 +50,10 @@ final class PythonLaterLibraryTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(calls["libbz2.so.1.0.4:BZ2_compressBlock"] ?? 0, 12, session.printed)
         let detached = try XCTUnwrap(session.event("detached"))
         XCTAssertEqual((detached["pending"] as? [String])?.count, 0, session.printed)
+        // Nothing lost: the traced BZ2_bzCompress* calls and the dropped ones are the counted ones.
+        let traced = session.events.filter { $0["event"] as? String == "call" }
+        let counted = calls.filter { $0.key.hasPrefix("libbz2.so.1.0.4:BZ2_bzCompress") }.values.reduce(0, +)
+        XCTAssertEqual(traced.count + (detached["dropped"] as? Int ?? -1), counted, session.printed)
+        XCTAssertEqual(traced.filter { $0["ended"] as? String == "returned" }.count, traced.count)
     }
 }

@@ -6,7 +6,7 @@ import XCTest
 /// out in the order its calls returned, by the number each carries.
 final class TraceRingOrderTests: XCTestCase {
     private func event(_ tid: UInt32, _ seq: UInt64) -> TraceEvent {
-        TraceEvent(tid: tid, function: 0, ticks: seq * 10, durationTicks: 1, timed: true, args: [], ret: seq, strings: [],
+        TraceEvent(kind: .end, tid: tid, function: 0, ticks: seq * 10, stackPointer: 0, args: [], ret: seq, strings: [],
                    sequence: seq)
     }
 

@@ -1,0 +1,92 @@
+import Injector
+import RemoteTramp
+
+/// A thread hookit saw exit, waiting for its last trace events.
+struct ExitedThread {
+    let tid: UInt32
+    let ticks: UInt64
+    /// Its process: when that has exited too by the time the calls end, they end as its exit.
+    let process: Tracee
+    var passes = 0
+}
+
+/// Traced calls, from the ring's entry and end events to the lines printed: every call appears,
+/// and says how it ended (issue 17, part 1).
+extension HookSession {
+    /// Prints the calls that ended. Bounded in time: threads that call faster than hookit
+    /// prints would keep it here for ever, and hookit must get back to the tracee's ptrace
+    /// events and to its signals.
+    func drainTrace(forSeconds limit: Double = 0.02, final: Bool = false) {
+        guard let ring else { return }
+        let deadline = Clock.seconds() + limit
+        while !output.backlogged && Clock.seconds() < deadline && !Interruption.requested {
+            let events = ring.drain(max: 4096, final: final)
+            if events.isEmpty { break }
+            report(callStacks.add(events))
+        }
+        endCallsOfExitedThreads(final: final)
+    }
+
+    func report(_ ended: [EndedCall]) {
+        tracedCalls += UInt64(ended.count)
+        for c in ended {
+            let t = traced[c.entry.function]
+            let call = TracedCall(c, function: t.label, signature: t.signature, clock: clock)
+            output.call(call, pid: processOfThread[call.tid])
+            exports.call(call)
+        }
+    }
+
+    /// A thread's last events may still be in the rings when its exit is seen (behind a slot
+    /// another thread has not published yet): its open calls end a few passes later.
+    private func endCallsOfExitedThreads(final: Bool) {
+        noteExitedThreads(of: tracee)
+        let now = TimeStampCounter.now()
+        for i in exitedThreads.indices { exitedThreads[i].passes += 1 }
+        let due = exitedThreads.filter { final || $0.passes >= 3 }
+        exitedThreads.removeAll { final || $0.passes >= 3 }
+        for t in due { report(callStacks.threadExited(t.tid, processExited: t.process.exited, at: min(t.ticks, now))) }
+    }
+
+    /// Takes the threads `process` saw exit (the traced process, or a child it forked).
+    func noteExitedThreads(of process: Tracee) {
+        let now = TimeStampCounter.now()
+        for tid in process.takeExitedThreads() {
+            exitedThreads.append(ExitedThread(tid: UInt32(bitPattern: tid), ticks: now, process: process))
+        }
+    }
+
+    /// Every call still open ends: the process exited or ran exec, or hookit detaches.
+    func endOpenCalls(_ ending: EndedCall.Ending) {
+        exitedThreads = []
+        report(callStacks.endAll(endingsLost ? .unknown : ending, at: TimeStampCounter.now()))
+        endingsLost = false
+    }
+
+    /// Functions hooked for the user: the marks' functions count only where a hook of the
+    /// user's is on them too.
+    var userFunctions: Int { table.hookedFunctions.count - markOnlyFunctions.count }
+
+    /// Links made for the user (not the marks).
+    var userLinks: Int { table.links.count - (markLinks?.count ?? 0) }
+
+    /// Addresses hooked for a mark alone.
+    var markOnlyFunctions: Set<UInt64> {
+        guard let marks = markLinks, !marks.isEmpty else { return [] }
+        let markIDs = Set(marks.map(\.id))
+        let others = Set(table.links.values.filter { !markIDs.contains($0.id) }.map(\.function.address))
+        return Set(marks.map(\.function.address)).subtracting(others)
+    }
+
+    /// The trace's marks (longjmp, catch, pthread_exit, exit), in the libraries that have them,
+    /// with the first --trace of an image: calls that never return are then ended where that
+    /// happened, not at the next event of their thread.
+    func linkMarks(_ change: HookTransaction) throws {
+        guard markLinks == nil else { return }
+        let found = TraceProgram.markedFunctions.compactMap { m -> (FunctionSymbol, mark: UInt64)? in
+            let module = m.name == "__cxa_begin_catch" ? "libstdc++" : "libc"
+            return (try? symbols.function("\(module):\(m.name)")).map { ($0, m.mark) }
+        }
+        markLinks = try TraceProgram.linkMarks(found, change)
+    }
+}
