@@ -15,11 +15,12 @@ final class FilterTests: XCTestCase {
         return t
     }
 
-    private func session(_ hooks: [String], _ command: String) throws -> (reply: String, events: [[String: Any]], target: TargetProcess) {
+    private func session(_ hooks: [String], _ command: String, then more: [String] = []) throws -> (reply: String, events: [[String: Any]], target: TargetProcess) {
         let target = try TargetProcess("filtertarget")
         let h = Background(["attach", "\(target.pid)", "--json"] + hooks)
         try attached(h, target)
         let reply = try target.send(command, timeout: 30)
+        for m in more { _ = try target.send(m, timeout: 30) }
         let (status, out) = h.finish()
         XCTAssertEqual(status, 0, out.suffix(800).description)
         return (reply, events(out), target)
@@ -48,18 +49,26 @@ final class FilterTests: XCTestCase {
         XCTAssertEqual(try target.send("mix 10").split(separator: " ").first, "mixed", "the target runs on after detach")
     }
 
-    /// `ret` is known at the exit: the trace's entry program runs for every call, its event only
-    /// for the calls that pass; a count decided at exit counts there.
-    func testIfOnTheReturnValueAndCombinedTestsDecidedAtExitAndEntry() throws {
+    /// `ret` and `ns` are known at the exit: a traced call that passes is recorded then, its
+    /// entry (arguments, strings) with its end; a count decided at exit counts there.
+    func testIfOnTheReturnValueAndDurationDecidedAtExitAndCombinedTestsAtEntry() throws {
         let (reply, events, _) = try session([
-            "--trace", "filtertarget:weigh", "--if", "ret > 1500",
+            "--trace", "filtertarget:weigh", "--if", "ret > 1500", "--sig", "weigh(long, str) -> long",
             "--count", "filtertarget:weigh", "--if", #"(arg0 < 100 || str(arg1) == "/tmp/x") && !(arg1 == 0)"#,
-        ], "mix 1000")
+            "--count", "filtertarget:pick", "--if", "ns < 10s", "--count", "filtertarget:doit", "--if", "ns > 10s",
+        ], "mix 1000", then: ["keys 100 7", "doit 5"])
         let t = try tallies(reply)
         let calls = events.filter { $0["event"] as? String == "call" }
         XCTAssertEqual(calls.count, t["retbig"])
-        XCTAssertTrue(calls.allSatisfy { ($0["ret"] as? Int ?? 0) > 1500 })
+        for c in calls {
+            let args = try XCTUnwrap(c["args"] as? [Any]), ret = c["ret"] as? Int ?? 0
+            XCTAssertGreaterThan(ret, 1500)
+            XCTAssertEqual(ret, (args[0] as? Int ?? -1) + ((args[1] as? String)?.utf8.count ?? 0), "the entry's arguments and string: \(c)")
+            XCTAssertNotNil(c["ns"] as? Int, "the call's duration, from its entry time")
+        }
         XCTAssertEqual(stats(events, "filtertarget:weigh")?["calls"] as? Int, t["either"])
+        XCTAssertEqual(stats(events, "filtertarget:pick")?["calls"] as? Int, 100, "every call is shorter than 10 s")
+        XCTAssertEqual(stats(events, "filtertarget:doit")?["calls"] as? Int, 0, "none is longer")
     }
 
     func testOverrideIfSkipsOnlyTheMatchingCalls() throws {
