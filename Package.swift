@@ -25,8 +25,11 @@ let package = Package(
         .target(name: "Injector", dependencies: ["CPtrace"]),
         // General registers only: images whose programs are all hookit's own skip the XSAVE of
         // the vector state (the runtime must never touch a vector or x87 register).
+        // No Swift start-up object (swiftrt.o registers the library with the Swift runtime from
+        // a constructor): the runtime is C, and `hookit run` preloads it without libswiftCore.
         .target(name: "HookitRuntime",
-                cSettings: [.headerSearchPath("../../include"), .unsafeFlags(["-mgeneral-regs-only", "-O2"])]),
+                cSettings: [.headerSearchPath("../../include"), .unsafeFlags(["-mgeneral-regs-only", "-O2"])],
+                linkerSettings: [.unsafeFlags(["-nostartfiles"])]),
         .target(name: "RemoteTramp", dependencies: ["Injector", "CPtrace"]),
         .executableTarget(
             name: "hookit",

@@ -162,3 +162,38 @@ int hk_elf_needed_fd(int fd, hk_needed_cb cb, void *ctx) {
     elf_end(e);
     return 0;
 }
+
+int hk_elf_drop_needed_fd(int fd, const char *needed) {
+    char err[8];
+    if (elf_ready(err, sizeof err) != 0) return -1;
+    Elf *e = elf_begin(fd, ELF_C_RDWR, NULL);
+    if (!e) return -1;
+    // The file's layout stays exactly as the linker made it: only the dynamic section's
+    // entries move up by one over the dropped one, and its last entry becomes DT_NULL.
+    elf_flagelf(e, ELF_C_SET, ELF_F_LAYOUT);
+    int dropped = 0;
+    Elf_Scn *scn = NULL;
+    while ((scn = elf_nextscn(e, scn)) != NULL && !dropped) {
+        GElf_Shdr sh;
+        if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_DYNAMIC || sh.sh_entsize == 0) continue;
+        Elf_Data *d = elf_getdata(scn, NULL);
+        size_t n = d ? sh.sh_size / sh.sh_entsize : 0;
+        for (size_t i = 0; i < n && !dropped; i++) {
+            GElf_Dyn dyn;
+            if (!gelf_getdyn(d, (int)i, &dyn) || dyn.d_tag == DT_NULL) break;
+            const char *name = dyn.d_tag == DT_NEEDED ? elf_strptr(e, sh.sh_link, dyn.d_un.d_val) : NULL;
+            if (!name || strcmp(name, needed) != 0) continue;
+            for (size_t j = i; j + 1 < n; j++) {
+                GElf_Dyn next;
+                if (!gelf_getdyn(d, (int)(j + 1), &next) || !gelf_update_dyn(d, (int)j, &next)) { elf_end(e); return -1; }
+            }
+            GElf_Dyn last = { .d_tag = DT_NULL };
+            if (!gelf_update_dyn(d, (int)(n - 1), &last)) { elf_end(e); return -1; }
+            elf_flagdata(d, ELF_C_SET, ELF_F_DIRTY);
+            dropped = 1;
+        }
+    }
+    int rc = dropped ? (elf_update(e, ELF_C_WRITE) < 0 ? -1 : 1) : 0;
+    elf_end(e);
+    return rc;
+}

@@ -27,6 +27,14 @@ static inline long rt_syscall6(long n, long a, long b, long c, long d, long e, l
     return r;
 }
 
+// What ends calls without their returning, as marks.c sees it and the trace ring records it.
+enum event_kind { EV_ENTRY = 0, EV_END = 1, EV_UNWIND = 2, EV_THREAD_EXIT = 3, EV_EXIT = 4 };
+
+// A mark, for the trace (trace.c) and for timed counts (timing.c): with EV_UNWIND, the calls
+// whose entry rsp is below `sp` are gone; with the exits, every call of the thread is.
+void rt_trace_mark(unsigned kind, uint64_t sp, uint64_t now);
+void rt_time_mark(unsigned kind, uint64_t sp, uint64_t now);
+
 /// Adds `delta` to this CPU's copy of a per-CPU cell whose CPU 0 copy is at `cpu0`: the kernel's
 /// this_cpu_add, in user space, as the images do it (PerCPUCounters.swift). The add is the commit
 /// of an rseq critical section: a thread preempted, migrated or signalled between reading its CPU
@@ -104,5 +112,10 @@ __attribute__((visibility("hidden"))) int *hookit_rt_errno_location(void);
 enum { RT_STRING_NULL = 2, RT_STRING_UNREADABLE = 8 };
 __attribute__((visibility("hidden")))
 unsigned rt_copy_string(const uint64_t (*stable)[2], uint64_t stable_count, char *dst, uint64_t src, uint64_t size);
+
+/// --stack: a trace link whose cookie has this bit records the call's stack too (stack.c), for
+/// the event (tid, seq).
+#define HOOKIT_RT_TRACE_STACK (1ull << 39)
+__attribute__((visibility("hidden"))) void hookit_rt_stack_capture(const struct hookit_ctx *ctx, uint32_t tid, uint64_t seq);
 
 #endif

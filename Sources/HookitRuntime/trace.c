@@ -29,7 +29,6 @@ struct ring_header {
 // the two by thread and entry stack pointer, and learns that calls which did not return have
 // ended from marks (longjmp, a catch, pthread_exit, exit) and from later events of the thread
 // whose frames lie above theirs.
-enum event_kind { EV_ENTRY = 0, EV_END = 1, EV_UNWIND = 2, EV_THREAD_EXIT = 3, EV_EXIT = 4 };
 
 struct event {
     uint64_t turn;
@@ -177,6 +176,7 @@ static int record_entry(struct ring_header *ring0, struct hookit_ctx *ctx, uint6
     e->sp = ctx->entry_sp;
     for (int i = 0; i < 6; i++) e->args[i] = ctx->args[i];
     copy_strings(ring0, e, ctx->args, 0, 5);
+    if (ctx->cookie & HOOKIT_RT_TRACE_STACK) hookit_rt_stack_capture(ctx, e->tid, e->seq);
     publish(ring0, e, pos);
     return 1;
 }
@@ -225,38 +225,17 @@ uint64_t hookit_rt_trace_exit_both(struct hookit_ctx *ctx) {
     return hookit_rt_trace_exit(ctx);
 }
 
-// glibc keeps the stack pointer in a jmp_buf mangled (PTR_MANGLE: xor with the thread's
-// pointer guard at %fs:0x30, then rotate left by 17); word 6 of the buffer is rsp.
-static uint64_t jmp_buf_sp(uint64_t env) {
-    uint64_t guard, v = ((const volatile uint64_t *)env)[6];
-    __asm__("movq %%fs:0x30, %0" : "=r"(guard));
-    return ((v >> 17) | (v << 47)) ^ guard;
-}
-
-// Marks: a program run at the entry of a function that ends calls without their returning.
-// The cookie says which: 1 longjmp and its kin (the calls below the saved stack pointer are
-// left), 2 __cxa_begin_catch (the calls below the catching frame were unwound), 3 pthread_exit,
-// 4 exit and _exit.
-uint64_t hookit_rt_trace_mark(struct hookit_ctx *ctx) {
+// A mark in the ring (see marks.c): `kind` is EV_UNWIND (the calls whose entry rsp is below `sp`
+// are gone), EV_THREAD_EXIT or EV_EXIT.
+void rt_trace_mark(unsigned kind, uint64_t sp, uint64_t now) {
     struct ring_header *ring0 = hookit_rt_ring;
-    if (!ring0) return 0;
-    uint64_t pos, now = rt_ticks(), sp = 0;
-    unsigned kind = EV_UNWIND;
-    switch (ctx->cookie) {
-    case 1:
-        if (ctx->args[0] < 4096) return 0;
-        sp = jmp_buf_sp(ctx->args[0]);
-        break;
-    case 2: sp = ctx->entry_sp + 1; break;
-    case 3: kind = EV_THREAD_EXIT; break;
-    default: kind = EV_EXIT; break;
-    }
+    uint64_t pos;
+    if (!ring0) return;
     struct event *e = take_slot(ring0, &pos, 0);
-    if (!e) return 0;
+    if (!e) return;
     e->flags = kind << 16;
     e->cookie = tagged(0);
     e->ts = now;
     e->sp = sp;
     publish(ring0, e, pos);
-    return 0;
 }

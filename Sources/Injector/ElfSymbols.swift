@@ -49,6 +49,9 @@ struct RawSymbol {
     var shndx: Int32
     /// From .dynsym: an exported name (`malloc`), not a local or internal one (`__GI___libc_malloc`).
     var dynamic: Bool = false
+    /// STB_LOCAL (0), STB_GLOBAL (1), STB_WEAK (2): a local name (a static TLS variable, say)
+    /// is in .dynsym for the loader's sake, and binds nothing.
+    var bind: Int32 = 1
 }
 
 /// The symbol and relocation tables of one module, read with libelf.
@@ -73,7 +76,7 @@ struct ElfTables {
             let box = Unmanaged<Box>.fromOpaque(ctx!).takeUnretainedValue()
             if s.dynamic == 0 { box.hasSymtab = true }
             box.tables.symbols.append(RawSymbol(name: String(cString: s.name), value: s.value, size: s.size,
-                                                type: s.type, shndx: s.shndx, dynamic: s.dynamic != 0))
+                                                type: s.type, shndx: s.shndx, dynamic: s.dynamic != 0, bind: s.bind))
         }
         let relaCB: hk_rela_cb = { r, ctx in
             let rel = r!.pointee

@@ -33,6 +33,9 @@ public enum InjectorError: Error, Equatable, CustomStringConvertible {
     case noMain(command: String, path: String)
     case exitedBeforeMain(command: String, status: Int32)
     case execedBeforeMain(command: String, path: String)
+    case notStarted(pid: Int32, function: String)
+    case preloadFailed(path: String, detail: String)
+    case preloadInterposes(path: String, symbol: String, module: String)
 
     public var description: String {
         switch self {
@@ -96,6 +99,12 @@ public enum InjectorError: Error, Equatable, CustomStringConvertible {
             return "\(command) \(how) before reaching main"
         case .execedBeforeMain(let command, let path):
             return "\(command) executed another program (\(path)) before reaching main; start that program itself instead"
+        case .notStarted(let pid, let function):
+            return "PID \(pid) is held before its first instruction and its libc has not started: \(function) cannot be called in it (hookit run preloads the libraries it needs instead)"
+        case .preloadFailed(let path, let detail):
+            return "cannot preload \(path) into the program: \(detail)"
+        case .preloadInterposes(let path, let symbol, let module):
+            return "\(path) defines \(symbol), as \(module) does: preloaded (hookit run loads program libraries before the program's own), it would take the place of \(module)'s \(symbol) for every caller; rename that symbol, or make it static"
         }
     }
 }

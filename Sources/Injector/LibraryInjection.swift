@@ -21,6 +21,7 @@ extension Tracee {
     /// mount namespace: hookit's own runtime library, typically) is copied into a memfd the
     /// tracee creates and loaded from /proc/self/fd/N.
     public func inject(library path: String, symbols: SymbolTable, timeout: Double = 10) throws -> InjectedLibrary {
+        if beforeStart { throw InjectorError.notStarted(pid: pid, function: "dlopen(\(path))") }
         var st = stat()
         if path.hasPrefix("/"), stat("/proc/\(pid)/root\(path)", &st) != 0, errno == ENOENT, access(path, R_OK) == 0 {
             return try injectCopy(library: path, symbols: symbols, timeout: timeout)
@@ -123,6 +124,7 @@ extension Tracee {
     /// The tracee's own dlsym(handle, name): the address of a symbol of a library it loaded,
     /// or nil when the library has no such symbol.
     public func dlsym(handle: UInt64, name: String, symbols: SymbolTable) throws -> UInt64? {
+        if beforeStart { throw InjectorError.notStarted(pid: pid, function: "dlsym(\(name))") }
         let dlsym = try libcFunction("dlsym", symbols)
         let addr = try withScratch(bytes: Array(name.utf8) + [0]) { nameAddr in
             try call(dlsym.address, [handle, nameAddr], name: "dlsym")
@@ -135,7 +137,10 @@ extension Tracee {
     /// Takes a reference on a library the tracee has loaded (dlopen with RTLD_NOLOAD), so that
     /// its own dlclose cannot unmap it; nil when the tracee cannot (no dlopen: static) or the
     /// file is not a loaded library. The reference is given back with `unpin`.
+    /// Before the program starts (`beforeStart`) every mapped library is one the loader loaded
+    /// at start-up, which no dlclose can unload: nothing to pin, and nothing could be called.
     public func pin(library path: String, symbols: SymbolTable) throws -> UInt64? {
+        if beforeStart { return nil }
         guard let dlopen = try? libcFunction("dlopen", symbols) else { return nil }
         let handle = try withScratch(bytes: Array(path.utf8) + [0]) { addr in
             try call(dlopen.address, [addr, UInt64(RTLD_NOW | RTLD_NOLOAD)], name: "dlopen(RTLD_NOLOAD)")

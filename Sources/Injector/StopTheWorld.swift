@@ -66,6 +66,7 @@ extension Tracee {
     public func resumeWorld() throws {
         guard held else { return }
         held = false
+        beforeStart = false
         stopStats.record(Clock.now() &- heldSince)
         var firstError: Error?
         for thread in Array(threads.values) where !thread.borrowed {

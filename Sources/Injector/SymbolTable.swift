@@ -156,6 +156,13 @@ extension SymbolTable {
         return out
     }
 
+    /// The address of a defined dynamic symbol of any type of `module` (what the tracee's dlsym
+    /// would find in it, versioned names aside).
+    public func definedSymbol(_ name: String, in module: Module) -> UInt64? {
+        elfTables(module).symbols.first { $0.dynamic && $0.shndx != 0 && $0.value != 0 && $0.name.strippingSymbolVersion == name }
+            .map { module.bias &+ $0.value }
+    }
+
     /// The address of a defined symbol of any type (data included), in the first module that
     /// has it: e.g. glibc's `__rseq_offset`.
     public func anySymbol(_ name: String) -> UInt64? {

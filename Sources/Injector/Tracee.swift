@@ -58,6 +58,13 @@ public final class Tracee {
     /// PTRACE_O_TRACEFORK and _VFORK on every thread: children are attached by the kernel.
     public internal(set) var followsForks = false
     var extraOptions: UInt64 { followsForks ? Ptrace.forkOptions : 0 }
+    /// Libraries the dynamic loader loaded before the program's code ran (`spawn` with
+    /// `.beforeInitializers`), by path as asked, with their load bias. Emptied by an exec.
+    public internal(set) var preloaded: [String: UInt64] = [:]
+    /// Held before the program's first instruction (`spawn` with `.beforeInitializers`): its libc
+    /// has not started, so no library function (dlopen, dlsym) may be called in it; libraries
+    /// are only those `preloaded`. Ends with the first resumeWorld.
+    public internal(set) var beforeStart = false
     /// Events waitpid(-1) gave another Tracee for this one (see Family).
     var inbox: [(tid: pid_t, status: Int32)] = []
 
@@ -241,6 +248,7 @@ public final class Tracee {
             // The old image's stub bytes and zombie threads went with it.
             stubLease = nil
             zombies.removeAll()
+            preloaded = [:]
             memory.reopen()
             if followsExec && !held && !thread.borrowed {
                 execPending = true

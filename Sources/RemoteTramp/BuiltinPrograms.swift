@@ -97,15 +97,16 @@ public enum TraceProgram {
         }
     }
 
-    /// Links the pair at `function`; its events carry `index` as TraceEvent.function. With a
-    /// filter, only the calls it passes are recorded: one decided at entry runs neither program
-    /// for the others (no entry event, no end event); one decided at exit (on `ret` or `ns`)
-    /// links a pair that records nothing at the entry but its time, and writes the entry and
-    /// end events together at the exit of a call that passed (see ImageBuilder.FilterGuards).
+    /// Links the pair at `function`; its events carry `index` as TraceEvent.function. `stack`:
+    /// each event's stack is copied into the stack rings too (StackRing), under its (tid, seq).
+    /// With a filter, only the calls it passes are recorded: one decided at entry runs neither
+    /// program for the others (no entry event, no end event); one decided at exit (on `ret` or
+    /// `ns`) links a pair that records nothing at the entry but its time, and writes the entry
+    /// and end events together at the exit of a call that passed (see ImageBuilder.FilterGuards).
     @discardableResult
-    public static func link(_ function: FunctionSymbol, index: Int, strings: Strings, _ change: HookTransaction,
-                            filter: CallFilter? = nil) throws -> [Link] {
-        let cookie = UInt64(UInt32(index)) | strings.mask << 32
+    public static func link(_ function: FunctionSymbol, index: Int, strings: Strings, stack: Bool = false,
+                            _ change: HookTransaction, filter: CallFilter? = nil) throws -> [Link] {
+        let cookie = UInt64(UInt32(index)) | strings.mask << 32 | (stack ? stackBit : 0)
         let atExit = filter?.decidedAtExit == true
         let enter = try change.link(.fentry, .runtime(symbol: atExit ? "hookit_rt_trace_stamp" : "hookit_rt_trace_enter"), to: function,
                                     cookie: cookie, filter: filter)
@@ -114,22 +115,29 @@ public enum TraceProgram {
         return [enter, exit]
     }
 
-    /// Functions that end calls without their returning, and the mark trace.c writes at each
-    /// (its cookie): the jumps of setjmp's family, a catch, pthread_exit, exit.
-    public static let markedFunctions: [(name: String, mark: UInt64)] = [
+    /// trace.c's HOOKIT_RT_TRACE_STACK: the entry event's stack is copied too.
+    static let stackBit: UInt64 = 1 << 39
+
+    /// An event's function index and string mask, from its cookie.
+    static func unpack(cookie: UInt64) -> (index: Int, strings: UInt64) { (Int(cookie & 0xFFFF_FFFF), (cookie >> 32) & 0x7f) }
+}
+
+/// Marks (marks.c): a runtime program at the entry of each function that ends calls without
+/// their returning, so that the trace and the timed counts end those calls where it happened.
+public enum Marks {
+    /// The functions, and each one's mark (its cookie, see marks.c): the jumps of setjmp's
+    /// family, a catch, pthread_exit, exit.
+    public static let functions: [(name: String, mark: UInt64)] = [
         ("longjmp", 1), ("_longjmp", 1), ("siglongjmp", 1), ("__longjmp_chk", 1),
         ("__cxa_begin_catch", 2), ("pthread_exit", 3), ("exit", 4), ("_exit", 4), ("quick_exit", 4),
     ]
 
     /// Links the marks at those of `functions` (found by name); one link per address, as
     /// aliases share one.
-    public static func linkMarks(_ functions: [(FunctionSymbol, mark: UInt64)], _ change: HookTransaction) throws -> [Link] {
+    public static func link(_ functions: [(FunctionSymbol, mark: UInt64)], _ change: HookTransaction) throws -> [Link] {
         var seen = Set<UInt64>()
         return try functions.filter { seen.insert($0.0.address).inserted }.map {
-            try change.link(.fentry, .runtime(symbol: "hookit_rt_trace_mark"), to: $0.0, cookie: $0.mark)
+            try change.link(.fentry, .runtime(symbol: "hookit_rt_mark"), to: $0.0, cookie: $0.mark)
         }
     }
-
-    /// An event's function index and string mask, from its cookie.
-    static func unpack(cookie: UInt64) -> (index: Int, strings: UInt64) { (Int(cookie & 0xFFFF_FFFF), (cookie >> 32) & 0x7f) }
 }

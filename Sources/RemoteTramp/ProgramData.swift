@@ -46,6 +46,8 @@ extension TrampolineTable {
     public func configureRuntime() throws {
         let q32 = UInt64((1e9 / Self.tscHz) * 4294967296.0)
         try tracee.memory.write([UInt8].le(q32), at: try runtimeSymbol("hookit_rt_ns_per_tick_q32"))
+        // A new session: calls timing.c kept open in an earlier one are forgotten.
+        try tracee.memory.write([UInt8].le(TimeStampCounter.now() | 1), at: try runtimeSymbol("hookit_rt_time_session"))
         if let offset = try? ThreadIdentity.tidOffset(tracee) {
             try tracee.memory.write([UInt8].le(UInt64(offset)), at: try runtimeSymbol("hookit_rt_tid_offset"))
         }

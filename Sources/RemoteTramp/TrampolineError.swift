@@ -19,6 +19,8 @@ public enum TrampolineError: Error, Equatable, CustomStringConvertible {
     case memoryBudget(limit: Int, requested: Int)
     case programNotFound(library: String, symbol: String)
     case runtimeMissing(path: String)
+    /// A statically linked program held before its first instruction: no library can go in.
+    case staticProgram(library: String)
     case unknownLink(id: Int)
     /// Every per-CPU counter is in use.
     case counterSpace(limit: Int)
@@ -54,6 +56,8 @@ public enum TrampolineError: Error, Equatable, CustomStringConvertible {
             return "\(lib) has no symbol \(sym)"
         case .runtimeMissing(let path):
             return "the hookit runtime library is missing at \(path)"
+        case .staticProgram(let library):
+            return "the program is statically linked, so \(library) cannot be loaded into it (a static program has no dynamic loader): hookit run gives it the built-in count only (--count counts calls without time, --prog KIND:PATTERN=count); --trace, --override and C programs need a dynamically linked program"
         case .unknownLink(let id):
             return "no hook with id \(id)"
         case .counterSpace(let limit):

@@ -130,14 +130,14 @@ public final class TrampolineTable {
         defer { if !linked { put(trampoline) } }
         try checkCanLink(kind, spec, trampoline, label)
         if let filter { try checkCanFilter(kind, spec, filter, trampoline, label) }
-        if case .user(let library, let symbol) = spec, programs.handle(of: library) == nil {
+        if case .user(let library, let symbol) = spec, !programs.isLoaded(library) {
             try ProgramLoader.checkLibraryExports(library, symbol, pid: tracee.pid)
         }
         let program = try programs.resolve(spec, kind: kind, symbols: symbols)
         // The replacement's HOOKIT_ORIGINAL(name) variable, through which it calls the original.
         var originalSlot: UInt64?
-        if kind == .replace, case .user(let lib, _, _) = program, let handle = programs.handle(of: lib) {
-            originalSlot = try tracee.dlsym(handle: handle, name: "hookit_original_\(function.name)", symbols: symbols)
+        if kind == .replace, case .user(let lib, _, _) = program {
+            originalSlot = try programs.symbol("hookit_original_\(function.name)", in: lib, symbols: symbols)
         }
         let givesBack: RegisterSet
         if kind == .replace, !raw, case .user(_, _, let address) = program {

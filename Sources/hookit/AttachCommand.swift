@@ -79,6 +79,8 @@ struct SessionFlags: ParsableArguments {
     @Flag(help: "Show functions by their raw (mangled) names; C++ and Rust names are shown demangled otherwise. Patterns match both.")
     var mangled = false
 
+    @OptionGroup var stackFlags: StackFlags
+
     @Flag(name: .customLong("no-time"), help: "--count counts calls only, without their time (the cheapest count).")
     var noTime = false
 
@@ -109,6 +111,7 @@ struct SessionFlags: ParsableArguments {
             if otlp != nil && hooks.traces.isEmpty && !allowEmpty {
                 throw ValidationError("--otlp writes the traced calls: give --trace PATTERN")
             }
+            try stackFlags.check(hooks, allowEmpty: allowEmpty)
             if keep && hooks.replaces.isEmpty && hooks.rawReplaces.isEmpty && !hooks.progs.contains(where: { $0.hasPrefix("replace:") }) {
                 throw ValidationError("--keep keeps replacements: give --replace")
             }
@@ -143,6 +146,7 @@ struct SessionFlags: ParsableArguments {
         o.otlp = otlp
         o.service = service
         o.mangledNames = mangled
+        stackFlags.apply(&o, hooks)
         return o
     }
 }

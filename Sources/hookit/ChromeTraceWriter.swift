@@ -27,6 +27,7 @@ final class ChromeTraceWriter {
         let ts = Double(c.timestamp) / 1000, dur = Double(c.nanos ?? 0) / 1000
         let args = c.args.enumerated().map { "\"arg\($0.offset)\":\($0.element.json)" } + (c.ret.isNone ? [] : ["\"ret\":\(c.ret.json)"])
             + (c.ended == .returned ? [] : ["\"ended\":\"\(c.ended.rawValue)\""])
+            + stackArg(c)
         write("{\"name\":\(JSON.string(c.function)),\"cat\":\"call\",\"ph\":\"X\",\"ts\":\(fixed(ts, 3)),\"dur\":\(fixed(dur, 3)),\"pid\":\(pid),\"tid\":\(c.tid),\"args\":{\(args.joined(separator: ","))}}")
     }
 
@@ -56,4 +57,12 @@ struct OutputFileError: Error, CustomStringConvertible {
     let path: String
     let errno: Int32
     var description: String { "cannot write \(path): \(String(cString: strerror(errno)))" }
+}
+
+extension ChromeTraceWriter {
+    /// --stack: the call's stack as an array in the slice's args (Perfetto lists it there).
+    func stackArg(_ c: TracedCall) -> [String] {
+        guard let stack = c.stack else { return [] }
+        return ["\"stack\":[" + stack.map(JSON.string).joined(separator: ",") + "]"]
+    }
 }

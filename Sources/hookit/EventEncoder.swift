@@ -63,7 +63,7 @@ extension Event.Call {
             case .null, .none: return "null"
             }
         }
-        guard plainJSON(function), let ret = value(ret) else { return nil }
+        guard stack == nil, plainJSON(function), let ret = value(ret) else { return nil }
         var args = ""
         for (i, a) in self.args.enumerated() {
             guard let v = value(a) else { return nil }

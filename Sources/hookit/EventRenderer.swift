@@ -19,7 +19,7 @@ struct EventRenderer {
             case .added(let a):
                 out += patterns(a.patterns, refusals)
                 out.append("hook \(a.id): \(a.links) program(s) on \(a.functions) function(s) (\(a.hook))")
-            case .call(let c): out.append(call(c))
+            case .call(let c): out.append(call(c)); out += stackLines(c)
             case .override(let o):
                 let e = o.errno == 0 ? "" : " (errno \(o.errno))"
                 out.append("override \(o.function): \(o.injected) of \(o.calls) call(s) returned \(o.value)\(e)")
@@ -141,4 +141,11 @@ struct EventRenderer {
         "traced \(calls) call(s)" + (dropped == 0 ? ", none dropped" : "; \(dropped) dropped: the trace ring was full (hookit read too slowly)")
     }
 
+}
+
+extension EventRenderer {
+    /// --stack: the call's frames, innermost first, one per line under the call's function.
+    func stackLines(_ c: Event.Call) -> [String] {
+        (c.stack ?? []).map { String(repeating: " ", count: 24) + $0 }
+    }
 }

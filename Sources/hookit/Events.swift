@@ -56,6 +56,8 @@ enum Event {
         /// How it ended: EndedCall.Ending's names (returned, unwound, thread_exit, exit, exec,
         /// detached, unknown).
         var ended: String
+        /// With --stack: the call stack, innermost first (absent without --stack).
+        var stack: [String]? = nil
 
         func encode(to encoder: Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
@@ -67,6 +69,7 @@ enum Event {
             try c.encode(ret, forKey: .ret)
             try c.encode(ns, forKey: .ns)   // null, not absent: every call line has the same keys
             try c.encode(ended, forKey: .ended)
+            try c.encodeIfPresent(stack, forKey: .stack)
         }
     }
 

@@ -72,4 +72,10 @@ struct SessionOptions {
     var service: String?
     /// --mangled: functions are reported by their raw names, not demangled.
     var mangledNames = false
+    /// --stack: each traced call carries its call stack; --by stack: counted calls are folded by
+    /// stack into --folded FILE and --flamegraph FILE.svg.
+    var stacks = false
+    var countByStack = false
+    var folded: String?
+    var flamegraph: String?
 }

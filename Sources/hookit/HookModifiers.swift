@@ -9,6 +9,8 @@ struct HookModifiers: Equatable {
     /// --by KEY (with --count): calls per key.
     var key: KeyedCount.Key?
     var keyText: String?
+    /// --by stack: counted calls folded by call stack (UserStacks, --folded, --flamegraph).
+    var byStack = false
     /// --top N (with --by): the N keys with the most calls are shown.
     var top: Int?
     /// --hist argN (with --count): a log2 histogram of the argument's value.
@@ -31,10 +33,9 @@ struct HookModifiers: Equatable {
         case "ret": return .returnValue
         case "tid": return .threadID
         case "caller": return .caller
-        case "stack": throw ValidationError("--by stack needs --stack, which this hookit does not have yet; use arg0..arg5, ret, tid or caller")
         default:
             if let n = argument(text) { return .argument(n) }
-            throw ValidationError("--by '\(text)': expected arg0..arg5, ret, tid or caller")
+            throw ValidationError("--by '\(text)': unknown key (give arg0..arg5, ret, tid, caller or stack)")
         }
     }
 
@@ -126,8 +127,8 @@ enum HookOptionOrder {
             m.filter = e
             m.filterText = value
         case "--by":
-            guard m.key == nil else { throw ValidationError("one --by per --count") }
-            m.key = try HookModifiers.key(value)
+            guard m.keyText == nil else { throw ValidationError("one --by per --count") }
+            if value == "stack" { m.byStack = true } else { m.key = try HookModifiers.key(value) }
             m.keyText = value
         case "--top":
             guard let n = Int(value), n > 0 else { throw ValidationError("--top '\(value)': expected a positive number of rows") }

@@ -162,7 +162,7 @@ struct HookSpecs: ParsableArguments {
     @Option(name: .customLong("if"), help: ArgumentHelp("With the --trace, --count or --override before it: only calls for which EXPR holds, e.g. 'arg0 >= 1M && str(arg1) ~ \"/etc/*\"' (arg0..arg5, ret, tid, ns; == != < <= > >=; && || ! ( ); suffixes k M us ms s). Evaluated inside the process.", valueName: "expr"))
     var filters: [String] = []
 
-    @Option(name: .customLong("by"), help: ArgumentHelp("With the --count before it: calls per key (arg0..arg5, ret, tid, caller), counted inside the process.", valueName: "key"))
+    @Option(name: .customLong("by"), help: ArgumentHelp("With the --count before it: calls per key (arg0..arg5, ret, tid, caller), counted inside the process; `stack` folds the calls by call stack (with --folded or --flamegraph).", valueName: "key"))
     var keys: [String] = []
 
     @Option(name: .customLong("top"), help: ArgumentHelp("With --by: show the N keys with the most calls.", valueName: "n"))

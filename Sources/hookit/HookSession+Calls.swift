@@ -31,7 +31,8 @@ extension HookSession {
         tracedCalls += UInt64(ended.count)
         for c in ended {
             let t = traced[c.entry.function]
-            let call = TracedCall(c, function: t.label, signature: t.signature, clock: clock)
+            var call = TracedCall(c, function: t.label, signature: t.signature, clock: clock)
+            call.stack = stack(of: c.entry)
             output.call(call, pid: processOfThread[call.tid])
             exports.call(call)
         }
@@ -78,15 +79,15 @@ extension HookSession {
         return Set(marks.map(\.function.address)).subtracting(others)
     }
 
-    /// The trace's marks (longjmp, catch, pthread_exit, exit), in the libraries that have them,
-    /// with the first --trace of an image: calls that never return are then ended where that
-    /// happened, not at the next event of their thread.
+    /// The marks (longjmp, catch, pthread_exit, exit), in the libraries that have them, with the
+    /// first --trace or timed --count of an image: calls that never return are then ended (and
+    /// timed) where that happened, not at the next call of their thread.
     func linkMarks(_ change: HookTransaction) throws {
         guard markLinks == nil else { return }
-        let found = TraceProgram.markedFunctions.compactMap { m -> (FunctionSymbol, mark: UInt64)? in
+        let found = Marks.functions.compactMap { m -> (FunctionSymbol, mark: UInt64)? in
             let module = m.name == "__cxa_begin_catch" ? "libstdc++" : "libc"
             return (try? symbols.function("\(module):\(m.name)")).map { ($0, m.mark) }
         }
-        markLinks = try TraceProgram.linkMarks(found, change)
+        markLinks = try Marks.link(found, change)
     }
 }

@@ -52,6 +52,7 @@ extension HookSession {
             tracedBefore = true
             ring = nil
         }
+        stacks?.carryOver(symbols: symbols)
         carriedCounts = Self.merged(carriedCounts, hooks.flatMap(\.counts).map(countStats))
         try? table.stopFollowingLoader()       // after an exec: closes hookit's end only
         tracee.wakeDescriptor = -1

@@ -22,6 +22,7 @@ extension HookSession {
             // cannot be loaded into cannot have them (the error says why).
             if !modifiers.isEmpty { try configureRuntime() }
             if try !modifiers.isEmpty || countsAreTimed() {
+                try linkMarks(change)
                 let (timed, links) = try TimedCount.link(f, change, filter: filter)
                 hook.links += links
                 var entry = CountEntry(function: f, timed: timed, link: timed.entry)
@@ -38,6 +39,10 @@ extension HookSession {
             } else {
                 hook.counts.append(CountEntry(function: f, timed: nil, link: try attach(.fentry, .count)))
             }
+            if modifiers.byStack {
+                try makeStackRing()
+                hook.links.append(try StackSampleProgram.link(f, index: 0, change))
+            }
         case .trace(let signatures):
             try makeRing()
             try linkMarks(change)
@@ -47,7 +52,8 @@ extension HookSession {
                 traceIndex[f.address] = index
             }
             let strings = traced[index].signature?.strings ?? TraceProgram.Strings()
-            hook.links += try TraceProgram.link(f, index: index, strings: strings, change, filter: filter)
+            if options.stacks { try makeStackRing() }
+            hook.links += try TraceProgram.link(f, index: index, strings: strings, stack: options.stacks, change, filter: filter)
         case .override(let settings):
             let (program, l) = try Override.link(f, settings, change, filter: filter)
             hook.links.append(l)
@@ -92,7 +98,7 @@ extension HookSession {
         let r = keyed.read(table)
         let rows = r.counts.filter { $0.value > 0 }.map { key, count -> KeyTable.Row in
             switch keyed.key {
-            case .caller: KeyTable.Row(key: .string(symbols.name(of: key)), count: count)
+            case .caller: KeyTable.Row(key: .string(symbols.name(ofReturnAddress: key)), count: count)
             case .threadID: KeyTable.Row(key: .unsigned(key), count: count)
             default: KeyTable.Row(key: .signed(Int64(bitPattern: key)), count: count)
             }

@@ -25,13 +25,15 @@ final class HookSession {
     var ring: TraceRing?
     var traced: [(label: String, signature: Signature?)] = []
     var traceIndex: [UInt64: Int] = [:]
+    /// --stack, --by stack: the stack ring and what was unwound from it (UserStacks.swift).
+    var stacks: UserStacks?
     let exports: Exports
     var tracedCalls: UInt64 = 0
     /// Traced calls from entry to end (see HookSession+Calls).
     var callStacks = CallStacks()
     /// Threads seen exiting whose calls still open end once their last events are read.
     var exitedThreads: [ExitedThread] = []
-    /// The marks' links (trace.c's hookit_rt_trace_mark), made with the first --trace.
+    /// The marks' links (marks.c's hookit_rt_mark), made with the first --trace or timed --count.
     var markLinks: [Link]?
     /// Calls whose entry events were reserved in the ring but never read (never completed:
     /// their thread died or was stopped there; or left unread behind a stalled stdout).
@@ -91,7 +93,8 @@ final class HookSession {
         } catch {
             // Cleaning up is not to be cut short by the signal that may have caused the failure.
             Interruption.clear()
-            if tracee.exited { throw error }
+            // A spawned program is killed by the caller while still held: it never runs unhooked.
+            if tracee.exited || spawned != nil { throw error }
             _ = table.detach(waitSeconds: 1)
             tracee.detach()
             throw error
@@ -154,7 +157,7 @@ final class HookSession {
             try change.commit()
         } catch {
             change.rollback()
-            try? tracee.resumeWorld()
+            if resume { try? tracee.resumeWorld() }
             throw error
         }
         if resume { try tracee.resumeWorld() }
@@ -265,12 +268,13 @@ final class HookSession {
     /// One round of servicing: the tracee's events for up to `seconds` (less while tracing, so
     /// the ring is read often), then the ring and a due count table.
     func service(seconds: Double) throws {
-        try tracee.pump(seconds: ring == nil ? seconds : min(seconds, 0.01))
+        try tracee.pump(seconds: ring == nil && stacks == nil ? seconds : min(seconds, 0.01))
         output.pump()
         followExec()
         serviceLoader()
         serviceChildren()
         drainTrace()
+        drainStackSamples()
         exports.tick()
         if let due = nextInterval, Clock.seconds() >= due, let interval = options.interval {
             printCounts(final: false)
@@ -283,6 +287,7 @@ final class HookSession {
         if rows.isEmpty { return }
         output.counts(rows, histogram: options.histogram, elapsed: clock.elapsedSeconds, final: final)
         output.keys(hooks.flatMap(\.counts).compactMap(keyTable), elapsed: clock.elapsedSeconds, final: final)
+        if final { writeStackFiles() }
         exports.counts(rows, overrides: overrideCounts().map { .init(function: $0.label, injected: $0.injected) }, dropped: traceTotals?.dropped)
     }
 
@@ -310,6 +315,7 @@ final class HookSession {
         var report = table.detach(keeping: kept)
         report.restored -= min(markOnly, report.restored)    // the user's functions, as `attached` counted them
         finishTrace(tableUnmapped: report.unmapped || !kept.isEmpty)
+        stacks?.close(tracee: tracee, unmap: report.unmapped || !kept.isEmpty, symbols: symbols)
         let family = detachChildren()
         let injector = tracee.detach()
         self.report(programs: programStats, exited: false)

@@ -94,7 +94,7 @@ struct Output {
 
     func call(_ c: TracedCall, pid: pid_t? = nil) {
         emit(.call(.init(function: c.function, tid: c.tid, pid: pid, ts: c.timestamp, args: c.args, ret: c.ret, ns: c.nanos,
-                         ended: c.ended.rawValue)))
+                         ended: c.ended.rawValue, stack: c.stack)))
     }
 
     /// The --count table (at each --interval and at detach).

@@ -6,12 +6,15 @@ import RemoteTramp
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Start a program with hooks live from its first call to main.",
+        abstract: "Start a program with hooks live from its first instruction.",
         discussion: """
-        hookit run [hook options] -- CMD ARGS...: CMD starts under hookit, which stops it at \
-        the first instruction of main (libraries loaded, constructors run), installs the hooks, \
-        then lets it run. When CMD exits, the counts and traces are printed and hookit exits \
-        with CMD's status; on SIGINT/SIGTERM or --duration, hookit detaches and CMD runs on.
+        hookit run [hook options] -- CMD ARGS...: CMD starts under hookit with hookit's runtime \
+        and the hook program libraries preloaded; hookit holds it once the dynamic loader has \
+        loaded and relocated its libraries, before any constructor runs, installs the hooks, \
+        then lets it run: constructors, .init_array and libc's start-up calls are hooked too. \
+        A static program is held at its entry point and gets the built-in count. When CMD \
+        exits, the counts and traces are printed and hookit exits with CMD's status; on \
+        SIGINT/SIGTERM or --duration, hookit detaches and CMD runs on.
         """
     )
 
@@ -30,7 +33,7 @@ struct RunCommand: ParsableCommand {
         let session: HookSession
         let tracee: Tracee
         do {
-            tracee = try Tracee.spawn(command, followForks: !flags.noFollow)
+            tracee = try Tracee.spawn(command, followForks: !flags.noFollow, holdAt: .beforeInitializers(preload: Self.preloads(requests)))
         } catch {
             throw output.fatal(error)
         }
@@ -38,7 +41,7 @@ struct RunCommand: ParsableCommand {
             session = try HookSession(pid: tracee.pid, requests: requests, options: try flags.sessionOptions(hooks),
                                       output: output, spawned: tracee)
         } catch {
-            // The program never got to main with its hooks: it does not run without them.
+            // The program never got its hooks: it does not run without them.
             tracee.killAndReap()
             throw output.fatal(error)
         }
@@ -49,5 +52,18 @@ struct RunCommand: ParsableCommand {
             throw ExitCode(shellExitCode(waitStatus: status))
         }
         if !ok { throw ExitCode.failure }
+    }
+
+    /// What the loader loads before the program's own code: hookit's runtime (when built) and
+    /// every program library the hooks name, each once.
+    static func preloads(_ requests: [HookRequest]) -> [PreloadLibrary] {
+        let runtime = HookSession.runtimeLibraryPath()
+        var out = access(runtime, R_OK) == 0 ? [TrampolineTable.runtimePreload(runtime)] : []
+        for r in requests {
+            if case .program(_, .user(let library, _), _, _) = r.feature, !out.contains(where: { $0.path == library }) {
+                out.append(PreloadLibrary(path: library))
+            }
+        }
+        return out
     }
 }

@@ -14,6 +14,8 @@ struct TracedCall {
     /// `.none` for a call that did not return (or returns void).
     let ret: TracedValue
     let ended: EndedCall.Ending
+    /// With --stack: the call's stack, innermost first (`module:function+0xOFF`).
+    var stack: [String]? = nil
 
     init(_ c: EndedCall, function: String, signature: Signature?, clock: TickClock) {
         self.function = function

@@ -12,28 +12,32 @@ final class CallEndingTests: XCTestCase {
         let said: [String]           // the target's own lines
         let calls: [[String: Any]]
         let counted: [String: Int]   // --count's final calls per function
+        let timed: [String: Int]     // of those, the calls in its histogram (timed)
         let exited: [String: Any]
         let raw: String
     }
 
     private func run(_ target: String, _ hooks: [String], stdin: String) throws -> Run {
-        let r = runProgram([Repo.hookit, "run", "--json"] + hooks + ["--", Repo.target(target)], stdin: stdin)
+        let r = runProgram([Repo.hookit, "run", "--json", "--hist"] + hooks + ["--", Repo.target(target)], stdin: stdin)
         let all = events(r.output)
-        var counted: [String: Int] = [:]
+        var counted: [String: Int] = [:], timed: [String: Int] = [:]
         for s in all where s["event"] as? String == "stats" && s["final"] as? Bool == true {
             counted[s["function"] as? String ?? ""] = s["calls"] as? Int
+            timed[s["function"] as? String ?? ""] = (s["hist"] as? [[Int]] ?? []).reduce(0) { $0 + $1[2] }
         }
         let exited = try XCTUnwrap(all.last { $0["event"] as? String == "exited" }, r.output + r.stderr)
         let schema = try EventSchema(markdown: String(contentsOfFile: Repo.root + "/docs/events.md", encoding: .utf8))
         for l in r.output.split(separator: "\n") where l.hasPrefix("{") { XCTAssertEqual(schema.check(line: String(l)), [], String(l)) }
         return Run(status: r.status, said: r.output.split(separator: "\n").filter { !$0.hasPrefix("{") }.map(String.init),
-                   calls: all.filter { $0["event"] as? String == "call" }, counted: counted, exited: exited, raw: r.output + r.stderr)
+                   calls: all.filter { $0["event"] as? String == "call" }, counted: counted, timed: timed, exited: exited, raw: r.output + r.stderr)
     }
 
     private func calls(_ r: Run, _ function: String) -> [[String: Any]] { r.calls.filter { $0["function"] as? String == function } }
 
-    /// Nothing lost: every call counted at its entry is traced or counted as dropped.
+    /// Nothing lost: every call counted at its entry is traced or counted as dropped, and timed
+    /// to where it ended, returned or not.
     private func assertNothingLost(_ r: Run, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(r.timed, r.counted, "every counted call is timed: \(r.raw)", file: file, line: line)
         let counted = r.counted.values.reduce(0, +)
         XCTAssertGreaterThan(counted, 0, r.raw, file: file, line: line)
         XCTAssertEqual((r.exited["traced"] as? Int ?? -1) + (r.exited["dropped"] as? Int ?? 0), counted, "traced + dropped = counted: \(r.raw)",

@@ -12,7 +12,7 @@ final class EventSchemaTests: XCTestCase {
         let target = try TargetProcess("hooktarget")
         let hookit = try TargetProcess(path: Repo.hookit, arguments: [
             "attach", "\(target.pid)", "--interactive", "--json", "--interval", "0.2",
-            "--trace", "hooktarget:greet", "--sig", "greet(str) -> long", "--trace", "hooktarget:add",
+            "--trace", "hooktarget:greet", "--sig", "greet(str) -> long", "--trace", "hooktarget:add", "--stack",
             "--count", "hooktarget:fib", "--hist", "--override", "hooktarget:fallible=-1", "--errno", "EIO",
             "--prog", "fentry:hooktarget:rip_first=count",
         ])

@@ -150,6 +150,10 @@ typedef void (*hk_needed_cb)(const char *name, void *ctx);
 /// Calls `cb` with each DT_NEEDED name of the dynamic section. Returns 0, or -1.
 int hk_elf_needed_fd(int fd, hk_needed_cb cb, void *ctx);
 
+/// Removes the DT_NEEDED entry naming `needed` from the dynamic section of the ELF file open
+/// read-write at `fd`, in place. Returns 1 when it was removed, 0 when there was none, -1.
+int hk_elf_drop_needed_fd(int fd, const char *needed);
+
 
 
 // ---- starting a program -------------------------------------------------------

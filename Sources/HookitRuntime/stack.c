@@ -1,0 +1,202 @@
+// --stack, --by stack: the user stack at a call, copied into shared memory for hookit to unwind,
+// as perf's --call-graph dwarf copies it. Nothing is unwound here: a copy costs a few hundred
+// bytes' worth of cycles, an unwind tens of microseconds.
+#include "rt_internal.h"
+
+// The rings, as hookit lays them out (StackRing.swift mirrors it): the trace ring's header
+// (trace.c), then `capacity` records of HOOKIT_RT_STACK_SLOT bytes each, one ring per CPU when
+// the process has rseq (else one).
+struct stack_ring_header {
+    uint64_t magic, capacity, slot_size, rings, ring_stride, pad0[3];
+    uint64_t head, pad1[7];       // next position to reserve (writers)
+    uint64_t dropped, pad2[7];    // records given up because the ring was full
+};
+
+#define HOOKIT_RT_STACK_SLOT 4096
+#define STACK_HEADER 64
+#define STACK_BYTES (HOOKIT_RT_STACK_SLOT - STACK_HEADER)
+#define PAGE 4096ul
+
+// `turn` works as in the trace ring (Vyukov's bounded queue, see trace.c). The bytes are a copy
+// of [base, base + len): base is ctx->entry_sp - 8, so the first word is what the trampoline
+// pushed there (the caller's rbp, which hookit needs as the frame's rbp), the second the return
+// address.
+struct stack_record {
+    uint64_t turn;
+    uint32_t tid, flags;        // flags 1: the copy stops short of STACK_BYTES (the stack's top)
+    uint64_t seq;               // the trace event's seq (0 for --by stack samples)
+    uint64_t cookie;            // the trace link's cookie, or the sample link's (function index)
+    uint64_t ip;                // the hooked function's address: the innermost frame's pc
+    uint64_t base, len, pad;
+    unsigned char bytes[STACK_BYTES];
+};
+_Static_assert(sizeof(struct stack_record) == HOOKIT_RT_STACK_SLOT, "slot size");
+
+struct stack_ring_header *volatile hookit_rt_stack_ring = 0;
+
+// The main thread's stack top (ld.so's, the sp at process start): the stack above a main-thread
+// sp is mapped up to there.
+extern void *__libc_stack_end __attribute__((weak));
+
+// Per thread: [checked_lo, checked_hi) is stack known to be mapped, so copies inside it are plain
+// loads. A glibc thread's stack lies just below its thread pointer (struct pthread sits at the top
+// of the stack block) and the main thread's below __libc_stack_end; the range is grown down a few
+// pages at a time, each page probed once with process_vm_readv (which cannot fault). A guard page
+// or a hole stops it, so a copy never reaches beyond the stack a thread runs on; an sp outside
+// (a sigaltstack, a coroutine's stack) is copied with process_vm_readv each time.
+static __thread uint64_t checked_lo __attribute__((tls_model("initial-exec")));
+static __thread uint64_t checked_hi __attribute__((tls_model("initial-exec")));
+
+#define PROBE_PAGES 64
+
+// Whether every page of [lo, hi) can be read (hi page-aligned or a stack top), probed with one
+// process_vm_readv of a byte per page.
+static int pages_readable(uint64_t lo, uint64_t hi) {
+    struct iov { uint64_t base, len; } remote[PROBE_PAGES], local;
+    char sink[PROBE_PAGES];
+    unsigned n = 0;
+    for (uint64_t p = lo & ~(PAGE - 1); p < hi && n < PROBE_PAGES; p += PAGE) remote[n++] = (struct iov){ p, 1 };
+    local = (struct iov){ (uint64_t)sink, n };
+    long pid = rt_syscall3(39 /* getpid */, 0, 0, 0);
+    return rt_syscall6(310 /* process_vm_readv */, pid, (long)&local, 1, (long)remote, n, 0) == (long)n;
+}
+
+// The top of the stack `sp` is on, if it is a glibc thread's or the main thread's; else 0.
+static uint64_t stack_top(uint64_t sp) {
+    uint64_t tp = (uint64_t)__builtin_thread_pointer();
+    if (sp < tp) return tp;
+    uint64_t end = &__libc_stack_end ? (uint64_t)__libc_stack_end : 0;
+    return sp < end ? end : 0;
+}
+
+// Whether [sp, top) may be read with plain loads, growing the checked range when it is close.
+static int stack_checked(uint64_t sp, uint64_t top) {
+    if (checked_hi != top) { checked_hi = top; checked_lo = top; }
+    if (sp >= checked_lo) return 1;
+    uint64_t lo = sp & ~(PAGE - 1);
+    if (checked_lo - lo > (PROBE_PAGES - 1) * PAGE || !pages_readable(lo, checked_lo)) return 0;
+    checked_lo = lo;
+    return 1;
+}
+
+// Copies [src, src + n) where it may be unmapped: a read stops at the first page it cannot
+// complete. Returns the bytes copied.
+static uint64_t copy_checked(unsigned char *dst, uint64_t src, uint64_t n) {
+    struct iov { uint64_t base, len; } local = { (uint64_t)dst, n }, remote[2];
+    uint64_t first = PAGE - (src & (PAGE - 1));
+    if (first > n) first = n;
+    remote[0] = (struct iov){ src, first };
+    remote[1] = (struct iov){ src + first, n - first };
+    long pid = rt_syscall3(39 /* getpid */, 0, 0, 0);
+    long got = rt_syscall6(310 /* process_vm_readv */, pid, (long)&local, 1, (long)remote, n > first ? 2 : 1, 0);
+    return got > 0 ? (uint64_t)got : 0;
+}
+
+// Takes the next position of this CPU's ring, as trace.c's reserve_on_this_cpu does (see there
+// for the argument), for records of HOOKIT_RT_STACK_SLOT bytes.
+static struct stack_record *reserve_on_this_cpu(struct stack_ring_header *ring0, uint64_t *pos_out,
+                                                struct stack_ring_header **ring_out) {
+    char *ring;
+    uint64_t pos, tmp;
+    char *slot;
+    long rseq = (long)__rseq_offset;
+    __asm__ volatile(
+        RT_RSEQ_ARM("%[ring]")
+        "movl %%fs:4(%[rseq]), %k[ring]\n\t"
+        "cmpl %k[rings], %k[ring]\n\t"
+        "jae 8f\n\t"
+        "imulq %[stride], %[ring]\n\t"
+        "addq %[base], %[ring]\n\t"
+        "movq 64(%[ring]), %[pos]\n\t"
+        "movq %[pos], %[slot]\n\t"
+        "andq %[mask], %[slot]\n\t"
+        "shlq $12, %[slot]\n\t"
+        "leaq 4096(%[ring], %[slot]), %[slot]\n\t"
+        "movq %[mask], %[tmp]\n\t"
+        "notq %[tmp]\n\t"
+        "andq %[pos], %[tmp]\n\t"
+        "cmpq %[tmp], (%[slot])\n\t"
+        "jne 5f\n\t"
+        "leaq 1(%[pos]), %[tmp]\n\t"
+        "movq %[tmp], 64(%[ring])\n"
+        "2:\n\t"
+        RT_RSEQ_DISARM
+        "jmp 7f\n\t"
+        RT_RSEQ_ABORT
+        "8:\n\t"
+        "movq %[base], %[ring]\n"
+        "5:\n\t"
+        RT_RSEQ_DISARM
+        "xorl %k[slot], %k[slot]\n"
+        "7:\n"
+        : [ring] "=&r"(ring), [pos] "=&r"(pos), [slot] "=&r"(slot), [tmp] "=&r"(tmp)
+        : [rseq] "r"(rseq), [rings] "r"(ring0->rings), [stride] "r"(ring0->ring_stride), [base] "r"(ring0),
+          [mask] "r"(ring0->capacity - 1)
+        : "memory", "cc");
+    _Static_assert(HOOKIT_RT_STACK_SLOT == 1 << 12, "the reservation shifts by 12");
+    *pos_out = pos;
+    *ring_out = (struct stack_ring_header *)ring;
+    return (struct stack_record *)slot;
+}
+
+// Without rseq: one ring, its head taken with a compare-and-swap.
+static struct stack_record *reserve_shared(struct stack_ring_header *ring, uint64_t *pos_out) {
+    uint64_t mask = ring->capacity - 1;
+    struct stack_record *slots = (struct stack_record *)((char *)ring + 4096);
+    uint64_t pos = __atomic_load_n(&ring->head, __ATOMIC_RELAXED);
+    for (;;) {
+        struct stack_record *r = &slots[pos & mask];
+        int64_t turn = (int64_t)(__atomic_load_n(&r->turn, __ATOMIC_ACQUIRE) - (pos & ~mask));
+        if (turn == 0) {
+            if (__atomic_compare_exchange_n(&ring->head, &pos, pos + 1, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+                *pos_out = pos;
+                return r;
+            }
+        } else if (turn < 0) {
+            return 0;
+        } else {
+            pos = __atomic_load_n(&ring->head, __ATOMIC_RELAXED);
+        }
+    }
+}
+
+// One record of the stack at ctx's call, for the event (tid, seq). Plain loads where the stack
+// is known mapped (rep movsb: the runtime has no vector registers, and libc's memcpy may be
+// hooked), process_vm_readv elsewhere.
+__attribute__((visibility("hidden")))
+void hookit_rt_stack_capture(const struct hookit_ctx *ctx, uint32_t tid, uint64_t seq) {
+    struct stack_ring_header *ring0 = hookit_rt_stack_ring, *ring = ring0;
+    if (!ring0) return;
+    uint64_t pos;
+    int percpu = &__rseq_size && __rseq_size >= 8;
+    struct stack_record *r = percpu ? reserve_on_this_cpu(ring0, &pos, &ring) : reserve_shared(ring0, &pos);
+    if (!r) {
+        __atomic_fetch_add(&ring->dropped, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    uint64_t base = ctx->entry_sp - 8, top = stack_top(base), n = STACK_BYTES;
+    if (top && top - base < n) n = top - base;
+    r->tid = tid;
+    r->seq = seq;
+    r->cookie = ctx->cookie;
+    r->ip = ctx->func_ip;
+    r->base = base;
+    r->flags = n < STACK_BYTES;
+    if (top && stack_checked(base, top)) {
+        void *dst = r->bytes;
+        const void *src = (const void *)base;
+        uint64_t count = n;
+        __asm__ volatile("rep movsb" : "+D"(dst), "+S"(src), "+c"(count) : : "memory");
+        r->len = n;
+    } else {
+        r->len = copy_checked(r->bytes, base, n);
+    }
+    __atomic_store_n(&r->turn, (pos & ~(ring0->capacity - 1)) + 1, __ATOMIC_RELEASE);
+}
+
+// --count PATTERN --by stack: an fentry program that records the stack of every call; the
+// cookie is the function's index.
+uint64_t hookit_rt_stack_sample(struct hookit_ctx *ctx) {
+    hookit_rt_stack_capture(ctx, hookit_rt_tid(), 0);
+    return 0;
+}
