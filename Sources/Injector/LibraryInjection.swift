@@ -1,3 +1,4 @@
+import CPtrace
 import Glibc
 
 /// Where an injected library landed.
@@ -20,11 +21,16 @@ extension Tracee {
     /// A library hookit can read but the tracee cannot see at that path (a container, another
     /// mount namespace: hookit's own runtime library, typically) is copied into a memfd the
     /// tracee creates and loaded from /proc/self/fd/N.
-    public func inject(library path: String, symbols: SymbolTable, timeout: Double = 10) throws -> InjectedLibrary {
+    ///
+    /// `withoutNeeded`: DT_NEEDED entries the tracee's copy goes without (the copy route is then
+    /// always taken): hookit's runtime is plain C, but the Swift build links every library
+    /// against libswiftCore.so, whose constructors would otherwise run in the tracee.
+    public func inject(library path: String, symbols: SymbolTable, withoutNeeded: [String] = [], timeout: Double = 10) throws -> InjectedLibrary {
         if beforeStart { throw InjectorError.notStarted(pid: pid, function: "dlopen(\(path))") }
         var st = stat()
-        if path.hasPrefix("/"), stat("/proc/\(pid)/root\(path)", &st) != 0, errno == ENOENT, access(path, R_OK) == 0 {
-            return try injectCopy(library: path, symbols: symbols, timeout: timeout)
+        if !withoutNeeded.isEmpty
+            || path.hasPrefix("/") && stat("/proc/\(pid)/root\(path)", &st) != 0 && errno == ENOENT && access(path, R_OK) == 0 {
+            return try injectCopy(library: path, symbols: symbols, withoutNeeded: withoutNeeded, timeout: timeout)
         }
         try Self.checkLibrary(path, pid: pid)
         return try dlopen(path, reportedAs: path, symbols: symbols, timeout: timeout)
@@ -37,29 +43,58 @@ extension Tracee {
     /// object by the name it was opened with, and a closed descriptor's number comes back for
     /// the next memfd, whose dlopen("/proc/self/fd/N") would then return the first library (a
     /// C program resolved to a libc function of the same name). One descriptor per such library.
-    private func injectCopy(library path: String, symbols: SymbolTable, timeout: Double) throws -> InjectedLibrary {
+    private func injectCopy(library path: String, symbols: SymbolTable, withoutNeeded: [String], timeout: Double) throws -> InjectedLibrary {
         try Self.checkFile(path, as: path, display: "as seen by hookit")
+        let bytes: [UInt8]
+        do {
+            let local = try LibraryCopy.memfd(of: path, withoutNeeded: withoutNeeded)
+            defer { Glibc.close(local) }
+            guard let b = LibraryCopy.contents(local) else { throw LibraryCopy.Failure(detail: errnoText(errno)) }
+            bytes = b
+        } catch let e as LibraryCopy.Failure {
+            throw InjectorError.libraryPath(path: path, detail: "cannot copy it into the tracee: \(e.detail)")
+        }
         let name = path.split(separator: "/").last.map(String.init) ?? "library"
+        // A copy an earlier session left loaded (its descriptor stays open, see above): the
+        // loader gives its handle again, rather than a second copy with its own static TLS.
+        if let fd = existingCopy(named: name, bytes) {
+            return try dlopen("/proc/self/fd/\(fd)", reportedAs: path, symbols: symbols, timeout: timeout)
+        }
         let fd = try memfdCreate(name: name)
         var loaded = false
         defer { if !loaded { try? close(fd: fd) } }
-        let target = "/proc/\(pid)/fd/\(fd)"
-        let out = open(target, O_WRONLY | O_CLOEXEC), input = open(path, O_RDONLY | O_CLOEXEC)
-        defer { if out >= 0 { Glibc.close(out) }; if input >= 0 { Glibc.close(input) } }
-        guard out >= 0, input >= 0 else { throw InjectorError.libraryPath(path: path, detail: "cannot copy it into the tracee: \(errnoText(errno))") }
-        var buf = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = buf.withUnsafeMutableBytes { Glibc.read(input, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { throw InjectorError.libraryPath(path: path, detail: errnoText(errno)) }
-            if n == 0 { break }
-            guard buf.withUnsafeBytes({ Glibc.write(out, $0.baseAddress, n) }) == n else {
-                throw InjectorError.libraryPath(path: path, detail: "cannot copy it into the tracee: \(errnoText(errno))")
-            }
+        let out = open("/proc/\(pid)/fd/\(fd)", O_WRONLY | O_CLOEXEC)
+        defer { if out >= 0 { Glibc.close(out) } }
+        guard out >= 0, bytes.withUnsafeBytes({ Glibc.write(out, $0.baseAddress, $0.count) }) == bytes.count else {
+            throw InjectorError.libraryPath(path: path, detail: "cannot copy it into the tracee: \(errnoText(errno))")
         }
         let lib = try dlopen("/proc/self/fd/\(fd)", reportedAs: path, symbols: symbols, timeout: timeout)
         loaded = true
         return lib
+    }
+
+    private static func linkTarget(_ path: String) -> String? {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink(path, &buf, buf.count - 1)
+        return n > 0 ? String(decoding: buf[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
+    }
+
+    /// A descriptor of the tracee's on a memfd named `name` that holds exactly `bytes` and is
+    /// mapped (a library loaded from it).
+    private func existingCopy(named name: String, _ bytes: [UInt8]) -> Int32? {
+        let link = "/memfd:\(name) (deleted)"
+        guard let maps = try? ProcMaps.read(pid), maps.contains(where: { $0.path == link }),
+              let dir = opendir("/proc/\(pid)/fd") else { return nil }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let fdName = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let fd = Int32(fdName), Self.linkTarget("/proc/\(pid)/fd/\(fd)") == link else { continue }
+            let f = open("/proc/\(pid)/fd/\(fd)", O_RDONLY | O_CLOEXEC)
+            guard f >= 0 else { continue }
+            defer { Glibc.close(f) }
+            if LibraryCopy.contents(f) == bytes { return fd }
+        }
+        return nil
     }
 
     private func dlopen(_ pathInTracee: String, reportedAs path: String, symbols: SymbolTable, timeout: Double) throws -> InjectedLibrary {

@@ -76,30 +76,10 @@ struct PreloadSet {
     /// A memfd holding the library (edited as asked), at a descriptor no lower than a high mark
     /// and without FD_CLOEXEC, so the child inherits it through exec.
     private static func copy(_ l: PreloadLibrary) throws -> Int32 {
-        typealias MemfdCreate = @convention(c) (UnsafePointer<CChar>, UInt32) -> Int32
-        guard let create = NotificationChannel.libc("memfd_create", MemfdCreate.self) else {
-            throw InjectorError.preloadFailed(path: l.path, detail: "this libc has no memfd_create")
-        }
-        let name = l.path.split(separator: "/").last.map(String.init) ?? "library"
-        let memfd = create(name, 1 /* MFD_CLOEXEC */)
-        guard memfd >= 0 else { throw InjectorError.preloadFailed(path: l.path, detail: "memfd_create: \(errnoText(errno))") }
+        let memfd: Int32
+        do { memfd = try LibraryCopy.memfd(of: l.path, withoutNeeded: l.withoutNeeded) }
+        catch let e as LibraryCopy.Failure { throw InjectorError.preloadFailed(path: l.path, detail: e.detail) }
         defer { Glibc.close(memfd) }
-        let input = open(l.path, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw InjectorError.preloadFailed(path: l.path, detail: errnoText(errno)) }
-        defer { Glibc.close(input) }
-        var buf = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = buf.withUnsafeMutableBytes { Glibc.read(input, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { throw InjectorError.preloadFailed(path: l.path, detail: errnoText(errno)) }
-            if n == 0 { break }
-            guard buf.withUnsafeBytes({ Glibc.write(memfd, $0.baseAddress, n) }) == n else {
-                throw InjectorError.preloadFailed(path: l.path, detail: "cannot copy it: \(errnoText(errno))")
-            }
-        }
-        for needed in l.withoutNeeded where hk_elf_drop_needed_fd(memfd, needed) < 0 {
-            throw InjectorError.preloadFailed(path: l.path, detail: "cannot drop its DT_NEEDED \(needed)")
-        }
         var limit = rlimit()
         getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
         let mark = Int32(clamping: max(16, min(Int(limit.rlim_cur), 4096) - 64))

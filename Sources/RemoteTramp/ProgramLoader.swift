@@ -7,6 +7,11 @@ import Injector
 /// (`hookit run`, see Tracee.preloaded) is not loaded again: its symbols are read from its file,
 /// which is all there is before the program's libc has started.
 final class ProgramLoader {
+    /// What the runtime is loaded without, by dlopen or preload: the Swift build links every
+    /// library against libswiftCore.so, whose constructors would run in the tracee; the runtime
+    /// is plain C and needs none of it.
+    static let runtimeWithoutNeeded = ["libswiftCore.so"]
+
     let tracee: Tracee
     let runtimeLibrary: String?
     let timePrograms: Bool
@@ -73,7 +78,8 @@ final class ProgramLoader {
         }
         if let q = loaderQuiet { try tracee.memory.write([1, 0, 0, 0], at: q) }
         defer { if let q = loaderQuiet { try? tracee.memory.write([0, 0, 0, 0], at: q) } }
-        let lib = try tracee.inject(library: library, symbols: symbols)
+        let lib = try tracee.inject(library: library, symbols: symbols,
+                                    withoutNeeded: library == runtimeLibrary ? Self.runtimeWithoutNeeded : [])
         libraries[library] = .opened(handle: lib.handle)
     }
 
@@ -125,6 +131,6 @@ extension TrampolineTable {
     /// dependency the Swift build adds to every library it links (the runtime is plain C; the
     /// Swift runtime's constructors would run in the program).
     public static func runtimePreload(_ path: String) -> PreloadLibrary {
-        PreloadLibrary(path: path, withoutNeeded: ["libswiftCore.so"])
+        PreloadLibrary(path: path, withoutNeeded: ProgramLoader.runtimeWithoutNeeded)
     }
 }
