@@ -91,6 +91,8 @@ def configs():
         config("fentry C program (uses SSE)", "bench_fn", ["--prog", f"{fentry}{PROGS}:bench_uses_sse"], "entry", "none", frida=True),
         config("--count (calls, time, histogram)", "bench_fn", ["--count", "benchtarget:bench_fn"], "timed", 12, frida=True),
         config("--trace (ring buffer)", "bench_fn", ["--trace", "benchtarget:bench_fn"], "timed"),
+        # --if decided at entry: the filter runs, the trace's programs do not (nothing is traced).
+        config("--trace --if, call filtered out", "bench_fn", ["--trace", "benchtarget:bench_fn", "--if", "arg0 < 0"], "exit", 20),
         config("--override (function skipped)", "bench_fn", ["--override", "benchtarget:bench_fn=0"], "exit", 8),
         config("replace (proven: bare jmp)", "bench_fn", ["--prog", f"replace:benchtarget:bench_fn={PROGS}:bench_fn_replacement"], "entry"),
         config("replace via HOOKIT_ORIGINAL (proven: jmp)", "bench_fn", ["--replace", f"benchtarget:bench_fn={via}"], "entry"),
@@ -106,6 +108,8 @@ def configs():
         config("unhooked, one str argument", "bench_fn_str"),
         config("--trace, one str argument", "bench_fn_str", ["--trace", "benchtarget:bench_fn_str", "--sig", SIGSTR], "timed",
                60, every_event=True),
+        config("--trace --if str(arg0) ==, filtered out", "bench_fn_str",
+               ["--trace", "benchtarget:bench_fn_str", "--if", 'str(arg0) == "/etc/hookit/other.conf"'], "exit"),
         config("unhooked, direct call", "bench_fn_direct"),
         config("--override, direct call", "bench_fn_direct", ["--override", "benchtarget:bench_fn_direct=0"], "exit", 8),
         config("replace (proven: bare jmp), direct call", "bench_fn_direct", ["--replace", f"benchtarget:bench_fn_direct={PROGS}:bench_fn_replacement"], "entry"),

@@ -105,6 +105,14 @@ __attribute__((visibility("hidden"))) uint32_t hookit_rt_tid(void);
 /// NULL when that first lookup would run inside a program (a hooked __errno_location).
 __attribute__((visibility("hidden"))) int *hookit_rt_errno_location(void);
 
+/// Copies the C string at `src` into `dst` (`size` bytes, NUL included; a longer string is cut)
+/// without ever faulting, whatever `src` is (see safe_string.c). `stable`: `stable_count` sorted
+/// [start, end) ranges of memory that is never unmapped, read with plain loads. Returns 0,
+/// RT_STRING_NULL or RT_STRING_UNREADABLE (then `dst` is empty).
+enum { RT_STRING_NULL = 2, RT_STRING_UNREADABLE = 8 };
+__attribute__((visibility("hidden")))
+unsigned rt_copy_string(const uint64_t (*stable)[2], uint64_t stable_count, char *dst, uint64_t src, uint64_t size);
+
 /// --stack: a trace link whose cookie has this bit records the call's stack too (stack.c), for
 /// the event (tid, seq).
 #define HOOKIT_RT_TRACE_STACK (1ull << 39)

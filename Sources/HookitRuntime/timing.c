@@ -95,3 +95,17 @@ uint64_t hookit_rt_time_exit(struct hookit_ctx *ctx) {
     account((uint64_t *)(uintptr_t)ctx->cookie, now - ctx->scratch[1]);
     return 0;
 }
+
+// With a filter decided at the call's exit (on `ret` or `ns`): the entry only takes the time, and
+// a call is counted at its exit, once it passed. (A call in flight across a live change is then
+// not counted at all, rather than counted without its filter.)
+uint64_t hookit_rt_time_stamp(struct hookit_ctx *ctx) {
+    ctx->scratch[1] = rt_ticks();
+    return 0;
+}
+
+uint64_t hookit_rt_time_exit_count(struct hookit_ctx *ctx) {
+    uint64_t *cells = (uint64_t *)(uintptr_t)ctx->cookie;
+    rt_percpu_add(&cells[CALLS], 1);
+    return hookit_rt_time_exit(ctx);
+}

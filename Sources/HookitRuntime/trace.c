@@ -132,47 +132,10 @@ static struct event *reserve_shared(struct ring_header *ring, uint64_t limit, ui
     }
 }
 
-// The end of the stable range holding `p`, or 0.
-static uint64_t stable_end(const struct ring_header *ring0, uint64_t p) {
-    uint64_t lo = 0, hi = ring0->stable_count;
-    while (lo < hi) {
-        uint64_t mid = (lo + hi) / 2;
-        if (ring0->stable[mid][0] <= p) lo = mid + 1; else hi = mid;
-    }
-    return lo > 0 && p < ring0->stable[lo - 1][1] ? ring0->stable[lo - 1][1] : 0;
-}
-
-// Copies a C string of this process without ever faulting: a traced argument may be any bad
-// pointer. Inside memory that is never unmapped (a string literal, most often) plain loads
-// copy it, up to that memory's end; elsewhere the bytes come through process_vm_readv, which
-// cannot fault. Returns 0, 2 (null) or 8 (unreadable), shifted by the caller into the event's
-// flags.
+// A string argument (or return value), copied without ever faulting (safe_string.c). Returns
+// 0, 2 (null) or 8 (unreadable), shifted by the caller into the event's flags.
 static unsigned copy_string(const struct ring_header *ring0, char *dst, uint64_t src) {
-    dst[0] = 0;
-    if (src == 0) return 2;
-    if (src < 4096) return 8;
-    uint64_t end = stable_end(ring0, src);
-    if (end) {
-        const volatile char *s = (const volatile char *)src;
-        uint64_t n = end - src < STR_BYTES - 1 ? end - src : STR_BYTES - 1;
-        for (uint64_t i = 0; i < n; i++) {
-            if (!(dst[i] = s[i])) return 0;
-        }
-        if (n == STR_BYTES - 1) { dst[n] = 0; return 0; }
-        // The range ended before the string did: the rest may be anywhere.
-    }
-    long pid = rt_syscall3(39 /* getpid */, 0, 0, 0);
-    // Split at the page boundary: a read stops at the first iovec it cannot complete, so the
-    // bytes of a string ending just before an unmapped page still arrive.
-    uint64_t first = 4096 - (src & 4095);
-    if (first > STR_BYTES - 1) first = STR_BYTES - 1;
-    struct { void *base; uint64_t len; } local = { dst, STR_BYTES - 1 },
-        remote[2] = { { (void *)src, first }, { (void *)(src + first), STR_BYTES - 1 - first } };
-    long n = rt_syscall6(310 /* process_vm_readv */, pid, (long)&local, 1, (long)remote,
-                         first == STR_BYTES - 1 ? 1 : 2, 0);
-    if (n <= 0) return 8;
-    dst[n] = 0;
-    return 0;
+    return rt_copy_string(ring0->stable, ring0->stable_count, dst, src, STR_BYTES);
 }
 
 // A slot for one event of this thread, numbered, or NULL (the drop counted in the ring, as a
@@ -213,6 +176,22 @@ static void copy_strings(const struct ring_header *ring0, struct event *e, const
     }
 }
 
+// Writes a call's entry event, timed `ts`; 0 when the ring was full.
+static int record_entry(struct ring_header *ring0, struct hookit_ctx *ctx, uint64_t ts) {
+    uint64_t pos;
+    struct event *e = take_slot(ring0, &pos, 1);
+    if (!e) return 0;
+    e->flags = EV_ENTRY << 16;
+    e->cookie = tagged(ctx->cookie);
+    e->ts = ts;
+    e->sp = ctx->entry_sp;
+    for (int i = 0; i < 6; i++) e->args[i] = ctx->args[i];
+    copy_strings(ring0, e, ctx->args, 0, 5);
+    if (ctx->cookie & HOOKIT_RT_TRACE_STACK) hookit_rt_stack_capture(ctx, e->tid, e->seq);
+    publish(ring0, e, pos);
+    return 1;
+}
+
 // The entry event. scratch[0] keeps its time for the end event; zero when no entry event was
 // written (the ring was full), so that no end follows an entry the reader never had: the call
 // is counted once, as dropped.
@@ -220,18 +199,8 @@ uint64_t hookit_rt_trace_enter(struct hookit_ctx *ctx) {
     struct ring_header *ring0 = hookit_rt_ring;
     ctx->scratch[0] = 0;
     if (!ring0) return 0;
-    uint64_t pos, now = rt_ticks();
-    struct event *e = take_slot(ring0, &pos, 1);
-    if (!e) return 0;
-    e->flags = EV_ENTRY << 16;
-    e->cookie = tagged(ctx->cookie);
-    e->ts = now;
-    e->sp = ctx->entry_sp;
-    for (int i = 0; i < 6; i++) e->args[i] = ctx->args[i];
-    copy_strings(ring0, e, ctx->args, 0, 5);
-    if (ctx->cookie & HOOKIT_RT_TRACE_STACK) hookit_rt_stack_capture(ctx, e->tid, e->seq);
-    publish(ring0, e, pos);
-    ctx->scratch[0] = now | 1;      // never 0, even for a TSC that reads 0
+    uint64_t now = rt_ticks();
+    if (record_entry(ring0, ctx, now)) ctx->scratch[0] = now | 1;      // never 0, even for a TSC that reads 0
     return 0;
 }
 
@@ -249,6 +218,22 @@ uint64_t hookit_rt_trace_exit(struct hookit_ctx *ctx) {
     copy_strings(ring0, e, &ctx->ret, 6, 6);
     publish(ring0, e, pos);
     return 0;
+}
+
+// --trace --if on `ret` or `ns`: whether a call is traced is known only when it returns, so its
+// entry only takes the time (hookit_rt_trace_stamp), and a call that passed its filter gets its
+// entry event (its strings copied now) and its end event together here. A call that never
+// returns is not traced under such a filter.
+uint64_t hookit_rt_trace_stamp(struct hookit_ctx *ctx) {
+    ctx->scratch[0] = rt_ticks() | 1;
+    return 0;
+}
+
+uint64_t hookit_rt_trace_exit_both(struct hookit_ctx *ctx) {
+    struct ring_header *ring0 = hookit_rt_ring;
+    if (!ring0 || !ctx->scratch[0]) return 0;
+    if (!record_entry(ring0, ctx, ctx->scratch[0] & ~1ull)) return 0;
+    return hookit_rt_trace_exit(ctx);
 }
 
 // A mark in the ring (see marks.c): `kind` is EV_UNWIND (the calls whose entry rsp is below `sp`

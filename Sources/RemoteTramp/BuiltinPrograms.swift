@@ -14,10 +14,14 @@ public struct TimedCount {
     public let entry: Link
 
     /// Links the pair of programs at `function`; the block is in place before they go live.
-    public static func link(_ function: FunctionSymbol, _ change: HookTransaction) throws -> (TimedCount, [Link]) {
+    /// With a filter decided at exit, calls are counted at exit (hookit_rt_time_exit_count).
+    public static func link(_ function: FunctionSymbol, _ change: HookTransaction, filter: CallFilter? = nil) throws -> (TimedCount, [Link]) {
         let block = try change.table.allocateProgramData(cells: cells)
-        let enter = try change.link(.fentry, .runtime(symbol: "hookit_rt_time_enter"), to: function, cookie: block)
-        let exit = try change.link(.fexit, .runtime(symbol: "hookit_rt_time_exit"), to: function, cookie: block)
+        let atExit = filter?.decidedAtExit == true
+        let enter = try change.link(.fentry, .runtime(symbol: atExit ? "hookit_rt_time_stamp" : "hookit_rt_time_enter"), to: function,
+                                    cookie: block, filter: filter)
+        let exit = try change.link(.fexit, .runtime(symbol: atExit ? "hookit_rt_time_exit_count" : "hookit_rt_time_exit"), to: function,
+                                   cookie: block, filter: filter)
         return (TimedCount(block: block, entry: enter), [enter, exit])
     }
 
@@ -55,11 +59,12 @@ public struct Override: Sendable {
     let config: UInt64
 
     /// Writes the settings and links the program at `function`.
-    public static func link(_ function: FunctionSymbol, _ settings: Settings, _ change: HookTransaction) throws -> (Override, Link) {
+    public static func link(_ function: FunctionSymbol, _ settings: Settings, _ change: HookTransaction,
+                            filter: CallFilter? = nil) throws -> (Override, Link) {
         try change.table.configureRuntime()
         let config = try change.table.allocateProgramData(cells: settings.cells.count)
         change.table.writeProgramData(config, settings.cells)
-        let l = try change.link(.fmodRet, .runtime(symbol: "hookit_rt_override"), to: function, cookie: config)
+        let l = try change.link(.fmodRet, .runtime(symbol: "hookit_rt_override"), to: function, cookie: config, filter: filter)
         return (Override(settings: settings, config: config), l)
     }
 
@@ -94,12 +99,19 @@ public enum TraceProgram {
 
     /// Links the pair at `function`; its events carry `index` as TraceEvent.function. `stack`:
     /// each event's stack is copied into the stack rings too (StackRing), under its (tid, seq).
+    /// With a filter, only the calls it passes are recorded: one decided at entry runs neither
+    /// program for the others (no entry event, no end event); one decided at exit (on `ret` or
+    /// `ns`) links a pair that records nothing at the entry but its time, and writes the entry
+    /// and end events together at the exit of a call that passed (see ImageBuilder.FilterGuards).
     @discardableResult
     public static func link(_ function: FunctionSymbol, index: Int, strings: Strings, stack: Bool = false,
-                            _ change: HookTransaction) throws -> [Link] {
+                            _ change: HookTransaction, filter: CallFilter? = nil) throws -> [Link] {
         let cookie = UInt64(UInt32(index)) | strings.mask << 32 | (stack ? stackBit : 0)
-        let enter = try change.link(.fentry, .runtime(symbol: "hookit_rt_trace_enter"), to: function, cookie: cookie)
-        let exit = try change.link(.fexit, .runtime(symbol: "hookit_rt_trace_exit"), to: function, cookie: cookie)
+        let atExit = filter?.decidedAtExit == true
+        let enter = try change.link(.fentry, .runtime(symbol: atExit ? "hookit_rt_trace_stamp" : "hookit_rt_trace_enter"), to: function,
+                                    cookie: cookie, filter: filter)
+        let exit = try change.link(.fexit, .runtime(symbol: atExit ? "hookit_rt_trace_exit_both" : "hookit_rt_trace_exit"), to: function,
+                                   cookie: cookie, filter: filter)
         return [enter, exit]
     }
 

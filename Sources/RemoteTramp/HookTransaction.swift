@@ -26,9 +26,9 @@ public final class HookTransaction {
     /// See TrampolineTable.link.
     @discardableResult
     public func link(_ kind: ProgramKind, _ spec: ProgramSpec, to function: FunctionSymbol, cookie: UInt64 = 0,
-                     raw: Bool = false) throws -> Link {
+                     raw: Bool = false, filter: CallFilter? = nil) throws -> Link {
         precondition(open, "the transaction was committed or rolled back")
-        let l = try table.link(kind, spec, to: function, cookie: cookie, raw: raw)
+        let l = try table.link(kind, spec, to: function, cookie: cookie, raw: raw, filter: filter)
         linked.append(l)
         return l
     }

@@ -35,7 +35,8 @@ import Injector
 ///     rbp + 8        caller's return address        <- ctx.entry_sp
 ///     rbp            saved rbp
 ///     rbp - 272      struct hookit_ctx (272 bytes)
-///     rbp - 352      saved rax rcx rdx rsi rdi r8 r9 r10 r11 (entry values, later the original's),
+///     rbp - 288      --if: which filters passed this call (a bit each), the TSC at entry (`ns`)
+///     rbp - 368      saved rax rcx rdx rsi rdi r8 r9 r10 r11 (entry values, later the original's),
 ///                    8 bytes of padding: rsp stays 16-byte aligned
 ///     below          64-byte aligned XSAVE area (C programs that may change it)  <- rsp, 16-byte aligned
 ///
@@ -74,8 +75,9 @@ struct ImageBuilder {
     }
 
     static let ctxBase: Int32 = -272
-    static let gprBase: Int32 = -352
-    static let frameSize: Int32 = 352
+    static let filterVerdicts: Int32 = -288, filterEntryTicks: Int32 = -280
+    static let gprBase: Int32 = -368
+    static let frameSize: Int32 = 368
     /// Saved in this order at gprBase; rax first so it can be reloaded last.
     static let savedRegs: [Reg] = [.rax, .rcx, .rdx, .rsi, .rdi, .r8, .r9, .r10, .r11]
     /// Bytes of the caller's frame copied as stack arguments for the original: 8 integer
@@ -140,8 +142,9 @@ struct ImageBuilder {
         } else if isLean(input.links) {
             try emitLean(w, input, &sections)
         } else {
-            try emitEntry(w, input, &sections)
-            if callsOriginal(input.links) { offsets = try emitCallOriginal(w, input, &sections) }
+            let filters = FilterGuards(input.links)
+            try emitEntry(w, input, filters, &sections)
+            if callsOriginal(input.links) { offsets = try emitCallOriginal(w, input, filters, &sections) }
             else { emitResume(w, input, &sections) }
         }
         PerCPUCounters.emitDescriptors(w, sections)
@@ -158,15 +161,17 @@ struct ImageBuilder {
     }
 
     /// Frame, registers, ctx, vector state, in-flight++, the fentry programs.
-    private static func emitEntry(_ w: X86Writer, _ input: Input, _ sections: inout [PerCPUCounters.CriticalSection]) throws {
+    private static func emitEntry(_ w: X86Writer, _ input: Input, _ filters: FilterGuards,
+                                  _ sections: inout [PerCPUCounters.CriticalSection]) throws {
         w.push(.rbp)
         w.mov(.rbp, .rsp)
         w.lea(.rsp, .rsp, -frameSize)
         saveRegisters(w)
         if callsPrograms(input.links) { fillContext(w, input) }   // before XSAVE, which clobbers rax and rdx
+        filters.emitStart(w)
         if savesVectorState(input.links) { saveVectorState(w) }
         if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, sections: &sections) }
-        for link in input.links[.fentry] ?? [] { try emitRun(w, link, input, &sections) }
+        for link in input.links[.fentry] ?? [] { try filters.guarded(w, link) { try emitRun(w, link, input, &sections) } }
     }
 
     /// fentry only: everything back as at the entry, then on to the original.
@@ -180,12 +185,12 @@ struct ImageBuilder {
 
     /// fmod_ret programs (non-zero: skip), the original called, fexit programs, return.
     /// Returns the offsets of ip_after_call and ip_epilogue.
-    private static func emitCallOriginal(_ w: X86Writer, _ input: Input,
+    private static func emitCallOriginal(_ w: X86Writer, _ input: Input, _ filters: FilterGuards,
                                          _ sections: inout [PerCPUCounters.CriticalSection]) throws -> (Int?, Int?) {
         let vectors = savesVectorState(input.links)
         let skipOriginal = w.newLabel(), runFexit = w.newLabel()
         for link in input.links[.fmodRet] ?? [] {
-            try emitRun(w, link, input, &sections)
+            try filters.guarded(w, link) { try emitRun(w, link, input, &sections) }
             w.test(.rax, .rax)
             w.jcc(.ne, skipOriginal)
         }
@@ -209,7 +214,7 @@ struct ImageBuilder {
         w.jmp(runFexit)
         w.bind(skipOriginal)                           // the entry state stays saved
         w.bind(runFexit)
-        for link in input.links[.fexit] ?? [] { try emitRun(w, link, input, &sections) }
+        for link in input.links[.fexit] ?? [] { try filters.guarded(w, link) { try emitRun(w, link, input, &sections) } }
         let epilogue = w.offset
         if let counter = input.inflightCounter { input.counters.emitIncrement(w, counter, by: -1, sections: &sections) }
         if vectors { restoreVectorState(w) }

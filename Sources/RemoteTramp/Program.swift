@@ -48,6 +48,8 @@ public final class Link {
     /// XSAVE/XRSTOR. A program proven to use general registers only (built with
     /// -mgeneral-regs-only, say) runs without. hookit's runtime programs never do.
     public internal(set) var changesVectorState = false
+    /// --if: the program runs only for the calls the filter passes (see CallFilter).
+    public internal(set) var filter: CallFilter?
 
     init(id: Int, kind: ProgramKind, code: ProgramCode, cookie: UInt64, function: FunctionSymbol,
          statsAddress: UInt64?, counter: Int?) {

@@ -29,9 +29,11 @@ extension TrampolineTable {
         for (i, v) in values.enumerated() { self.cells.localCell(first + i, cpu: 0).pointee = v }
     }
 
-    /// A block's cells, summed over the CPUs.
-    public func readProgramData(_ address: UInt64, cells: Int) -> [UInt64] {
+    /// A block's cells, summed over the CPUs; `cpu0Only`: CPU 0's cells alone (data every thread
+    /// updates there with atomics, whose other CPUs' copies are never touched).
+    public func readProgramData(_ address: UInt64, cells: Int, cpu0Only: Bool = false) -> [UInt64] {
         let first = index(of: address)
+        if cpu0Only { return (0..<cells).map { atomicLoad(self.cells.localCell(first + $0, cpu: 0)) } }
         return (0..<cells).map { UInt64(bitPattern: self.cells.read(first + $0) ?? 0) }
     }
 

@@ -83,26 +83,7 @@ public final class StackUnwinder {
     private var frames: [UInt64: StackFrame] = [:]
 
     private func lookUp(_ pc: UInt64, exact: Bool) -> StackFrame {
-        let probe = exact ? pc : pc &- 1
-        guard let m = modules.last(where: { $0.start <= probe }), m.contains(probe) else {
-            return StackFrame(pc: pc, module: nil, function: nil, offset: 0)
-        }
-        let functions = symbols.functions(in: m)
-        var lo = 0, hi = functions.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if functions[mid].address <= probe { lo = mid + 1 } else { hi = mid }
-        }
-        if lo > 0 {
-            // Aliases sort the public name first.
-            var i = lo - 1
-            while i > 0 && functions[i - 1].address == functions[i].address { i -= 1 }
-            let f = functions[i]
-            // A sized symbol covers its size; one without size, up to the next symbol.
-            if f.size == 0 || probe < f.address + f.size {
-                return StackFrame(pc: pc, module: m.name, function: symbols.named(f).displayName, offset: pc - f.address)
-            }
-        }
-        return StackFrame(pc: pc, module: m.name, function: nil, offset: pc &- m.bias)
+        guard let l = symbols.location(of: pc, returnAddress: !exact) else { return StackFrame(pc: pc, module: nil, function: nil, offset: 0) }
+        return StackFrame(pc: pc, module: l.module, function: l.function, offset: l.offset)
     }
 }

@@ -29,6 +29,12 @@ public enum TrampolineError: Error, Equatable, CustomStringConvertible {
     /// Libraries the process loads later cannot be followed (no loader interface, an r_brk
     /// function that is not the expected bare `ret`, ...).
     case loaderNotFollowed(reason: String)
+    /// A --if expression longer than the runtime's filter programs may be.
+    case filterTooLong(instructions: Int, limit: Int)
+    /// A --if filter that cannot guard this program (an exit-side test before the call).
+    case filterUnsupported(function: String, reason: String)
+    /// More filtered attachments on one function than an image can keep decisions for.
+    case tooManyFilters(function: String, limit: Int)
 
     public var description: String {
         switch self {
@@ -60,6 +66,12 @@ public enum TrampolineError: Error, Equatable, CustomStringConvertible {
             return "libraries loaded later cannot be followed: \(reason)"
         case .unsupported(let kind, let program, let reason):
             return "\(program) cannot run as \(kind): \(reason)"
+        case .filterTooLong(let n, let limit):
+            return "the --if expression compiles to \(n) instructions, more than the \(limit) a filter may have; split it"
+        case .filterUnsupported(let f, let r):
+            return "cannot filter at \(f): \(r)"
+        case .tooManyFilters(let f, let limit):
+            return "\(f) already has \(limit) filtered hooks, the most one function can have; remove one first"
         }
     }
 }

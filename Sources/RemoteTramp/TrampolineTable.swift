@@ -114,8 +114,9 @@ public final class TrampolineTable {
     ///
     /// `raw`: for a replacement, jump to it bare even if it may change registers the original
     /// keeps (a caller compiled with -fipa-ra can then see them changed); the caller's choice.
+    /// `filter`: the program runs only for the calls it passes (--if; not for a replacement).
     public func link(_ kind: ProgramKind, _ spec: ProgramSpec, to function: FunctionSymbol, cookie: UInt64 = 0,
-                     raw: Bool = false) throws -> Link {
+                     raw: Bool = false, filter: CallFilter? = nil) throws -> Link {
         let label = function.label
         if spec == .count && (kind == .fmodRet || kind == .replace) {
             throw TrampolineError.unsupported(kind: kind.rawValue, program: "count",
@@ -128,6 +129,7 @@ public final class TrampolineTable {
         var linked = false
         defer { if !linked { put(trampoline) } }
         try checkCanLink(kind, spec, trampoline, label)
+        if let filter { try checkCanFilter(kind, spec, filter, trampoline, label) }
         if case .user(let library, let symbol) = spec, !programs.isLoaded(library) {
             try ProgramLoader.checkLibraryExports(library, symbol, pid: tracee.pid)
         }
@@ -149,6 +151,7 @@ public final class TrampolineTable {
                         statsAddress: stats, counter: counter)
         nextLinkID += 1
         link.givesBack = givesBack
+        link.filter = filter
         if kind != .replace, case .user(_, _, let address) = program {
             link.changesVectorState = try programChangesVectorState(address)
         }
@@ -179,6 +182,22 @@ public final class TrampolineTable {
         }
         t.links[link.kind]?.removeAll { $0.id == id }
         t.dirty = true
+    }
+
+    /// A filter guards hookit's own and the user's programs, not a replacement (no image runs
+    /// around it) nor the built-in count (whose image has no context to test); an fmod_ret
+    /// decides before the call, so its filter cannot test what only the exit knows.
+    private func checkCanFilter(_ kind: ProgramKind, _ spec: ProgramSpec, _ filter: CallFilter, _ t: Trampoline, _ label: String) throws {
+        if kind == .replace || spec == .count {
+            throw TrampolineError.filterUnsupported(function: label, reason: "--if guards fentry, fexit and fmod_ret programs, not \(kind == .replace ? "a replacement" : "the built-in count")")
+        }
+        if kind == .fmodRet && filter.decidedAtExit {
+            throw TrampolineError.filterUnsupported(function: label, reason: "it decides before the call whether to skip it, so it cannot test ret or ns")
+        }
+        let filters = Set(t.links.values.joined().compactMap { $0.filter.map(ObjectIdentifier.init) })
+        if !filters.contains(ObjectIdentifier(filter)) && filters.count >= ImageBuilder.maxFilters {
+            throw TrampolineError.tooManyFilters(function: label, limit: ImageBuilder.maxFilters)
+        }
     }
 
     private func checkCanLink(_ kind: ProgramKind, _ spec: ProgramSpec, _ t: Trampoline, _ label: String) throws {

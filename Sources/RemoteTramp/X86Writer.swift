@@ -242,6 +242,12 @@ public final class X86Writer {
     /// cmp a, b (64-bit)
     public func cmp(_ a: Reg, _ b: Reg) { rex(w: true, r: b.ext, b: a.ext); u8(0x39); u8(0xC0 | b.low << 3 | a.low) }
 
+    /// or dst, imm32 (64-bit, the immediate sign-extended)
+    public func or(_ dst: Reg, imm: Int32) { rex(w: true, b: dst.ext); u8(0x81); u8(0xC8 | dst.low); u32(UInt32(bitPattern: imm)) }
+
+    /// and dst, imm32 (64-bit, the immediate sign-extended)
+    public func and(_ dst: Reg, imm: Int32) { rex(w: true, b: dst.ext); u8(0x81); u8(0xE0 | dst.low); u32(UInt32(bitPattern: imm)) }
+
     /// lock inc qword [base + disp]
     public func lockInc(_ base: Reg, _ disp: Int32) { u8(0xF0); rex(w: true, b: base.ext); u8(0xFF); memOperand(reg: 0, base: base, disp: disp) }
 

@@ -158,7 +158,7 @@ struct SessionFlags: ParsableArguments {
         o.otlp = otlp
         o.service = service
         o.mangledNames = mangled
-        stackFlags.apply(&o)
+        stackFlags.apply(&o, hooks)
         return o
     }
 }

@@ -11,6 +11,9 @@ enum CountTable {
         let timed: Bool
         /// Bucket 0: 0 ns; bucket k: [2^(k-1), 2^k) ns.
         let histogram: [UInt64]
+        /// --hist argN: calls per log2 bucket of argument N's value (bucket 0: the value 0).
+        var valueHistogram: [UInt64]? = nil
+        var valueArgument: Int? = nil
 
         var label: String { function.label }
         /// Calls whose time was taken (a call in flight across a live change may have none).

@@ -50,6 +50,7 @@ struct EventRenderer {
                 out += patterns(e.patterns, refusals)
                 out.append("process \(e.pid) ran exec \(e.path): \(e.functions) function(s) hooked in the new image")
             case .fork(let f): out.append("process \(f.pid) forked \(f.child), which runs \(f.functions) hooked function(s)")
+            case .keys(let k): out += keyTable(k)
             }
             tag(&out, from: first, event.pid)
         }
@@ -111,7 +112,7 @@ struct EventRenderer {
         for r in sorted where r.calls > 0 {
             guard let hist = r.hist else { continue }
             out.append("")
-            out.append("\(r.function) (ns)")
+            out.append("\(r.function) (\(r.histOf ?? "ns"))")
             out += CountTable.bars(Self.buckets(hist))
         }
         return out
@@ -125,6 +126,18 @@ struct EventRenderer {
             if k < b.count { b[k] = t[2] }
         }
         return b
+    }
+
+    /// `FUNCTION by KEY`, then one `KEY  CALLS` line per key, most calls first.
+    private func keyTable(_ k: Event.Keys) -> [String] {
+        var out = ["", pad("\(k.function) by \(k.by)", 40) + lpad("CALLS", 12)]
+        for r in k.keys {
+            let key = if case .string(let s) = r.key { s } else { r.key.text }
+            out.append(pad("  " + key, 40) + lpad("\(r.count)", 12))
+        }
+        if k.others > 0 { out.append(pad("  (other keys)", 40) + lpad("\(k.others)", 12)) }
+        if k.overflow > 0 { out.append(pad("  (table full: keys not kept)", 40) + lpad("\(k.overflow)", 12)) }
+        return out
     }
 
     private func programTable(_ rows: [Event.Stats]) -> [String] {
@@ -157,6 +170,7 @@ extension Event {
         case .refused: nil
         case .call(let e): e.pid
         case .stats(let e): e.pid
+        case .keys(let e): e.pid
         case .override(let e): e.pid
         case .added(let e): e.pid
         case .removed(let e): e.pid

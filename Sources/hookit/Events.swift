@@ -22,6 +22,7 @@ enum Event {
     case loaded(Loaded)
     case exec(Exec)
     case fork(Fork)
+    case keys(Keys)
 
     struct PatternReport: Codable { var request: String, hooked: Int, refused: Int }
 
@@ -92,6 +93,21 @@ enum Event {
         var elapsedS: Double
         /// [lo, hi, calls] per non-empty log2 bucket (ns), with --hist on a timed count only.
         var hist: [[UInt64]]?
+        /// What `hist` counts: "ns" (latency, --hist) or "argN" (the argument's value, --hist argN).
+        var histOf: String? = nil
+    }
+
+    /// --count --by KEY: calls per key of one function.
+    struct Keys: Codable {
+        struct Row: Codable { var key: TracedValue, count: UInt64 }
+        var function: String
+        var pid: Int32?
+        var by: String
+        var keys: [Row]
+        var others: UInt64
+        var overflow: UInt64
+        var final: Bool
+        var elapsedS: Double
     }
 
     struct Override: Codable { var function: String, pid: Int32?, value: Int64, errno: Int32, calls: UInt64, injected: UInt64 }
@@ -186,6 +202,7 @@ enum Event {
         case .loaded: "loaded"
         case .exec: "exec"
         case .fork: "fork"
+        case .keys: "keys"
         }
     }
 
@@ -206,6 +223,7 @@ enum Event {
         case .loaded(let p): p
         case .exec(let p): p
         case .fork(let p): p
+        case .keys(let p): p
         }
     }
 }

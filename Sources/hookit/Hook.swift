@@ -21,6 +21,21 @@ struct CountEntry {
     let function: FunctionSymbol
     let timed: TimedCount?
     let link: Link
+    /// --by: calls per key; --top: rows shown.
+    var keyed: KeyedCount? = nil
+    var top: Int? = nil
+    /// --hist argN.
+    var values: ValueHistogram? = nil
+
+    var keyText: String {
+        switch keyed?.key {
+        case .argument(let n)?: "arg\(n)"
+        case .returnValue?: "ret"
+        case .threadID?: "tid"
+        case .caller?: "caller"
+        case nil: ""
+        }
+    }
 }
 
 struct OverrideEntry {

@@ -22,6 +22,17 @@ struct HookRequest {
     var pattern: SymbolPattern
     /// As the user wrote it, for `list` and reports.
     var text: String
+    /// --if, --by, --top, --hist argN given after it.
+    var modifiers = HookModifiers()
+
+    /// The request with the modifiers that followed it on the command line.
+    func modified(_ m: HookModifiers?) -> HookRequest {
+        guard let m, !m.isEmpty else { return self }
+        var r = self
+        r.modifiers = m
+        r.text += m.text
+        return r
+    }
 
     init(count pattern: String) throws {
         text = "--count \(pattern)"
@@ -116,7 +127,7 @@ struct HookRequest {
 
 /// The options that make hooks, shared by `attach`, `run` and the interactive `add`.
 struct HookSpecs: ParsableArguments {
-    @Option(name: .customLong("count"), help: ArgumentHelp("Count calls of the functions matching PATTERN, with their time (--hist: a latency histogram).", valueName: "pattern"))
+    @Option(name: .customLong("count"), help: ArgumentHelp("Count calls of the functions matching PATTERN, with their time (--hist: a latency histogram; after it, --by KEY: calls per key, --hist argN: a histogram of argument N's values).", valueName: "pattern"))
     var counts: [String] = []
 
     @Option(name: .customLong("trace"), help: ArgumentHelp("Print every call of the functions matching PATTERN: time, thread, arguments, return value, duration.", valueName: "pattern"))
@@ -148,6 +159,18 @@ struct HookSpecs: ParsableArguments {
     @Option(name: .customLong("prog"), help: ArgumentHelp("KIND:PATTERN=/abs/lib.so:SYMBOL[,cookie=N], KIND:PATTERN=FILE.c:SYMBOL (C source, compiled here with cc against hookit.h), or KIND:PATTERN=count (KIND: fentry, fexit, fmod_ret, replace).", valueName: "spec"))
     var progs: [String] = []
 
+    @Option(name: .customLong("if"), help: ArgumentHelp("With the --trace, --count or --override before it: only calls for which EXPR holds, e.g. 'arg0 >= 1M && str(arg1) ~ \"/etc/*\"' (arg0..arg5, ret, tid, ns; == != < <= > >=; && || ! ( ); suffixes k M us ms s). Evaluated inside the process.", valueName: "expr"))
+    var filters: [String] = []
+
+    @Option(name: .customLong("by"), help: ArgumentHelp("With the --count before it: calls per key (arg0..arg5, ret, tid, caller), counted inside the process; `stack` folds the calls by call stack (with --folded or --flamegraph).", valueName: "key"))
+    var keys: [String] = []
+
+    @Option(name: .customLong("top"), help: ArgumentHelp("With --by: show the N keys with the most calls.", valueName: "n"))
+    var tops: [Int] = []
+
+    @Option(name: .customLong("hist-arg"), help: ArgumentHelp("Written `--hist argN` after a --count: a log2 histogram of argument N's value instead of the latency.", valueName: "argN", visibility: .hidden))
+    var valueHistograms: [String] = []
+
     func validate() throws {
         if (errnoValue != nil || every != nil || probability != nil) && overrides.isEmpty {
             throw ValidationError("--errno, --every and --probability go with --override")
@@ -157,10 +180,16 @@ struct HookSpecs: ParsableArguments {
 
     var isEmpty: Bool { counts.isEmpty && traces.isEmpty && overrides.isEmpty && replaces.isEmpty && rawReplaces.isEmpty && progs.isEmpty }
 
-    func requests() throws -> [HookRequest] {
-        try counts.map { try HookRequest(count: $0) }
-            + traces.map { try HookRequest(trace: $0, signatures: try signatures()) }
-            + overrides.map { try HookRequest(override: $0, errno: errnoValue, every: every, probability: probability) }
+    /// `arguments`: the words these options were parsed from, which say which hook option each
+    /// --if, --by, --top and --hist argN follows (HookOptionOrder).
+    func requests(arguments: [String] = HookOptionOrder.commandLine) throws -> [HookRequest] {
+        let m = try HookOptionOrder.modifiers(arguments)
+        func after(_ option: String, _ i: Int) -> HookModifiers? { m[option].flatMap { i < $0.count ? $0[i] : nil } }
+        return try counts.enumerated().map { try HookRequest(count: $1).modified(after("--count", $0)) }
+            + traces.enumerated().map { try HookRequest(trace: $1, signatures: try signatures()).modified(after("--trace", $0)) }
+            + overrides.enumerated().map {
+                try HookRequest(override: $1, errno: errnoValue, every: every, probability: probability).modified(after("--override", $0))
+            }
             + replaces.map { try HookRequest(replace: $0) }
             + rawReplaces.map { try HookRequest(replace: $0, raw: true) }
             + progs.map { try HookRequest(prog: $0) }

@@ -71,7 +71,7 @@ extension HookSession {
                 var linked = 0
                 for f in p.functions {
                     do {
-                        try link(p.request.feature, to: f, into: &updated[p.hook], change)
+                        try link(p.request, to: f, into: &updated[p.hook], change)
                         linked += 1
                     } catch let e as TrampolineError {
                         guard let reason = e.refusalReason else { throw e }

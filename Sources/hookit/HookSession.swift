@@ -56,6 +56,8 @@ final class HookSession {
     /// nil until decided: whether counts are timed (the runtime could be loaded).
     var timedCounts: Bool?
     var runtimeConfigured = false
+    /// --if filters loaded into the process, per expression, for the current table.
+    var filterCache: (table: TrampolineTable?, filters: [FilterExpression: CallFilter]) = (nil, [:])
     let clock: TickClock
     private var nextInterval: Double?
 
@@ -118,12 +120,12 @@ final class HookSession {
         // demangled name, say): the first request links it, a later one (`earlier`: matched by
         // an earlier request) shares the outcome, hooked or refused. A request whose module is
         // not loaded yet waits for it (`waiting`).
-        var groups: [(feature: Feature, addresses: Set<UInt64>)] = []
+        var groups: [(feature: Feature, modifiers: HookModifiers, addresses: Set<UInt64>)] = []
         var waiting: [HookRequest] = []
         let plan = try requests.compactMap { r -> (request: HookRequest, group: Int, functions: [FunctionSymbol], earlier: [FunctionSymbol])? in
             guard let found = try resolve(r.pattern) else { waiting.append(r); return nil }
-            let g = groups.firstIndex { $0.feature == r.feature } ?? groups.count
-            if g == groups.count { groups.append((r.feature, [])) }
+            let g = groups.firstIndex { $0.feature == r.feature && $0.modifiers == r.modifiers } ?? groups.count
+            if g == groups.count { groups.append((r.feature, r.modifiers, [])) }
             var seen = Set<UInt64>()
             var functions: [FunctionSymbol] = [], earlier: [FunctionSymbol] = []
             for f in found where seen.insert(f.address).inserted {
@@ -145,7 +147,7 @@ final class HookSession {
                 }
                 for f in functions {
                     do {
-                        try link(request.feature, to: f, into: &hook, change)
+                        try link(request, to: f, into: &hook, change)
                         linked += 1
                     } catch let e as TrampolineError {
                         guard functions.count + earlier.count > 1, let reason = e.refusalReason else { throw e }
@@ -291,6 +293,7 @@ final class HookSession {
         let rows = Self.merged(carriedCounts, hooks.flatMap { $0.counts }.map(countStats))
         if rows.isEmpty { return }
         output.counts(rows, histogram: options.histogram, elapsed: clock.elapsedSeconds, final: final, pid: tracee.pid)
+        output.keys(hooks.flatMap(\.counts).compactMap(keyTable), elapsed: clock.elapsedSeconds, final: final, pid: tracee.pid)
         if final { writeStackFiles() }
         exports.counts(rows, overrides: overrideCounts().map { .init(function: $0.label, injected: $0.injected) }, dropped: traceTotals?.dropped,
                        pid: tracee.pid)

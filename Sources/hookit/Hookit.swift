@@ -9,6 +9,12 @@ struct Hookit: ParsableCommand {
         abstract: "Hook functions inside a running Linux x86-64 process.",
         subcommands: [SymbolsCommand.self, InjectCommand.self, AttachCommand.self, RunCommand.self]
     )
+
+    /// The arguments as the hook options' order needs them (see HookOptionOrder).
+    static func main() {
+        HookOptionOrder.commandLine = HookOptionOrder.normalized(Array(CommandLine.arguments.dropFirst()))
+        main(HookOptionOrder.commandLine)
+    }
 }
 
 /// Prints a typed error the way every subcommand does; the command ends by throwing the exit

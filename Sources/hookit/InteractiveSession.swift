@@ -41,7 +41,7 @@ struct InteractiveSession {
 
     /// One command; false when it asks to detach.
     private func handle(_ text: String) -> Bool {
-        let words = text.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        let words = HookOptionOrder.normalized(commandWords(text))
         do {
             switch words[0] {
             case "add":
@@ -50,7 +50,7 @@ struct InteractiveSession {
                 do { specs = try HookSpecs.parse(Array(words.dropFirst())) } catch {
                     throw CommandError(HookSpecs.message(for: error))
                 }
-                let requests = try specs.requests()
+                let requests = try specs.requests(arguments: Array(words.dropFirst()))
                 if requests.isEmpty { throw CommandError("add needs --trace, --count, --override, --replace or --prog") }
                 try processes.add(requests, text: requests.map(\.text).joined(separator: " "))
             case "remove":

@@ -102,13 +102,25 @@ struct Output {
 
     /// The --count table (at each --interval and at detach).
     func counts(_ rows: [CountTable.Row], histogram: Bool, elapsed: Double, final: Bool, pid: pid_t? = nil) {
+        func sparse(_ buckets: [UInt64]) -> [[UInt64]] {
+            buckets.enumerated().filter { $0.element > 0 }.map { k, n in let (lo, hi) = CountTable.bounds(k); return [lo, hi, n] }
+        }
         emit(rows.map { r in
-            let hist = histogram && r.timed
-                ? r.histogram.enumerated().filter { $0.element > 0 }.map { k, n in let (lo, hi) = CountTable.bounds(k); return [lo, hi, n] }
-                : nil
+            // --hist argN shows that argument's values instead of the latency.
+            let hist = r.valueHistogram.map(sparse) ?? (histogram && r.timed ? sparse(r.histogram) : nil)
+            let of = r.valueArgument.map { "arg\($0)" } ?? (hist == nil ? nil : "ns")
             return .stats(.init(function: r.label, pid: pid, address: hex(r.function.address), id: nil, kind: "count", program: "count",
                                 cookie: 0, calls: r.calls, ns: r.nsecs, meanNs: r.meanNanos, misses: r.misses, timed: r.timed,
-                                final: final, elapsedS: (elapsed * 1000).rounded() / 1000, hist: hist))
+                                final: final, elapsedS: (elapsed * 1000).rounded() / 1000, hist: hist, histOf: of))
+        })
+    }
+
+    /// The --by tables (after the count table they belong to).
+    func keys(_ tables: [KeyTable], elapsed: Double, final: Bool, pid: pid_t? = nil) {
+        if tables.isEmpty { return }
+        emit(tables.map { t in
+            .keys(.init(function: t.function.label, pid: pid, by: t.by, keys: t.rows.map { .init(key: $0.key, count: $0.count) },
+                        others: t.others, overflow: t.overflow, final: final, elapsedS: (elapsed * 1000).rounded() / 1000))
         })
     }
 

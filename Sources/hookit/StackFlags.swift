@@ -5,22 +5,19 @@ struct StackFlags: ParsableArguments {
     @Flag(help: "With --trace: each call carries its call stack, innermost first (module:function+0xOFF).")
     var stack = false
 
-    @Option(name: .customLong("by"), help: ArgumentHelp("With --count: count per KEY; `stack` folds the calls by call stack (with --folded or --flamegraph).", valueName: "key"))
-    var countKey: String?
-
     @Option(help: ArgumentHelp("With --by stack: write the folded stacks to FILE at detach, one `outer;...;inner COUNT` line per stack (flamegraph.pl, inferno, speedscope).", valueName: "file"))
     var folded: String?
 
     @Option(help: ArgumentHelp("With --by stack: draw the folded stacks as a flame graph into FILE.svg at detach.", valueName: "file.svg"))
     var flamegraph: String?
 
-    var byStack: Bool { countKey == "stack" }
+    /// `--by stack` after a --count (HookSpecs owns --by: a key per --count, see HookModifiers).
+    func byStack(_ hooks: HookSpecs) -> Bool { hooks.keys.contains("stack") }
 
-    /// Bad combinations, refused before anything touches the process.
+    /// Bad combinations, refused before anything touches the process (an unknown --by key is
+    /// refused with the other hook options, by HookOptionOrder).
     func check(_ hooks: HookSpecs, allowEmpty: Bool) throws {
-        if let key = countKey, key != "stack" {
-            throw ValidationError("--by '\(key)': unknown key (give --by stack)")
-        }
+        let byStack = byStack(hooks)
         if stack && hooks.traces.isEmpty && !allowEmpty {
             throw ValidationError("--stack gives each traced call its stack: give --trace PATTERN")
         }
@@ -35,9 +32,9 @@ struct StackFlags: ParsableArguments {
         }
     }
 
-    func apply(_ o: inout SessionOptions) {
+    func apply(_ o: inout SessionOptions, _ hooks: HookSpecs) {
         o.stacks = stack
-        o.countByStack = byStack
+        o.countByStack = byStack(hooks)
         o.folded = folded
         o.flamegraph = flamegraph
     }

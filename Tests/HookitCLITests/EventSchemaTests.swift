@@ -36,6 +36,12 @@ final class EventSchemaTests: XCTestCase {
         try hookit.write("add --count hooktarget:add4*")       // add4 is refused, add4_next hooked
         let added = try until("added")
         XCTAssertEqual(added["refused"] as? Int, 1)
+        // Quoted as in a shell: the expression has spaces.
+        try hookit.write("add --count hooktarget:sum8 --if 'arg0 > 0 && arg7 < 1' --by arg0")
+        XCTAssertEqual(try until("error")["fatal"] as? Bool, false, "arg7 is no value: a parse error, and the session goes on")
+        try hookit.write("add --count hooktarget:sum8 --if 'arg0 > 0 && arg1 < 9' --by arg0 --hist arg1")
+        _ = try until("added")
+        XCTAssertEqual(try target.send("sum8"), "204")
         try hookit.write("list")
         _ = try until("list")
         try hookit.write("add --trace hooktarget:no_such_fn")
@@ -63,7 +69,7 @@ final class EventSchemaTests: XCTestCase {
                 seen[name, default: 0] += 1
             }
         }
-        for name in ["attached", "refused", "call", "stats", "override", "added", "list", "removed", "error", "detached", "exited"] {
+        for name in ["attached", "refused", "call", "stats", "keys", "override", "added", "list", "removed", "error", "detached", "exited"] {
             XCTAssertNotNil(seen[name], "the session shows a \(name) event: \(seen)")
         }
 
@@ -77,6 +83,11 @@ final class EventSchemaTests: XCTestCase {
         XCTAssertEqual(fib["calls"] as? Int, 15, "fib(5) makes 15 calls")
         let hist = try XCTUnwrap(fib["hist"] as? [[Int]])
         XCTAssertEqual(hist.map { $0[2] }.reduce(0, +), 15, "the histogram holds every call")
+        let keys = try XCTUnwrap(all.last { $0["event"] as? String == "keys" })
+        XCTAssertEqual(keys["keys"] as? [[String: Int]], [["key": 1, "count": 1]], "sum8(1, 2, ...) counted under its arg0")
+        let sum8 = try XCTUnwrap(all.last { $0["event"] as? String == "stats" && $0["function"] as? String == "hooktarget:sum8" })
+        XCTAssertEqual(sum8["hist_of"] as? String, "arg1")
+        XCTAssertEqual(sum8["hist"] as? [[Int]], [[2, 4, 1]], "arg1 = 2 in [2, 4)")
         let override = try XCTUnwrap(all.first { $0["event"] as? String == "override" })
         XCTAssertEqual(override["injected"] as? Int, 1)
         XCTAssertEqual(override["errno"] as? Int, 5)
