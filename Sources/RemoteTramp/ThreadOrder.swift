@@ -41,8 +41,22 @@ struct ThreadOrder {
         // Threads come and go: past this many, those that wait for nothing are forgotten (one
         // that comes back waits out the patience once, as a forked child does).
         if threads.count > Self.remembered { threads = threads.filter { !$0.value.waiting.isEmpty } }
-        out.sort { $0.ticks < $1.ticks }
-        return out
+        return Self.interleaved(out)
+    }
+
+    /// `events` (each thread's in its own order) in time order across threads, each thread's
+    /// still in its own: the time stamps of two CPUs may disagree by a little, and an entry
+    /// written at a call's return (a filter decided there) carries the call's entry time, while
+    /// the pairing of entries and ends (CallStacks) needs each thread's order exactly.
+    static func interleaved(_ events: [TraceEvent]) -> [TraceEvent] {
+        var byThread: [UInt32: [TraceEvent]] = [:]
+        for e in events { byThread[e.tid, default: []].append(e) }
+        var next: [UInt32: Int] = [:]
+        return events.sorted { $0.ticks < $1.ticks }.map { e in
+            let i = next[e.tid, default: 0]
+            next[e.tid] = i + 1
+            return byThread[e.tid]![i]
+        }
     }
 
     /// Threads whose next number is kept while they wait for nothing.

@@ -33,4 +33,16 @@ final class TraceRingOrderTests: XCTestCase {
         order.add([event(7, 5)])
         XCTAssertEqual(order.release(all: true).map(\.ret), [5], "the last drain lets everything out")
     }
+
+    /// Across threads the events go out in time order; within one, always in its own order, even
+    /// when a time stamp says otherwise (another CPU's clock, an entry written at the return).
+    func testEventsInterleaveByTimeKeepingEachThreadsOwnOrder() {
+        var order = ThreadOrder()
+        var late = event(1, 1), early = event(1, 2), other = event(2, 1)
+        late.ticks = 50; early.ticks = 10; other.ticks = 30
+        order.add([other, early, late])
+        let out = order.release()
+        XCTAssertEqual(out.map(\.tid), [1, 2, 1])
+        XCTAssertEqual(out.filter { $0.tid == 1 }.map(\.sequence), [1, 2])
+    }
 }
