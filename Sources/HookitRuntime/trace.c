@@ -41,8 +41,10 @@ struct event {
     uint64_t ts;                // TSC ticks: when it was called, returned, or the mark ran
     uint64_t sp;                // entry and end: rsp at the function's entry; unwind: the calls
                                 // whose entry rsp is below it are gone
-    uint64_t args[6], ret;      // entry: the arguments; end: the return value
     uint64_t seq;               // the thread's own event number (see trace_seq)
+    uint64_t ret;               // end: the return value
+    // An end event (and a mark) ends above: it writes the slot's first cache line only.
+    uint64_t args[6];           // entry: the arguments
     char str[2][STR_BYTES];     // entry: the first two string arguments; end: a string return value
 };
 _Static_assert(sizeof(struct event) == HOOKIT_RT_SLOT, "slot size");

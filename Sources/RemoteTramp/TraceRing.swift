@@ -47,7 +47,8 @@ public struct TraceEvent: Sendable {
 ///            the count of stable ranges, then [start, end)
 ///            pairs (memory strings may be read from directly)
 ///     4096   capacity slots of 256 bytes: turn, tid, flags (kind in bits 16-18), cookie (with
-///            the thread's lost end events in bits 40-63), ts, sp, args[6], ret, seq, str[2][76]
+///            the thread's lost end events in bits 40-63), ts, sp, seq, ret, args[6], str[2][76]
+///            (an end event fills the first cache line only)
 ///
 /// Slot turns, counted from the lap L = p & ~mask of position p (so zeroed memory is a ready
 /// ring): a writer takes p when the slot holds L and publishes L + 1; the reader consumes p when
@@ -189,8 +190,8 @@ public final class TraceRing {
             strings.append(String(decoding: UnsafeBufferPointer(start: p, count: n), as: UTF8.self))
         }
         return TraceEvent(kind: kind, tid: tid, function: function, ticks: s[3], stackPointer: s[4],
-                          args: kind == .entry ? Array(UnsafeBufferPointer(start: s + 5, count: 6)) : [],
-                          ret: s[11], strings: strings, lostEnds: s[2] >> 40, sequence: s[12])
+                          args: kind == .entry ? Array(UnsafeBufferPointer(start: s + 7, count: 6)) : [],
+                          ret: s[6], strings: strings, lostEnds: s[2] >> 40, sequence: s[5])
     }
 
     /// The runtime stops writing; with `unmap`, the tracee's mapping goes too (hookit's stays

@@ -109,8 +109,8 @@ final class ForkFollowTests: XCTestCase {
     }
 
     func testTracedCallsOfAForkedChildCarryItsPid() throws {
-        let run = runProgram([Repo.hookit, "run", "--json", "--trace", "hooktarget:add", "--", Repo.target("hooktarget")],
-                             stdin: "add 1 2\nforkadd 2 3\nforkadd 4 4\nquit\n")
+        let run = runProgram([Repo.hookit, "run", "--json", "--trace", "hooktarget:add", "--count", "hooktarget:add", "--",
+                              Repo.target("hooktarget")], stdin: "add 1 2\nforkadd 2 3\nforkadd 4 4\nquit\n")
         XCTAssertEqual(run.status, 0, run.stderr)
         let events = events(run.output)
         let parent = try XCTUnwrap(events.first { $0["event"] as? String == "attached" }?["pid"] as? Int)
@@ -122,5 +122,11 @@ final class ForkFollowTests: XCTestCase {
         XCTAssertEqual(calls.first { $0["ret"] as? Int == 5 }?["pid"] as? Int, forks[0])
         XCTAssertEqual(calls.first { $0["ret"] as? Int == 8 }?["pid"] as? Int, forks[1])
         XCTAssertEqual(run.output.split(separator: "\n").filter { $0.hasPrefix("child") }, ["child 5", "child 8"])
+        XCTAssertEqual(calls.map { $0["ended"] as? String }, ["returned", "returned", "returned"])
+        // Nothing lost across the family: its calls count together, and each is traced or dropped.
+        let counted = events.last { $0["event"] as? String == "stats" }?["calls"] as? Int
+        let exited = try XCTUnwrap(events.last, run.output)
+        XCTAssertEqual(counted, 3, run.output)
+        XCTAssertEqual((exited["traced"] as? Int ?? 0) + (exited["dropped"] as? Int ?? 0), 3, "traced + dropped = counted")
     }
 }
