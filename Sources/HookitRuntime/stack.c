@@ -1,16 +1,9 @@
 // --stack, --by stack: the user stack at a call, copied into shared memory for hookit to unwind,
 // as perf's --call-graph dwarf copies it. Nothing is unwound here: a copy costs a few hundred
 // bytes' worth of cycles, an unwind tens of microseconds.
-#include "rt_internal.h"
+#include "rt_ring.h"
 
-// The rings, as hookit lays them out (StackRing.swift mirrors it): the trace ring's header
-// (trace.c), then `capacity` records of HOOKIT_RT_STACK_SLOT bytes each, one ring per CPU when
-// the process has rseq (else one).
-struct stack_ring_header {
-    uint64_t magic, capacity, slot_size, rings, ring_stride, pad0[3];
-    uint64_t head, pad1[7];       // next position to reserve (writers)
-    uint64_t dropped, pad2[7];    // records given up because the ring was full
-};
+// The rings (rt_ring.h; StackRing.swift mirrors them): records of HOOKIT_RT_STACK_SLOT bytes.
 
 #define HOOKIT_RT_STACK_SLOT 4096
 #define STACK_HEADER 64
@@ -32,7 +25,7 @@ struct stack_record {
 };
 _Static_assert(sizeof(struct stack_record) == HOOKIT_RT_STACK_SLOT, "slot size");
 
-struct stack_ring_header *volatile hookit_rt_stack_ring = 0;
+struct rt_ring *volatile hookit_rt_stack_ring = 0;
 
 // The main thread's stack top (ld.so's, the sp at process start): the stack above a main-thread
 // sp is mapped up to there.
@@ -92,84 +85,17 @@ static uint64_t copy_checked(unsigned char *dst, uint64_t src, uint64_t n) {
     return got > 0 ? (uint64_t)got : 0;
 }
 
-// Takes the next position of this CPU's ring, as trace.c's reserve_on_this_cpu does (see there
-// for the argument), for records of HOOKIT_RT_STACK_SLOT bytes.
-static struct stack_record *reserve_on_this_cpu(struct stack_ring_header *ring0, uint64_t *pos_out,
-                                                struct stack_ring_header **ring_out) {
-    char *ring;
-    uint64_t pos, tmp;
-    char *slot;
-    long rseq = (long)__rseq_offset;
-    __asm__ volatile(
-        RT_RSEQ_ARM("%[ring]")
-        "movl %%fs:4(%[rseq]), %k[ring]\n\t"
-        "cmpl %k[rings], %k[ring]\n\t"
-        "jae 8f\n\t"
-        "imulq %[stride], %[ring]\n\t"
-        "addq %[base], %[ring]\n\t"
-        "movq 64(%[ring]), %[pos]\n\t"
-        "movq %[pos], %[slot]\n\t"
-        "andq %[mask], %[slot]\n\t"
-        "shlq $12, %[slot]\n\t"
-        "leaq 4096(%[ring], %[slot]), %[slot]\n\t"
-        "movq %[mask], %[tmp]\n\t"
-        "notq %[tmp]\n\t"
-        "andq %[pos], %[tmp]\n\t"
-        "cmpq %[tmp], (%[slot])\n\t"
-        "jne 5f\n\t"
-        "leaq 1(%[pos]), %[tmp]\n\t"
-        "movq %[tmp], 64(%[ring])\n"
-        "2:\n\t"
-        RT_RSEQ_DISARM
-        "jmp 7f\n\t"
-        RT_RSEQ_ABORT
-        "8:\n\t"
-        "movq %[base], %[ring]\n"
-        "5:\n\t"
-        RT_RSEQ_DISARM
-        "xorl %k[slot], %k[slot]\n"
-        "7:\n"
-        : [ring] "=&r"(ring), [pos] "=&r"(pos), [slot] "=&r"(slot), [tmp] "=&r"(tmp)
-        : [rseq] "r"(rseq), [rings] "r"(ring0->rings), [stride] "r"(ring0->ring_stride), [base] "r"(ring0),
-          [mask] "r"(ring0->capacity - 1)
-        : "memory", "cc");
-    _Static_assert(HOOKIT_RT_STACK_SLOT == 1 << 12, "the reservation shifts by 12");
-    *pos_out = pos;
-    *ring_out = (struct stack_ring_header *)ring;
-    return (struct stack_record *)slot;
-}
-
-// Without rseq: one ring, its head taken with a compare-and-swap.
-static struct stack_record *reserve_shared(struct stack_ring_header *ring, uint64_t *pos_out) {
-    uint64_t mask = ring->capacity - 1;
-    struct stack_record *slots = (struct stack_record *)((char *)ring + 4096);
-    uint64_t pos = __atomic_load_n(&ring->head, __ATOMIC_RELAXED);
-    for (;;) {
-        struct stack_record *r = &slots[pos & mask];
-        int64_t turn = (int64_t)(__atomic_load_n(&r->turn, __ATOMIC_ACQUIRE) - (pos & ~mask));
-        if (turn == 0) {
-            if (__atomic_compare_exchange_n(&ring->head, &pos, pos + 1, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-                *pos_out = pos;
-                return r;
-            }
-        } else if (turn < 0) {
-            return 0;
-        } else {
-            pos = __atomic_load_n(&ring->head, __ATOMIC_RELAXED);
-        }
-    }
-}
-
 // One record of the stack at ctx's call, for the event (tid, seq). Plain loads where the stack
 // is known mapped (rep movsb: the runtime has no vector registers, and libc's memcpy may be
 // hooked), process_vm_readv elsewhere.
 __attribute__((visibility("hidden")))
 void hookit_rt_stack_capture(const struct hookit_ctx *ctx, uint32_t tid, uint64_t seq) {
-    struct stack_ring_header *ring0 = hookit_rt_stack_ring, *ring = ring0;
+    struct rt_ring *ring0 = hookit_rt_stack_ring, *ring = ring0;
     if (!ring0) return;
     uint64_t pos;
     int percpu = &__rseq_size && __rseq_size >= 8;
-    struct stack_record *r = percpu ? reserve_on_this_cpu(ring0, &pos, &ring) : reserve_shared(ring0, &pos);
+    struct stack_record *r = percpu ? rt_ring_reserve_on_this_cpu(ring0, ~0ull, &pos, &ring)
+                                    : rt_ring_reserve_shared(ring0, ~0ull, &pos);
     if (!r) {
         __atomic_fetch_add(&ring->dropped, 1, __ATOMIC_RELAXED);
         return;

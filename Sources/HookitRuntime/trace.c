@@ -1,31 +1,19 @@
 // --trace: one event per call, written into a ring that hookit reads from its own mapping of the
 // same memfd. Many threads write at once without a lock; nothing here ever waits for the reader.
-#include "rt_internal.h"
+#include "rt_ring.h"
 
-// The rings, as hookit lays them out (TraceRing.swift mirrors it): `rings` rings of
-// `ring_stride` bytes each, one per CPU when the process has rseq (else one). Each is a 4 KiB
-// header, then `capacity` slots of HOOKIT_RT_SLOT bytes. The first header's settings hold for
-// all; each ring has its own head and dropped count, on cache lines of their own.
+// The rings (rt_ring.h; TraceRing.swift mirrors them): slots of HOOKIT_RT_SLOT bytes, one event
+// each. The first ring's header goes on with the memory strings may be read from directly.
 struct ring_header {
-    uint64_t magic, capacity, slot_size, rings, ring_stride, pad0[3];
-    uint64_t head, pad1[7];       // next position to reserve (writers)
-    uint64_t dropped, pad2[7];    // calls given up because the ring was full at their entry
-    uint64_t dropped_ends;        // end events and marks given up (their calls were counted)
-    uint64_t tail;                // what the reader has read up to (it writes this, writers read)
-    uint64_t pad3[6];
+    struct rt_ring r;
     uint64_t stable_count;        // ring 0: memory that is never unmapped (modules the process
     uint64_t stable[][2];         // cannot unload), sorted [start, end) pairs
 };
+_Static_assert(__builtin_offsetof(struct ring_header, stable_count) == 256, "TraceRing.swift's layout");
 
 #define HOOKIT_RT_SLOT 256
 #define STR_BYTES 76
 
-// A slot's `turn` says whose it is (Vyukov's bounded queue, counted from the slot's index so
-// that zeroed memory is a ready ring): for position p of lap L = p & ~mask, a writer may take
-// it when turn == L, publishes L + 1 once the event is complete (the reader's signal), and the
-// reader hands it back for the next lap with L + capacity. A slow reader makes writers drop,
-// never wait.
-//
 // A call is recorded at its entry (arguments, and the strings among them, copied then), so a
 // call that never returns is still seen; its end event follows if it returns. The reader pairs
 // the two by thread and entry stack pointer, and learns that calls which did not return have
@@ -59,81 +47,6 @@ static __thread uint64_t trace_seq __attribute__((tls_model("initial-exec")));
 // calls it then finds ended, and says so instead of guessing.
 static __thread uint64_t lost_ends __attribute__((tls_model("initial-exec")));
 
-// Takes the next position of this CPU's ring inside an rseq critical section whose commit is
-// the head's store: only threads running on this CPU ever move this head, so no locked
-// instruction and no line shared between CPUs. Once committed, the slot is this thread's even if
-// it migrates before publishing. NULL: the ring is full, or the thread has no CPU number; the
-// drop is counted in `*ring_out`.
-static struct event *reserve_on_this_cpu(struct ring_header *ring0, uint64_t limit, uint64_t *pos_out,
-                                         struct ring_header **ring_out) {
-    char *ring;
-    uint64_t pos, tmp;
-    char *slot;
-    long rseq = (long)__rseq_offset;
-    __asm__ volatile(
-        RT_RSEQ_ARM("%[ring]")
-        "movl %%fs:4(%[rseq]), %k[ring]\n\t"
-        "cmpl %k[rings], %k[ring]\n\t"
-        "jae 8f\n\t"
-        "imulq %[stride], %[ring]\n\t"
-        "addq %[base], %[ring]\n\t"
-        "movq 64(%[ring]), %[pos]\n\t"
-        "movq %[pos], %[tmp]\n\t"
-        "subq 200(%[ring]), %[tmp]\n\t"
-        "cmpq %[limit], %[tmp]\n\t"
-        "jae 5f\n\t"
-        "movq %[pos], %[slot]\n\t"
-        "andq %[mask], %[slot]\n\t"
-        "shlq $8, %[slot]\n\t"
-        "leaq 4096(%[ring], %[slot]), %[slot]\n\t"
-        "movq %[mask], %[tmp]\n\t"
-        "notq %[tmp]\n\t"
-        "andq %[pos], %[tmp]\n\t"
-        "cmpq %[tmp], (%[slot])\n\t"
-        "jne 5f\n\t"
-        "leaq 1(%[pos]), %[tmp]\n\t"
-        "movq %[tmp], 64(%[ring])\n"
-        "2:\n\t"
-        RT_RSEQ_DISARM
-        "jmp 7f\n\t"
-        RT_RSEQ_ABORT
-        "8:\n\t"
-        "movq %[base], %[ring]\n"
-        "5:\n\t"
-        RT_RSEQ_DISARM
-        "xorl %k[slot], %k[slot]\n"
-        "7:\n"
-        : [ring] "=&r"(ring), [pos] "=&r"(pos), [slot] "=&r"(slot), [tmp] "=&r"(tmp)
-        : [rseq] "r"(rseq), [rings] "r"(ring0->rings), [stride] "r"(ring0->ring_stride), [base] "r"(ring0),
-          [mask] "r"(ring0->capacity - 1), [limit] "rm"(limit)
-        : "memory", "cc");
-    *pos_out = pos;
-    *ring_out = (struct ring_header *)ring;
-    return (struct event *)slot;
-}
-
-// Without rseq: one ring, its head taken with a compare-and-swap.
-static struct event *reserve_shared(struct ring_header *ring, uint64_t limit, uint64_t *pos_out) {
-    uint64_t mask = ring->capacity - 1;
-    struct event *slots = (struct event *)((char *)ring + 4096);
-    uint64_t pos = __atomic_load_n(&ring->head, __ATOMIC_RELAXED);
-    for (;;) {
-        if (pos - __atomic_load_n(&ring->tail, __ATOMIC_RELAXED) >= limit) return 0;
-        struct event *e = &slots[pos & mask];
-        int64_t turn = (int64_t)(__atomic_load_n(&e->turn, __ATOMIC_ACQUIRE) - (pos & ~mask));
-        if (turn == 0) {
-            if (__atomic_compare_exchange_n(&ring->head, &pos, pos + 1, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-                *pos_out = pos;
-                return e;
-            }
-        } else if (turn < 0) {
-            return 0;                                  // full: the reader is a lap behind
-        } else {
-            pos = __atomic_load_n(&ring->head, __ATOMIC_RELAXED);
-        }
-    }
-}
-
 // A string argument (or return value), copied without ever faulting (safe_string.c). Returns
 // 0, 2 (null) or 8 (unreadable), shifted by the caller into the event's flags.
 static unsigned copy_string(const struct ring_header *ring0, char *dst, uint64_t src) {
@@ -143,12 +56,12 @@ static unsigned copy_string(const struct ring_header *ring0, char *dst, uint64_t
 // A slot for one event of this thread, numbered, or NULL (the drop counted in the ring, as a
 // call for an entry, else as an end).
 static struct event *take_slot(struct ring_header *ring0, uint64_t *pos, int entry) {
-    struct ring_header *ring = ring0;
+    struct rt_ring *ring = &ring0->r;
     int percpu = &__rseq_size && __rseq_size >= 8;
     // Entries leave the last quarter of a ring to ends and marks: a call recorded at its entry
     // then almost always gets its end recorded too, even while the reader lags behind.
-    uint64_t limit = entry ? ring0->capacity - ring0->capacity / 4 : ~0ull;
-    struct event *e = percpu ? reserve_on_this_cpu(ring0, limit, pos, &ring) : reserve_shared(ring0, limit, pos);
+    uint64_t limit = entry ? ring->capacity - ring->capacity / 4 : ~0ull;
+    struct event *e = percpu ? rt_ring_reserve_on_this_cpu(ring, limit, pos, &ring) : rt_ring_reserve_shared(ring, limit, pos);
     if (!e) {
         __atomic_fetch_add(entry ? &ring->dropped : &ring->dropped_ends, 1, __ATOMIC_RELAXED);
         if (!entry) lost_ends++;
@@ -160,7 +73,7 @@ static struct event *take_slot(struct ring_header *ring0, uint64_t *pos, int ent
 }
 
 static void publish(struct ring_header *ring0, struct event *e, uint64_t pos) {
-    __atomic_store_n(&e->turn, (pos & ~(ring0->capacity - 1)) + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&e->turn, (pos & ~(ring0->r.capacity - 1)) + 1, __ATOMIC_RELEASE);
 }
 
 static uint64_t tagged(uint64_t cookie) { return (cookie & 0xFFFFFFFFFFull) | lost_ends << 40; }
