@@ -18,7 +18,10 @@ extension HookSession {
     /// prints would keep it here for ever, and hookit must get back to the tracee's ptrace
     /// events and to its signals.
     func drainTrace(forSeconds limit: Double = 0.02, final: Bool = false) {
-        guard let ring else { return }
+        guard let ring else {
+            _ = tracee.takeExitedThreads()      // nothing to end: not kept
+            return
+        }
         let deadline = Clock.seconds() + limit
         while !output.backlogged && Clock.seconds() < deadline && !Interruption.requested {
             let events = ring.drain(max: 4096, final: final)
