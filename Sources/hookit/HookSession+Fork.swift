@@ -12,11 +12,13 @@ struct FollowedChild {
 /// Children the process forks (and their children) are attached by the kernel and followed:
 /// they run the parent's hooks as it had them at the fork — the same images, whose counters and
 /// trace ring are shared memory, so their calls count with the parent's and trace with their own
-/// pid — and at detach their entries are restored too. A child that execs leaves its hooks with
-/// its old image and is let go; `run` ends when the whole family has exited.
+/// pid — and at detach their entries are restored too. A child that execs leaves those hooks
+/// with its old image: its new image gets a session of its own (ExecedChild), with every hook
+/// of this one. `run` ends when the whole family has exited.
 extension HookSession {
     /// Takes the children the processes forked since the last round, then services every child's
-    /// events (its signals handed back, its new threads followed) and lets go those that exec.
+    /// events (its signals handed back, its new threads followed) and gives those that exec a
+    /// session of their own.
     func serviceChildren() {
         for parent in [tracee] + children.map(\.tracee) {
             while !parent.forked.isEmpty {
@@ -30,12 +32,10 @@ extension HookSession {
         }
         for c in children {
             do { try c.tracee.pump(seconds: 0) } catch { /* gone: reaped below */ }
-            if c.tracee.execPending {
-                // Its new image has none of the parent's patches; it runs on unhooked.
-                c.tracee.releaseExec()
-                c.tracee.detach()
-            }
+            if c.tracee.execPending { followExec(of: c) }
         }
+        children.removeAll { c in execedChildren.contains { $0.tracee === c.tracee } }
+        serviceExecedChildren()
         noteThreads()
         for c in children { noteExitedThreads(of: c.tracee) }
         children.removeAll { $0.tracee.exited || $0.tracee.threads.isEmpty }
@@ -48,9 +48,63 @@ extension HookSession {
         }
     }
 
-    /// Restores what each child inherited and detaches it; the problems, if any.
+    /// A child that ran exec: its new image is hooked from its `main` by a session of its own,
+    /// with this session's hooks and exports; it reports as its own process (`attached`, its
+    /// counts, `exited`). If that fails, the new image runs on unhooked.
+    private func followExec(of c: FollowedChild) {
+        do {
+            try c.tracee.runExecedImageToMain()
+        } catch {
+            output.problem("child \(c.tracee.pid) ran exec; its new image runs without hooks: \(error)")
+            c.tracee.releaseExec()
+            c.tracee.detach()
+            return
+        }
+        let requests = hooks.flatMap(\.requests)
+        do {
+            let s = try HookSession(pid: c.tracee.pid, requests: requests, options: options, output: output, spawned: c.tracee,
+                                    exports: exports)
+            execedChildren.append(s)
+        } catch {
+            // Nothing of a failed add stays: the image is as it was.
+            output.problem("child \(c.tracee.pid) ran exec (\(c.tracee.programPath)); its new image runs without hooks: \(error)")
+            try? c.tracee.resumeWorld()
+            c.tracee.detach()
+        }
+    }
+
+    /// One round for each exec'd child's session; one whose family has exited reports and goes.
+    private func serviceExecedChildren() {
+        for s in execedChildren {
+            do { try s.service(seconds: 0) } catch { /* gone: reported below */ }
+        }
+        for s in execedChildren where s.familyExited {
+            _ = s.detach(exitExpected: true)
+            absorbMatches(of: s)
+        }
+        execedChildren.removeAll { $0.familyExited }
+    }
+
+    /// A pattern an exec'd child matched is not one this session's process never matched.
+    private func absorbMatches(of s: HookSession) {
+        matched.formUnion(s.matched)
+        pending.removeAll { matched.contains($0) }
+    }
+
+    /// The process and every process it started (forked, or forked and exec'd) have exited.
+    var familyExited: Bool { tracee.exited && children.isEmpty && execedChildren.isEmpty }
+
+    /// Restores what each child inherited and detaches it, and detaches the exec'd children's
+    /// sessions; the problems, if any.
     func detachChildren() -> [String] {
         var problems: [String] = []
+        for s in execedChildren {
+            if !s.detach(exitExpected: s.tracee.exited) {
+                problems.append("process \(s.tracee.pid) (a child that ran exec) was not restored cleanly")
+            }
+            absorbMatches(of: s)
+        }
+        execedChildren.removeAll()
         for c in children where !c.tracee.exited {
             if let patches = c.inherited { problems += patches.restore(in: c.tracee).problems }
             problems += c.tracee.detach().problems

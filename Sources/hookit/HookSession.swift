@@ -51,6 +51,8 @@ final class HookSession {
     var matched: Set<String> = []
     /// Children the process forked, followed until they exit or exec (see HookSession+Fork).
     var children: [FollowedChild] = []
+    /// Sessions of children that ran exec: their new images, hooked as this process is.
+    var execedChildren: [HookSession] = []
     /// Which process each thread seen belongs to, for the trace's `pid`.
     var processOfThread: [UInt32: pid_t] = [:]
     /// nil until decided: whether counts are timed (the runtime could be loaded).
@@ -268,7 +270,7 @@ final class HookSession {
                 output.problem("\(error)")
                 break
             }
-            if tracee.exited && children.isEmpty { break }
+            if familyExited { break }
         }
     }
 

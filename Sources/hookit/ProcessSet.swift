@@ -69,7 +69,7 @@ final class ProcessSet {
         for (i, s) in sessions.enumerated() {
             do {
                 try s.service(seconds: i == 0 ? wait : 0)
-                if s.tracee.exited && s.children.isEmpty { ended.append(i) }
+                if s.familyExited { ended.append(i) }
             } catch {
                 output.problem(output.several ? "PID \(s.tracee.pid): \(error)" : "\(error)")
                 ended.append(i)

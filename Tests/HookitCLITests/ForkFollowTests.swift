@@ -98,13 +98,16 @@ final class ForkFollowTests: XCTestCase {
     }
 
     /// posix_spawn and system() start their child with vfork semantics (CLONE_VFORK): it runs in
-    /// its parent's memory until it execs, and is let go at the exec; nothing waits on hookit.
-    func testVforkedChildrenThatExecRunAndAreLetGo() throws {
+    /// its parent's memory until it execs; its new image is then hooked by a session of its own.
+    func testVforkedChildrenThatExecRunHookedInTheirNewImages() throws {
         let script = "import os, subprocess\nprint(subprocess.run(['/bin/echo', 'spawned']).returncode)\nprint(os.system('echo system'))\n"
         let run = runProgram([Repo.hookit, "run", "--json", "--count", "libc.so.6:getpid", "--", "/usr/bin/python3", "-c", script])
         XCTAssertEqual(run.status, 0, run.stderr)
         XCTAssertEqual(run.output.split(separator: "\n").filter { !$0.hasPrefix("{") }, ["spawned", "0", "system", "0"], run.output)
         XCTAssertGreaterThanOrEqual(events(run.output).filter { $0["event"] as? String == "fork" }.count, 2, run.output)
+        // python3, then /bin/echo and system()'s /bin/sh in their new images.
+        let attached = events(run.output).filter { $0["event"] as? String == "attached" }
+        XCTAssertGreaterThanOrEqual(Set(attached.compactMap { $0["pid"] as? Int }).count, 3, run.output)
         XCTAssertEqual(events(run.output).last?["event"] as? String, "exited")
     }
 
@@ -128,5 +131,33 @@ final class ForkFollowTests: XCTestCase {
         let exited = try XCTUnwrap(events.last, run.output)
         XCTAssertEqual(counted, 3, run.output)
         XCTAssertEqual((exited["traced"] as? Int ?? 0) + (exited["dropped"] as? Int ?? 0), 3, "traced + dropped = counted")
+    }
+
+    /// A child that forks and then execs (a shell running a pipeline) is hooked in its new image
+    /// by a session of its own: the patterns the shell could not match match the program, which
+    /// reports as its own process.
+    func testAForkedChildThatExecsIsHookedInItsNewImage() throws {
+        let script = "printf 'add 1 2\\nadd 2 3\\ncalls\\nquit\\n' | \(Repo.target("hooktarget")); echo after"
+        let run = runProgram([Repo.hookit, "run", "--json", "--count", "hooktarget:add", "--trace", "hooktarget:add", "--",
+                              "/bin/sh", "-c", script])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let said = run.output.split(separator: "\n").filter { !$0.hasPrefix("{") }.map(String.init)
+        XCTAssertEqual(Array(said.dropFirst()), ["3", "5", "2", "bye", "after"], run.output)
+        let events = events(run.output)
+        let attached = events.filter { $0["event"] as? String == "attached" }
+        XCTAssertEqual(attached.count, 2, "the shell, then the program it exec'd: \(run.output)")
+        let shell = try XCTUnwrap(attached.first?["pid"] as? Int), program = try XCTUnwrap(attached.last?["pid"] as? Int)
+        XCTAssertNotEqual(shell, program)
+        XCTAssertEqual(attached.last?["functions"] as? Int, 1)
+        let calls = events.filter { $0["event"] as? String == "call" }
+        XCTAssertEqual(calls.compactMap { $0["ret"] as? Int }, [3, 5], run.output)
+        XCTAssertEqual(Set(calls.compactMap { $0["pid"] as? Int }), [program])
+        let counted = events.last { $0["event"] as? String == "stats" && $0["pid"] as? Int == program }
+        XCTAssertEqual(counted?["calls"] as? Int, 2, run.output)
+        let exits = events.filter { $0["event"] as? String == "exited" }
+        XCTAssertEqual(exits.count, 2, run.output)
+        XCTAssertEqual((exits.first?["traced"] as? Int ?? 0) + (exits.first?["dropped"] as? Int ?? 0), 2, "traced + dropped = counted")
+        XCTAssertEqual(events.last?["event"] as? String, "exited")
+        XCTAssertEqual(events.last?["pending"] as? [String], [], "the program matched what the shell could not: \(run.output)")
     }
 }
