@@ -5,8 +5,11 @@
 //   thread      a thread runs thread_body -> leave_thread -> pthread_exit; joined
 //   exit C      exit_in(C) -> exit(C)        _exit C   quick_in(C) -> _exit(C)
 //   ret N       N calls of plain(i), which return
+//   forkexit C  a child calls exit_in(C) (exit inside); the parent waits: "child C"
+//   forkexec    a child calls exec_in(), which execs /bin/true; the parent waits: "child 0"
 //   calls       every function's own count: jump_outer jump_inner thread_body leave_thread plain
 #include <pthread.h>
+#include <sys/wait.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +52,13 @@ static void *thread_main(void *arg) { return (void *)thread_body((long)arg); }
 
 TRACED void exit_in(long code) { exit((int)code); }
 TRACED void quick_in(long code) { _exit((int)code); }
+TRACED void exec_in(void) { execl("/bin/true", "true", (char *)0); _exit(127); }
+
+static void wait_child(pid_t c) {
+    int status = 0;
+    waitpid(c, &status, 0);
+    printf("child %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
 
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -75,6 +85,14 @@ int main(void) {
             exit_in(a);
         } else if (!strcmp(cmd, "_exit")) {
             quick_in(a);
+        } else if (!strcmp(cmd, "forkexit") || !strcmp(cmd, "forkexec")) {
+            fflush(stdout);
+            pid_t c = fork();
+            if (c == 0) {
+                if (cmd[4] == 'e' && cmd[5] == 'x' && cmd[6] == 'i') exit_in(a);
+                exec_in();
+            }
+            wait_child(c);
         } else if (!strcmp(cmd, "ret")) {
             long s = 0;
             for (long i = 0; i < a; i++) s += plain(i);

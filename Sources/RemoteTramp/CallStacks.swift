@@ -33,18 +33,24 @@ public struct CallStacks {
         var exitMark: (ending: EndedCall.Ending, ticks: UInt64)?
     }
     private var threads: [UInt32: Thread] = [:]
-    /// The latest exit mark: where a process's other threads end at its exit.
-    private var lastExit: UInt64?
+    /// Per process, its latest exit mark: where its other threads end at its exit. (Forked
+    /// children write into the same rings: one process's exit is not another's.)
+    private var lastExit: [Int32: UInt64] = [:]
+    /// The process of a thread (hookit's view), -1 when unknown.
+    private let processOf: (UInt32) -> Int32
 
     /// A later call's entry ends an open one only this close above it: farther up it is more
     /// likely on another stack (a signal's sigaltstack, a coroutine) than a frame left without
     /// returning. longjmp and catches are exact: their marks say where the stack was cut.
     static let sameStackSpan: UInt64 = 1 << 20
 
-    public init() {}
+    public init(processOf: @escaping (UInt32) -> Int32 = { _ in -1 }) { self.processOf = processOf }
 
     /// Calls still open.
     public var openCount: Int { threads.values.reduce(0) { $0 + $1.open.count } }
+
+    /// Threads hookit keeps state for (open calls, or an exit mark not yet followed by the exit).
+    public var threadCount: Int { threads.count }
 
     /// The calls these events end, in the order they ended.
     public mutating func add(_ events: [TraceEvent]) -> [EndedCall] {
@@ -68,7 +74,7 @@ public struct CallStacks {
                 t.exitMark = (.threadExit, e.ticks)
             case .exit:
                 t.exitMark = (.exit, e.ticks)
-                lastExit = e.ticks
+                lastExit[processOf(e.tid)] = e.ticks
             }
             if !t.open.isEmpty || t.exitMark != nil { threads[e.tid] = t }
         }
@@ -83,25 +89,28 @@ public struct CallStacks {
         }
     }
 
-    /// The thread exited (seen by hookit at `ticks`; with its whole process when
-    /// `processExited`): its open calls end where it called pthread_exit or exit, else there.
-    public mutating func threadExited(_ tid: UInt32, processExited: Bool, at ticks: UInt64) -> [EndedCall] {
+    /// The thread is gone (seen by hookit at `ticks`): its open calls end as `ending` says
+    /// (.threadExit, .exit when its whole process exited, .exec, .unknown), where it called
+    /// pthread_exit or exit if it did, at its process's exit mark for an exit, else at `ticks`.
+    public mutating func threadGone(_ tid: UInt32, _ ending: EndedCall.Ending, at ticks: UInt64) -> [EndedCall] {
         guard let t = threads.removeValue(forKey: tid) else { return [] }
-        return Self.end(t, processExited ? .exit : .threadExit, at: processExited ? lastExit ?? ticks : ticks)
+        return end(tid, t, ending, at: ticks)
     }
 
-    /// Every open call ends: the process exited, ran exec, or hookit detached.
-    public mutating func endAll(_ ending: EndedCall.Ending, at ticks: UInt64) -> [EndedCall] {
-        let at = ending == .exit ? lastExit ?? ticks : ticks
-        let ended = threads.values.flatMap { Self.end($0, ending, at: at) }
+    /// Every open call ends, each thread's as `ending` says for it (its process exited, ran
+    /// exec, or hookit detached).
+    public mutating func endAll(at ticks: UInt64, _ ending: (UInt32) -> EndedCall.Ending) -> [EndedCall] {
+        let ended = threads.flatMap { end($0.key, $0.value, ending($0.key), at: ticks) }
         threads = [:]
-        lastExit = nil
+        lastExit = [:]
         return ended.sorted { $0.endTicks < $1.endTicks }
     }
 
-    /// A thread's open calls, innermost first, ended as its own exit mark says, else `ending`.
-    private static func end(_ t: Thread, _ ending: EndedCall.Ending, at ticks: UInt64) -> [EndedCall] {
-        let (why, at) = t.exitMark ?? (ending, ticks)
+    /// A thread's open calls, innermost first: ended at its own exit mark if it has one (but an
+    /// exec or an unknown end is what it says), else as `ending` says.
+    private func end(_ tid: UInt32, _ t: Thread, _ ending: EndedCall.Ending, at ticks: UInt64) -> [EndedCall] {
+        let marked = ending == .exec || ending == .unknown ? nil : t.exitMark
+        let (why, at) = marked ?? (ending, ending == .exit ? lastExit[processOf(tid)] ?? ticks : ticks)
         return t.open.reversed().map { EndedCall(entry: $0, ending: why, endTicks: max(at, $0.ticks)) }
     }
 }

@@ -138,7 +138,7 @@ public final class StackRing {
 
     static func decode(_ s: UnsafeMutablePointer<UInt64>) -> StackSample {
         let raw = UnsafeMutableRawPointer(s)
-        let len = min(Int(s[6]), slotSize - recordHeader)
+        let len = Int(min(s[6], UInt64(slotSize - recordHeader)))     // written by the process: any value
         let bytes = Array(UnsafeRawBufferPointer(start: raw + recordHeader, count: len))
         return StackSample(tid: raw.load(fromByteOffset: 8, as: UInt32.self), sequence: s[2],
                            function: TraceProgram.unpack(cookie: s[3]).index, ip: s[4], base: s[5], bytes: bytes)

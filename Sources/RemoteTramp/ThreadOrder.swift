@@ -12,7 +12,8 @@ struct ThreadOrder {
     private struct Thread {
         // The number to give out next. Every thread numbers from 1 (trace.c's counter is zero in
         // a new thread); one that does not (a forked child, which inherits its parent's count)
-        // waits out the patience below once, like a lost event.
+        // is said to start anew (due 0: its lowest number goes first), or else waits out the
+        // patience below once, like a lost event.
         var due: UInt64 = 1
         var waiting: [TraceEvent] = []
         var passes = 0                  // passes its first waiting event has waited
@@ -21,6 +22,22 @@ struct ThreadOrder {
 
     /// Events waiting for an earlier one.
     private(set) var waitingCount = 0
+
+    /// `tid` is a new thread whose numbers go on from another's (a forked child's main thread):
+    /// its first event waits for no earlier one.
+    mutating func startsAnew(_ tid: UInt32) {
+        threads[tid, default: Thread()].due = 0
+    }
+
+    /// Every event of `tid` that waits, in its order: the thread is gone and all it wrote is
+    /// read, so what is missing never comes.
+    mutating func releaseAll(of tid: UInt32) -> [TraceEvent] {
+        guard var t = threads[tid], !t.waiting.isEmpty else { return [] }
+        let out = Self.release(&t, all: true)
+        threads[tid] = nil
+        waitingCount -= out.count
+        return out
+    }
 
     mutating func add(_ events: [TraceEvent]) {
         for e in events { threads[e.tid, default: Thread()].waiting.append(e) }
@@ -69,7 +86,7 @@ struct ThreadOrder {
         var taken = 0
         for e in t.waiting {
             // Lower than due: a new thread that reuses the id, numbering from 1 again.
-            guard e.sequence <= t.due || all || t.passes >= patience else { break }
+            guard e.sequence <= t.due || t.due == 0 || all || t.passes >= patience else { break }
             t.due = e.sequence + 1
             t.passes = 0
             taken += 1

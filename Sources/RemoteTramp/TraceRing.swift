@@ -143,6 +143,17 @@ public final class TraceRing {
         return out
     }
 
+    /// `tid` is a forked child's main thread: its events number on from its parent's.
+    public func threadStartsAnew(_ tid: UInt32) { order.startsAnew(tid) }
+
+    /// The events of a thread that is gone that still wait for an earlier one (which, all its
+    /// events being read, never comes).
+    public func releaseWaiting(of tid: UInt32) -> [TraceEvent] {
+        let out = order.releaseAll(of: tid)
+        given += UInt64(out.count)
+        return out
+    }
+
     /// Gives up what is left: the published events still in the rings or waiting for their
     /// thread's order are read and discarded, with the slots reserved but never published.
     /// `events`: how many; `entries`: how many of them began a call (lost calls: the kind of an

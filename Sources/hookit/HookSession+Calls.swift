@@ -1,3 +1,4 @@
+import Glibc
 import Injector
 import RemoteTramp
 
@@ -9,6 +10,8 @@ struct ExitedThread {
     let process: Tracee
     /// The rings' heads when the exit was seen: its events are all below them.
     let heads: [UInt64]
+    /// Gone by its process's exec (a forked child's), not by an exit.
+    var byExec = false
 }
 
 /// Traced calls, from the ring's entry and end events to the lines printed: every call appears,
@@ -51,23 +54,40 @@ extension HookSession {
         let now = TimeStampCounter.now()
         let due = exitedThreads.filter { final || ring.hasRead(upTo: $0.heads) }
         exitedThreads.removeAll { final || ring.hasRead(upTo: $0.heads) }
-        for t in due { report(callStacks.threadExited(t.tid, processExited: t.process.exited, at: min(t.ticks, now))) }
-    }
-
-    /// Takes the threads `process` saw exit (the traced process, or a child it forked).
-    func noteExitedThreads(of process: Tracee) {
-        let exited = process.takeExitedThreads()
-        guard let ring, !exited.isEmpty else { return }
-        let now = TimeStampCounter.now(), heads = ring.heads
-        for tid in exited {
-            exitedThreads.append(ExitedThread(tid: UInt32(bitPattern: tid), ticks: now, process: process, heads: heads))
+        for t in due {
+            // All it wrote is read: what still waits for an earlier event of it goes out now.
+            report(callStacks.add(ring.releaseWaiting(of: t.tid)))
+            let ending: EndedCall.Ending = endingsLost ? .unknown : t.byExec ? .exec : t.process.exited ? .exit : .threadExit
+            report(callStacks.threadGone(t.tid, ending, at: min(t.ticks, now)))
         }
     }
 
-    /// Every call still open ends: the process exited or ran exec, or hookit detaches.
+    /// Takes the threads `process` saw exit (the traced process, or a child it forked); with
+    /// `exec`, all the threads of that child's old image, gone by its exec.
+    func noteExitedThreads(of process: Tracee, exec: Bool = false) {
+        let pid = process.pid
+        let gone = exec ? Set(processOfThread.filter { $0.value == pid }.map(\.key) + [UInt32(bitPattern: pid)]).map { pid_t(bitPattern: $0) }
+                        : process.takeExitedThreads()
+        guard let ring, !gone.isEmpty else { return }
+        let now = TimeStampCounter.now(), heads = ring.heads
+        for tid in gone {
+            exitedThreads.append(ExitedThread(tid: UInt32(bitPattern: tid), ticks: now, process: process, heads: heads, byExec: exec))
+        }
+    }
+
+    /// Every call still open ends: `ending` for the traced process's threads (it exited, ran
+    /// exec, or hookit detaches); a forked child's end as it does (exited, or detached with
+    /// the session), or unknown when the process's exec leaves its events in the old ring.
     func endOpenCalls(_ ending: EndedCall.Ending) {
         exitedThreads = []
-        report(callStacks.endAll(endingsLost ? .unknown : ending, at: TimeStampCounter.now()))
+        let alive = Set(children.filter { !$0.tracee.exited }.map(\.tracee.pid))
+        let lost = endingsLost
+        report(callStacks.endAll(at: TimeStampCounter.now()) { [processOfThread, tracee] tid in
+            let pid = processOfThread[tid] ?? tracee.pid
+            if lost { return .unknown }
+            if pid == tracee.pid { return ending }
+            return ending == .exec ? .unknown : alive.contains(pid) ? .detached : .exit
+        })
         endingsLost = false
     }
 

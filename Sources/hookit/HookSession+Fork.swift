@@ -27,6 +27,8 @@ extension HookSession {
                     : parent === tracee ? table.inheritedPatches : children.first { $0.tracee === parent }?.inherited
                 children.append(FollowedChild(tracee: parent.adopt(forked: c), inherited: inherited))
                 processOfThread[UInt32(bitPattern: c.pid)] = c.pid
+                // Its thread numbers its events on from its parent's thread (the TLS is a copy).
+                if !c.sharesMemory { ring?.threadStartsAnew(UInt32(bitPattern: c.pid)) }
                 output.fork(pid: parent.pid, child: c.pid, functions: userFunctions)
             }
         }
@@ -52,6 +54,8 @@ extension HookSession {
     /// with this session's hooks and exports; it reports as its own process (`attached`, its
     /// counts, `exited`). If that fails, the new image runs on unhooked.
     private func followExec(of c: FollowedChild) {
+        // The calls its old image had open end here: the new image's go to a ring of its own.
+        noteExitedThreads(of: c.tracee, exec: true)
         do {
             try c.tracee.runExecedImageToMain()
         } catch {

@@ -87,6 +87,7 @@ final class HookSession {
         tracee.followsExec = true
         table = TrampolineTable(tracee: tracee, symbols: symbols, options: Self.tableOptions(options))
         clock = TickClock()
+        callStacks = CallStacks(processOf: { [unowned self] tid in self.processOfThread[tid] ?? self.tracee.pid })
         do {
             // A spawned program waits at main until its hooks are in and reported, so that what
             // it prints comes after the `attached` line.
@@ -310,10 +311,13 @@ final class HookSession {
         // (Another one arriving from here on still interrupts it.)
         Interruption.clear()
         if tracee.exited {
+            // Children first: once they are restored, nothing writes into the ring or the
+            // counters any more, and the last drain sees everything.
+            let family = detachChildren()
             // The counters and the ring are shared memory: still readable.
             report(programs: [], exited: true)
             if !exitExpected { output.problem(output.several ? "process \(tracee.pid) exited" : "the process exited") }
-            for p in detachChildren() { output.problem(p) }
+            for p in family { output.problem(p) }
             output.exited(pid: tracee.pid, status: tracee.exitStatus, traced: traceTotals, neverMatched: pending)
             if ownsExports { exports.close() }
             output.finish()
@@ -324,9 +328,10 @@ final class HookSession {
         let markOnly = markOnlyFunctions.count
         var report = table.detach(keeping: kept)
         report.restored -= min(markOnly, report.restored)    // the user's functions, as `attached` counted them
+        // Children before the last drain: restored, they write no more calls into the ring.
+        let family = detachChildren()
         finishTrace(tableUnmapped: report.unmapped || !kept.isEmpty)
         stacks?.close(tracee: tracee, unmap: report.unmapped || !kept.isEmpty, symbols: symbols)
-        let family = detachChildren()
         let injector = tracee.detach()
         self.report(programs: programStats, exited: false)
         for p in report.problems + family + injector.problems { output.problem(p) }

@@ -120,6 +120,27 @@ final class CallEndingTests: XCTestCase {
         }
     }
 
+    /// A forked child's calls end as its own: its exit inside a traced call is its exit (not the
+    /// parent's, which goes on), and a traced call that runs exec ends at the exec.
+    func testAForkedChildsCallEndsAtItsOwnExitOrExec() throws {
+        let hooks = ["endings:exit_in", "endings:exec_in", "endings:plain"].flatMap { ["--trace", $0, "--count", $0] }
+        let r = try run("endings", hooks, stdin: "ret 1\nforkexit 5\nforkexec\nret 2\n")
+        XCTAssertEqual(r.status, 0, r.raw)
+        XCTAssertEqual(Array(r.said.dropFirst()), ["0", "child 5", "child 0", "3"], r.raw)
+        let parent = try XCTUnwrap(r.exited["pid"] as? Int)
+        let exitIn = try XCTUnwrap(calls(r, "endings:exit_in").first, r.raw)
+        let execIn = try XCTUnwrap(calls(r, "endings:exec_in").first, r.raw)
+        XCTAssertEqual(exitIn["ended"] as? String, "exit", r.raw)
+        XCTAssertEqual(execIn["ended"] as? String, "exec", r.raw)
+        XCTAssertNotEqual(exitIn["pid"] as? Int, parent)
+        XCTAssertNotEqual(execIn["pid"] as? Int, parent)
+        XCTAssertLessThan(exitIn["ns"] as? Int ?? .max, 1_000_000_000, "ended at the child's exit, not at the end: \(exitIn)")
+        XCTAssertEqual(calls(r, "endings:plain").map { $0["ended"] as? String }, ["returned", "returned", "returned"])
+        XCTAssertEqual(calls(r, "endings:plain").compactMap { $0["pid"] as? Int }, [parent, parent, parent])
+        XCTAssertEqual(r.counted["endings:plain"], 3)
+        XCTAssertEqual((r.exited["traced"] as? Int ?? -1) + (r.exited["dropped"] as? Int ?? 0), 5, "traced + dropped = the family's calls")
+    }
+
     /// The text output says how a call ended where a returned one shows its value.
     func testTextOutputNamesTheEnding() throws {
         let r = runProgram([Repo.hookit, "run", "--trace", "cxxtarget:relay*", "--trace", "cxxtarget:thrower", "--",
