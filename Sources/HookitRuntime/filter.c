@@ -83,7 +83,7 @@ static unsigned string_test(const struct filter *f, const struct filter_insn *in
     const char *want = (const char *)(uintptr_t)in->value;
     uint64_t len = in->aux;
     // `==` needs one byte past the literal to see whether the string goes on.
-    uint64_t size = in->op == OP_STR_EQ && len + 2 < sizeof buf ? len + 2 : sizeof buf;
+    uint64_t size = in->op == OP_STR_EQ && len + 2 <= sizeof buf ? len + 2 : sizeof buf;
     if (rt_copy_string(f->stable, f->stable_count, buf, arg, size) != 0) return 0;
     if (in->op == OP_STR_GLOB) return glob(want, len, buf);
     for (uint64_t i = 0; i < len; i++) {

@@ -21,11 +21,17 @@ uint64_t hookit_rt_mark(struct hookit_ctx *ctx) {
     case 1:
         if (ctx->args[0] < 4096) return 0;
         sp = jmp_buf_sp(ctx->args[0]);
+        // A longjmp goes up its stack: a target at or below this frame is another stack's (a
+        // user-level thread switch), which ends no call.
+        if (sp <= ctx->entry_sp) return 0;
         break;
     case 2: sp = ctx->entry_sp + 1; break;
     case 3: kind = EV_THREAD_EXIT; break;
     default: kind = EV_EXIT; break;
     }
+    // A vfork child (posix_spawn's, whose exec failed) runs on its parent thread's TLS and
+    // thread pointer: its _exit is not that thread's.
+    if (kind != EV_UNWIND && (uint32_t)rt_syscall3(186 /* gettid */, 0, 0, 0) != hookit_rt_tid()) return 0;
     rt_time_mark(kind, sp, now);
     rt_trace_mark(kind, sp, now);
     return 0;

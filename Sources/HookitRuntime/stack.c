@@ -44,7 +44,8 @@ static __thread uint64_t checked_hi __attribute__((tls_model("initial-exec")));
 
 // Whether every page of [lo, hi) can be read (hi page-aligned or a stack top), probed with one
 // process_vm_readv of a byte per page.
-static int pages_readable(uint64_t lo, uint64_t hi) {
+// noinline: its probe array would otherwise be reserved on the stack of every capture.
+static __attribute__((noinline)) int pages_readable(uint64_t lo, uint64_t hi) {
     struct iov { uint64_t base, len; } remote[PROBE_PAGES], local;
     char sink[PROBE_PAGES];
     unsigned n = 0;
@@ -54,10 +55,19 @@ static int pages_readable(uint64_t lo, uint64_t hi) {
     return rt_syscall6(310 /* process_vm_readv */, pid, (long)&local, 1, (long)remote, n, 0) == (long)n;
 }
 
-// The top of the stack `sp` is on, if it is a glibc thread's or the main thread's; else 0.
+// 0 not known yet, 1 the process's main thread, 2 another (a thread's own, like its TLS).
+static __thread int main_thread __attribute__((tls_model("initial-exec")));
+
+// The top of the stack `sp` is on, if it is a glibc thread's or the main thread's; else 0. A
+// glibc thread's stack is the memory below its thread pointer (its TLS and struct pthread sit
+// at the top of its stack mapping); the main thread's is below __libc_stack_end, and what lies
+// below its thread pointer is anything (its TLS is in the mmap area).
 static uint64_t stack_top(uint64_t sp) {
-    uint64_t tp = (uint64_t)__builtin_thread_pointer();
-    if (sp < tp) return tp;
+    if (!main_thread) main_thread = hookit_rt_tid() == (uint32_t)rt_syscall3(39 /* getpid */, 0, 0, 0) ? 1 : 2;
+    if (main_thread == 2) {
+        uint64_t tp = (uint64_t)__builtin_thread_pointer();
+        return sp < tp ? tp : 0;
+    }
     uint64_t end = &__libc_stack_end ? (uint64_t)__libc_stack_end : 0;
     return sp < end ? end : 0;
 }

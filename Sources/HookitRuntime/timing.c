@@ -24,6 +24,10 @@ static __thread unsigned open_count __attribute__((tls_model("initial-exec")));
 volatile uint64_t hookit_rt_time_session;
 static __thread uint64_t open_session __attribute__((tls_model("initial-exec")));
 
+// scratch[1]'s low bit: the call is kept in open_calls. Entry times are even (and never 0).
+#define KEPT 1ull
+static inline uint64_t entry_ticks(void) { return (rt_ticks() | 2) & ~KEPT; }
+
 static inline void forget_other_sessions(void) {
     uint64_t now = hookit_rt_time_session;
     if (open_session != now) {
@@ -37,6 +41,7 @@ static inline void forget_other_sessions(void) {
 #define SAME_STACK_SPAN (1ull << 20)
 
 static void account(uint64_t *cells, uint64_t ticks) {
+    if ((int64_t)ticks < 0) ticks = 0;      // two CPUs' TSCs a little apart
     uint64_t ns = (uint64_t)(((unsigned __int128)ticks * hookit_rt_ns_per_tick_q32) >> 32);
     unsigned bucket = ns ? 64 - (unsigned)__builtin_clzll(ns) : 0;
     rt_percpu_add(&cells[NSECS], ns);
@@ -71,7 +76,7 @@ void rt_time_mark(unsigned kind, uint64_t sp, uint64_t now) {
 uint64_t hookit_rt_time_enter(struct hookit_ctx *ctx) {
     uint64_t *cells = (uint64_t *)(uintptr_t)ctx->cookie;
     rt_percpu_add(&cells[CALLS], 1);
-    uint64_t now = rt_ticks(), sp = ctx->entry_sp;
+    uint64_t now = entry_ticks(), sp = ctx->entry_sp;
     ctx->scratch[1] = now;
     forget_other_sessions();
     // Open calls at or above this frame are gone: a live caller's frame is above it.
@@ -80,19 +85,27 @@ uint64_t hookit_rt_time_enter(struct hookit_ctx *ctx) {
     if (n < OPEN) {
         open_calls[n] = (struct open_call){ sp, now, cells };
         open_count = n + 1;
+        ctx->scratch[1] = now | KEPT;
     }
     return 0;
 }
 
 // A call deeper than the kept ones finds a caller's frame on top (above its own) and leaves it.
+// A kept call is taken out by its identity (frame and entry time); one no longer there was
+// ended, and timed, by whatever found it gone: it is not timed twice.
 uint64_t hookit_rt_time_exit(struct hookit_ctx *ctx) {
     if (!ctx->scratch[1]) return 0;
-    uint64_t now = rt_ticks(), sp = ctx->entry_sp;
+    uint64_t now = rt_ticks(), sp = ctx->entry_sp, start = ctx->scratch[1] & ~KEPT;
     forget_other_sessions();
-    END_OPEN_WHILE(c->sp < sp, now);     // unwound below this call
-    unsigned n = open_count;
-    if (n && n <= OPEN && open_calls[n - 1].sp == sp) open_count = n - 1;
-    account((uint64_t *)(uintptr_t)ctx->cookie, now - ctx->scratch[1]);
+    END_OPEN_WHILE(c->sp < sp && sp - c->sp < SAME_STACK_SPAN, now);     // unwound below this call
+    if (ctx->scratch[1] & KEPT) {
+        unsigned n = open_count, i = n > OPEN ? OPEN : n;
+        while (i > 0 && !(open_calls[i - 1].sp == sp && open_calls[i - 1].ticks == start)) i--;
+        if (i == 0) return 0;
+        for (; i < n && i < OPEN; i++) open_calls[i - 1] = open_calls[i];
+        open_count = n - 1;
+    }
+    account((uint64_t *)(uintptr_t)ctx->cookie, now - start);
     return 0;
 }
 
@@ -100,7 +113,7 @@ uint64_t hookit_rt_time_exit(struct hookit_ctx *ctx) {
 // a call is counted at its exit, once it passed. (A call in flight across a live change is then
 // not counted at all, rather than counted without its filter.)
 uint64_t hookit_rt_time_stamp(struct hookit_ctx *ctx) {
-    ctx->scratch[1] = rt_ticks();
+    ctx->scratch[1] = entry_ticks();
     return 0;
 }
 

@@ -67,7 +67,11 @@ static struct event *take_slot(struct ring_header *ring0, uint64_t *pos, int ent
         if (!entry) lost_ends++;
         return 0;
     }
-    e->seq = ++trace_seq;
+    // One instruction (xadd on the thread's own word, no lock needed): a signal handler that
+    // traces on this thread between a load and a store would otherwise reuse a number.
+    uint64_t seq = 1;
+    __asm__ volatile("xaddq %0, %1" : "+r"(seq), "+m"(trace_seq));
+    e->seq = seq + 1;
     e->tid = hookit_rt_tid();
     return e;
 }

@@ -192,6 +192,11 @@ struct FilterParser {
         }
         guard at < chars.count else { throw error("the string opened here is not closed", at: open) }
         at += 1
+        // The process compares the first 255 bytes of a string (filter.c's buffer, with one byte
+        // to see whether it goes on): a longer literal could never be told from its prefix.
+        if s.utf8.count > Self.maxString { throw error("a string of at most \(Self.maxString) bytes", at: open) }
         return s
     }
+
+    static let maxString = 254
 }
