@@ -40,11 +40,10 @@ public struct StackSample: Sendable {
 /// ring finds its stack in a drain of this ring made after it.
 public final class StackRing {
     static let slotSize = 4096
-    static let headerSize = 4096
     static let recordHeader = 64
-    public let capacity: Int
-    public let rings: Int
-    let stride: Int
+    let geometry: RingGeometry
+    public var capacity: Int { geometry.capacity }
+    public var rings: Int { geometry.rings }
     let memory: SharedMemory
     private var tails: [UInt64]
     private let ringSymbol: UInt64
@@ -52,33 +51,20 @@ public final class StackRing {
     /// Maps the rings (one per CPU with cells in `table`, or one without rseq), `totalSlots`
     /// records between them (at least 256 each, powers of two), and points the runtime at them.
     public init(table: TrampolineTable, totalSlots: Int = 4096) throws {
-        rings = table.cells.cpuIDOffset == nil ? 1 : table.cells.cpus
-        var c = 256
-        while c * 2 * rings <= totalSlots { c *= 2 }
-        capacity = c
-        stride = Self.headerSize + capacity * Self.slotSize
-        tails = Array(repeating: 0, count: rings)
+        geometry = RingGeometry(table: table, totalSlots: totalSlots, minimum: 256, slotSize: Self.slotSize)
+        tails = Array(repeating: 0, count: geometry.rings)
         ringSymbol = try table.runtimeSymbol("hookit_rt_stack_ring")
-        memory = try SharedMemory(tracee: table.tracee, length: rings * stride, name: "hookit-stack")
+        memory = try SharedMemory(tracee: table.tracee, length: geometry.bytes, name: "hookit-stack")
         // Every page written once here, so the process's first lap over the ring takes only minor
         // faults (a 4 KiB record per call would otherwise allocate a page per call).
-        memset(memory.local, 0, rings * stride)
-        let words = memory.local.assumingMemoryBound(to: UInt64.self)
-        words[0] = 0x3130_4B43_4154_534B      // "KSTACK01"
-        words[1] = UInt64(capacity)
-        words[2] = UInt64(Self.slotSize)
-        words[3] = UInt64(rings)
-        words[4] = UInt64(stride)
+        memset(memory.local, 0, geometry.bytes)
+        geometry.writeHeader(memory.local, magic: 0x3130_4B43_4154_534B)      // "KSTACK01"
         try table.tracee.memory.write([UInt8].le(memory.remote), at: ringSymbol)
     }
 
-    private func header(_ r: Int) -> UnsafeMutablePointer<UInt64> {
-        (memory.local + r * stride).assumingMemoryBound(to: UInt64.self)
-    }
+    private func header(_ r: Int) -> UnsafeMutablePointer<UInt64> { geometry.header(memory.local, r) }
 
-    private func slot(_ r: Int, _ p: UInt64) -> UnsafeMutablePointer<UInt64> {
-        (memory.local + r * stride + Self.headerSize + Int(p & UInt64(capacity - 1)) * Self.slotSize).assumingMemoryBound(to: UInt64.self)
-    }
+    private func slot(_ r: Int, _ p: UInt64) -> UnsafeMutablePointer<UInt64> { geometry.slot(memory.local, r, p) }
 
     /// Records writers gave up because a ring was full.
     public var dropped: UInt64 { (0..<rings).reduce(0) { $0 &+ atomicLoad(header($1) + 16) } }

@@ -61,13 +61,12 @@ public final class TraceRing {
     static let slotSize = 256
     /// Bytes kept of each string (with its NUL), trace.c's STR_BYTES.
     static let stringBytes = 76
-    static let headerSize = 4096
     /// Ranges of never-unmapped memory in ring 0's header, from byte 264 to its end.
-    static let maxStableRanges = (headerSize - 264) / 16
+    static let maxStableRanges = (RingGeometry.headerSize - 264) / 16
+    let geometry: RingGeometry
     /// Slots per ring.
-    public let capacity: Int
-    public let rings: Int
-    let stride: Int
+    public var capacity: Int { geometry.capacity }
+    public var rings: Int { geometry.rings }
     let memory: SharedMemory
     private var tails: [UInt64]
     private var order = ThreadOrder()
@@ -78,20 +77,12 @@ public final class TraceRing {
     /// `totalSlots` between them (at least 1024 each, powers of two), and points the runtime at
     /// them. Needs the world stopped and the runtime loadable.
     public init(table: TrampolineTable, totalSlots: Int = 1 << 16) throws {
-        rings = table.cells.cpuIDOffset == nil ? 1 : table.cells.cpus
-        var c = 1024
-        while c * 2 * rings <= totalSlots { c *= 2 }
-        capacity = c
-        stride = Self.headerSize + capacity * Self.slotSize
-        tails = Array(repeating: 0, count: rings)
+        geometry = RingGeometry(table: table, totalSlots: totalSlots, minimum: 1024, slotSize: Self.slotSize)
+        tails = Array(repeating: 0, count: geometry.rings)
         ringSymbol = try table.runtimeSymbol("hookit_rt_ring")
-        memory = try SharedMemory(tracee: table.tracee, length: rings * stride, name: "hookit-trace")
+        memory = try SharedMemory(tracee: table.tracee, length: geometry.bytes, name: "hookit-trace")
+        geometry.writeHeader(memory.local, magic: 0x3130_474E_4952_4B48)      // "HKRING01"
         let words = memory.local.assumingMemoryBound(to: UInt64.self)
-        words[0] = 0x3130_474E_4952_4B48      // "HKRING01"
-        words[1] = UInt64(capacity)
-        words[2] = UInt64(Self.slotSize)
-        words[3] = UInt64(rings)
-        words[4] = UInt64(stride)
         // Where strings can be copied with plain loads (permanentRanges): the rest goes through
         // process_vm_readv, which cannot fault but costs a microsecond.
         let stable = table.symbols.permanentRanges().prefix(Self.maxStableRanges)
@@ -100,15 +91,9 @@ public final class TraceRing {
         try table.tracee.memory.write([UInt8].le(memory.remote), at: ringSymbol)
     }
 
-    private func header(_ r: Int) -> UnsafeMutablePointer<UInt64> {
-        (memory.local + r * stride).assumingMemoryBound(to: UInt64.self)
-    }
-
-    private func slot(_ r: Int, _ p: UInt64) -> UnsafeMutablePointer<UInt64> {
-        (memory.local + r * stride + Self.headerSize + Int(p & UInt64(capacity - 1)) * Self.slotSize).assumingMemoryBound(to: UInt64.self)
-    }
-
-    private var lapMask: UInt64 { ~UInt64(capacity - 1) }
+    private func header(_ r: Int) -> UnsafeMutablePointer<UInt64> { geometry.header(memory.local, r) }
+    private func slot(_ r: Int, _ p: UInt64) -> UnsafeMutablePointer<UInt64> { geometry.slot(memory.local, r, p) }
+    private var lapMask: UInt64 { geometry.lapMask }
 
     /// Calls given up because a ring was full at their entry.
     public var dropped: UInt64 { (0..<rings).reduce(0) { $0 &+ atomicLoad(header($1) + 16) } }
