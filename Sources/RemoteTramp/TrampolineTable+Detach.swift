@@ -5,6 +5,12 @@ import Injector
 /// no thread can be in hookit's code (short stops while threads leave), free everything (no
 /// stop: nothing reaches it any more).
 extension TrampolineTable {
+    /// The process exited with its hooks in: its images went with it, and so do their lines in
+    /// /tmp/perf-PID.map (a later process that reuses the pid must not find them).
+    public func processExited() {
+        perfMap.write([])
+    }
+
     /// Restores every patched entry exactly, then frees what no thread can still be in. What a
     /// thread may still return into stays mapped and is reported.
     ///

@@ -314,6 +314,7 @@ final class HookSession {
             // Children first: once they are restored, nothing writes into the ring or the
             // counters any more, and the last drain sees everything.
             let family = detachChildren()
+            table.processExited()
             // The counters and the ring are shared memory: still readable.
             report(programs: [], exited: true)
             if !exitExpected { output.problem(output.several ? "process \(tracee.pid) exited" : "the process exited") }

@@ -117,6 +117,8 @@ final class CallEndingTests: XCTestCase {
             XCTAssertEqual(arg0(c), code)
             XCTAssertEqual(calls(r, "endings:plain").count, 2)
             assertNothingLost(r)
+            let pid = try XCTUnwrap(r.exited["pid"] as? Int)
+            XCTAssertNotEqual(access("/tmp/perf-\(pid).map", F_OK), 0, "the exited process's perf map went with it")
         }
     }
 

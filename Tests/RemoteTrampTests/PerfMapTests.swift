@@ -31,6 +31,7 @@ final class PerfMapTests: XCTestCase {
         XCTAssertEqual(runProgram(["/bin/sh", "-c", "echo precious > \(victim)"]).status, 0)
         let h = try HookHarness()
         let path = "/tmp/perf-\(h.target.pid).map"
+        unlink(path)        // a map an earlier process of this pid left (pids wrap at pid_max)
         XCTAssertEqual(symlink(victim, path), 0)
         try h.link(.fentry, "add")
         try h.go()
