@@ -64,10 +64,11 @@ extension HookSession {
             c.tracee.detach()
             return
         }
-        let requests = hooks.flatMap(\.requests)
         do {
-            let s = try HookSession(pid: c.tracee.pid, requests: requests, options: options, output: output, spawned: c.tracee,
-                                    exports: exports)
+            // Hook by hook, as after the process's own exec: one that matches nothing in the new
+            // image does not leave the others out.
+            let s = try HookSession(pid: c.tracee.pid, requests: [], options: options, output: output, spawned: c.tracee,
+                                    exports: exports, inherited: hooks)
             execedChildren.append(s)
         } catch {
             // Nothing of a failed add stays: the image is as it was.

@@ -66,8 +66,11 @@ final class HookSession {
     /// Attaches (or takes a spawned tracee, held at its main), creates the trampoline table and
     /// adds `requests` (if any) as the first hook. Returns with the tracee running.
     /// `exports`: the files several sessions share (ProcessSet); nil: the session opens its own.
+    ///
+    /// `inherited`: hooks of another session to apply too, each on its own (a child that ran
+    /// exec gets its parent's): one that matches nothing here is said and left out.
     init(pid: pid_t, requests: [HookRequest], options: SessionOptions, output: Output, spawned: Tracee? = nil,
-         exports: Exports? = nil) throws {
+         exports: Exports? = nil, inherited: [Hook] = []) throws {
         self.output = output
         self.options = options
         let checked = spawned == nil ? try Preflight.check(pid: pid, forAttach: true) : nil
@@ -95,6 +98,15 @@ final class HookSession {
             var report = AddReport()
             if !requests.isEmpty {
                 report = try add(requests, text: requests.map(\.text).joined(separator: " "), resume: !wasSpawned).report
+            }
+            for h in inherited {
+                do {
+                    let r = try add(h.requests, text: h.text, resume: !wasSpawned, id: h.id).report
+                    report.refused += r.refused
+                    report.patterns += r.patterns
+                } catch {
+                    output.problem("process \(pid), \(h.text): \(error)")
+                }
             }
             output.attached(pid: tracee.pid, functions: userFunctions, links: userLinks, report: report,
                             stop: tracee.stopStats, codeUsed: table.codeBytesUsed, codeMapped: table.codeBytesMapped)
