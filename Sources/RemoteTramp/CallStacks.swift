@@ -46,12 +46,6 @@ public struct CallStacks {
 
     public init(processOf: @escaping (UInt32) -> Int32 = { _ in -1 }) { self.processOf = processOf }
 
-    /// Calls still open.
-    public var openCount: Int { threads.values.reduce(0) { $0 + $1.open.count } }
-
-    /// Threads hookit keeps state for (open calls, or an exit mark not yet followed by the exit).
-    public var threadCount: Int { threads.count }
-
     /// The calls these events end, in the order they ended.
     public mutating func add(_ events: [TraceEvent]) -> [EndedCall] {
         var ended: [EndedCall] = []

@@ -38,4 +38,25 @@ struct RingGeometry {
     }
 
     var lapMask: UInt64 { ~UInt64(capacity - 1) }
+
+    /// Reads the published slots, ring by ring from `tails`, at most about `max`, each handed
+    /// back to the next lap once decoded (see rt_ring.h's turns). A slot reserved and still
+    /// being written ends its ring's batch. `publishingTail`: the reader's position goes into
+    /// the ring's header (at 200), for writers that keep room ahead of it.
+    func consume<T>(_ local: UnsafeMutableRawPointer, tails: inout [UInt64], max: Int, publishingTail: Bool,
+                    _ decode: (UnsafeMutablePointer<UInt64>) -> T) -> [T] {
+        var out: [T] = []
+        for r in 0..<rings {
+            while out.count < max {
+                let s = slot(local, r, tails[r])
+                let lap = tails[r] & lapMask
+                guard atomicLoad(s) == lap + 1 else { break }
+                out.append(decode(s))
+                atomicStore(s, lap + UInt64(capacity))
+                tails[r] += 1
+            }
+            if publishingTail { atomicStore(header(local, r) + 25, tails[r]) }
+        }
+        return out
+    }
 }

@@ -64,8 +64,6 @@ public final class StackRing {
 
     private func header(_ r: Int) -> UnsafeMutablePointer<UInt64> { geometry.header(memory.local, r) }
 
-    private func slot(_ r: Int, _ p: UInt64) -> UnsafeMutablePointer<UInt64> { geometry.slot(memory.local, r, p) }
-
     /// Records writers gave up because a ring was full.
     public var dropped: UInt64 { (0..<rings).reduce(0) { $0 &+ atomicLoad(header($1) + 16) } }
 
@@ -107,19 +105,7 @@ public final class StackRing {
     /// The complete records available now, ring by ring. A slot reserved and still being
     /// written ends its ring's batch.
     func drain(max: Int = .max) -> [StackSample] {
-        var out: [StackSample] = []
-        let lapMask = ~UInt64(capacity - 1)
-        for r in 0..<rings {
-            while out.count < max {
-                let s = slot(r, tails[r])
-                let lap = tails[r] & lapMask
-                guard atomicLoad(s) == lap + 1 else { break }
-                out.append(Self.decode(s))
-                atomicStore(s, lap + UInt64(capacity))
-                tails[r] += 1
-            }
-        }
-        return out
+        geometry.consume(memory.local, tails: &tails, max: max, publishingTail: false, Self.decode)
     }
 
     static func decode(_ s: UnsafeMutablePointer<UInt64>) -> StackSample {

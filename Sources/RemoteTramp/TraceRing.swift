@@ -93,13 +93,10 @@ public final class TraceRing {
 
     private func header(_ r: Int) -> UnsafeMutablePointer<UInt64> { geometry.header(memory.local, r) }
     private func slot(_ r: Int, _ p: UInt64) -> UnsafeMutablePointer<UInt64> { geometry.slot(memory.local, r, p) }
-    private var lapMask: UInt64 { geometry.lapMask }
 
     /// Calls given up because a ring was full at their entry.
     public var dropped: UInt64 { (0..<rings).reduce(0) { $0 &+ atomicLoad(header($1) + 16) } }
 
-    /// End events and marks given up (their calls were recorded; how they ended is unknown).
-    public var droppedEnds: UInt64 { (0..<rings).reduce(0) { $0 &+ atomicLoad(header($1) + 24) } }
 
     /// Positions reserved by writers so far.
     public var reserved: UInt64 { (0..<rings).reduce(0) { $0 &+ atomicLoad(header($1) + 8) } }
@@ -109,19 +106,8 @@ public final class TraceRing {
     /// next call continues there. `final`: events still waiting for an earlier one of their
     /// thread go out too (the last drain: what never came is counted as lost).
     public func drain(max: Int = .max, final: Bool = false) -> [TraceEvent] {
-        var fresh: [TraceEvent] = []
-        for r in 0..<rings {
-            while fresh.count < max {
-                let s = slot(r, tails[r])
-                let lap = tails[r] & lapMask
-                guard atomicLoad(s) == lap + 1 else { break }
-                fresh.append(Self.decode(s))
-                atomicStore(s, lap + UInt64(capacity))
-                tails[r] += 1
-            }
-            // Writers of entries keep a quarter of the ring free beyond what is read.
-            atomicStore(header(r) + 25, tails[r])
-        }
+        // Writers of entries keep a quarter of the ring free beyond what is read: they see the tail.
+        let fresh = geometry.consume(memory.local, tails: &tails, max: max, publishingTail: true, Self.decode)
         order.add(fresh)
         let out = order.release(all: final)
         given += UInt64(out.count)
