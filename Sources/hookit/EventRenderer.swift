@@ -36,11 +36,11 @@ struct EventRenderer {
                 out.append("detached: \(d.restored) function(s) restored; world stopped \(d.stops) time(s), longest \(ms(d.longestStopNs)) ms")
                 if d.kept > 0 { out.append("kept \(d.kept) replacement(s) live in the process (--keep)") }
                 for l in d.leftMapped { out.append("left mapped (a thread may still return into it): \(l)") }
-                for p in d.pending { out.append("never matched (no module it names was loaded): \(p)") }
+                out += neverMatched(d.pending)
             case .exited(let e):
                 if let t = e.traced { out.append(tracedSummary(t, e.dropped ?? 0)) }
                 out.append("the process exited" + (e.status.map { " with status \($0)" } ?? ""))
-                for p in e.pending { out.append("never matched (no module it names was loaded): \(p)") }
+                out += neverMatched(e.pending)
             case .error(let f): out.append("error: \(f.message)")
             case .pending(let p): out.append("\(p.request): waiting for \(p.module) to be loaded")
             case .loaded(let l):
@@ -73,6 +73,11 @@ struct EventRenderer {
         let r = c.ended != "returned" ? " [\(Self.endings[c.ended] ?? c.ended)]" : c.ret.isNone ? "" : " = \(c.ret.text)"
         let d = c.ns.map { "  (\(CountTable.duration($0)))" } ?? ""
         return "\(lpad(fixed(rel, 6), 12)) \(lpad("\(c.tid)", 7))  \(c.function)(\(c.args.map(\.text).joined(separator: ", ")))\(r)\(d)"
+    }
+
+    /// The requests whose module never came, at the end of a session.
+    private func neverMatched(_ pending: [String]) -> [String] {
+        pending.map { "never matched (no module it names was loaded): \($0)" }
     }
 
     /// How a call that did not return ended, in the text output.

@@ -109,15 +109,6 @@ final class PrometheusExport {
 
     /// A label value as the text format requires: backslash, double quote and line feed escaped.
     static func escape(_ v: String) -> String {
-        var out = ""
-        for c in v {
-            switch c {
-            case "\\": out += "\\\\"
-            case "\"": out += "\\\""
-            case "\n": out += "\\n"
-            default: out.append(c)
-            }
-        }
-        return out
+        v.escaping(["\\": "\\\\", "\"": "\\\"", "\n": "\\n"])
     }
 }
