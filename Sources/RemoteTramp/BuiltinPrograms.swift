@@ -125,11 +125,12 @@ public enum TraceProgram {
 /// Marks (marks.c): a runtime program at the entry of each function that ends calls without
 /// their returning, so that the trace and the timed counts end those calls where it happened.
 public enum Marks {
-    /// The functions, and each one's mark (its cookie, see marks.c): the jumps of setjmp's
-    /// family, a catch, pthread_exit, exit.
+    /// The functions (`MODULE:NAME`), and each one's mark (its cookie, see marks.c): the jumps
+    /// of setjmp's family, a catch, pthread_exit, exit.
     public static let functions: [(name: String, mark: UInt64)] = [
-        ("longjmp", 1), ("_longjmp", 1), ("siglongjmp", 1), ("__longjmp_chk", 1),
-        ("__cxa_begin_catch", 2), ("pthread_exit", 3), ("exit", 4), ("_exit", 4), ("quick_exit", 4),
+        ("libc:longjmp", 1), ("libc:_longjmp", 1), ("libc:siglongjmp", 1), ("libc:__longjmp_chk", 1),
+        ("libstdc++:__cxa_begin_catch", 2), ("libc:pthread_exit", 3), ("libc:exit", 4), ("libc:_exit", 4),
+        ("libc:quick_exit", 4),
     ]
 
     /// Links the marks at those of `functions` (found by name); one link per address, as

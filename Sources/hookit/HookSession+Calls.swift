@@ -66,13 +66,17 @@ extension HookSession {
     /// `exec`, all the threads of that child's old image, gone by its exec.
     func noteExitedThreads(of process: Tracee, exec: Bool = false) {
         let pid = process.pid
-        let gone = exec ? Set(processOfThread.filter { $0.value == pid }.map(\.key) + [UInt32(bitPattern: pid)]).map { pid_t(bitPattern: $0) }
-                        : process.takeExitedThreads()
+        let gone = exec ? oldImageThreads(of: pid) : process.takeExitedThreads()
         guard let ring, !gone.isEmpty else { return }
         let now = TimeStampCounter.now(), heads = ring.heads
         for tid in gone {
             exitedThreads.append(ExitedThread(tid: UInt32(bitPattern: tid), ticks: now, process: process, heads: heads, byExec: exec))
         }
+    }
+
+    /// An exec leaves one thread, with the process's id: every thread of the old image is gone.
+    private func oldImageThreads(of pid: pid_t) -> [pid_t] {
+        Set(processOfThread.filter { $0.value == pid }.map(\.key) + [UInt32(bitPattern: pid)]).map { pid_t(bitPattern: $0) }
     }
 
     /// Every call still open ends: `ending` for the traced process's threads (it exited, ran
@@ -111,10 +115,7 @@ extension HookSession {
     /// timed) where that happened, not at the next call of their thread.
     func linkMarks(_ change: HookTransaction) throws {
         guard markLinks == nil else { return }
-        let found = Marks.functions.compactMap { m -> (FunctionSymbol, mark: UInt64)? in
-            let module = m.name == "__cxa_begin_catch" ? "libstdc++" : "libc"
-            return (try? symbols.function("\(module):\(m.name)")).map { ($0, m.mark) }
-        }
+        let found = Marks.functions.compactMap { m in (try? symbols.function(m.name)).map { ($0, mark: m.mark) } }
         markLinks = try Marks.link(found, change)
     }
 }
